@@ -1,0 +1,230 @@
+"""Properties: sources (local, received, inherited, default), inheritance, get/list formats."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from tests.harness.zfs_backend import (
+    ZfsBackend,
+    assert_fails,
+    get,
+    get_src,
+    ok,
+    send_recv,
+)
+
+
+def test_user_property_sources_local_inherited_default(b: ZfsBackend) -> None:
+    top = f"{b.base}/p"
+    ok(b, "create", "-p", f"{top}/kid/grandkid")
+    assert get_src(b, "zrepq:color", top) == ("-", "-")
+    ok(b, "set", "zrepq:color=red", top)
+    assert get_src(b, "zrepq:color", top) == ("red", "local")
+    assert get_src(b, "zrepq:color", f"{top}/kid") == ("red", f"inherited from {top}")
+    assert get_src(b, "zrepq:color", f"{top}/kid/grandkid") == ("red", f"inherited from {top}")
+    ok(b, "set", "zrepq:color=blue", f"{top}/kid")
+    assert get_src(b, "zrepq:color", f"{top}/kid/grandkid") == (
+        "blue",
+        f"inherited from {top}/kid",
+    )
+    ok(b, "inherit", "zrepq:color", f"{top}/kid")
+    assert get_src(b, "zrepq:color", f"{top}/kid") == ("red", f"inherited from {top}")
+    ok(b, "inherit", "-r", "zrepq:color", top)
+    assert get_src(b, "zrepq:color", f"{top}/kid/grandkid") == ("-", "-")
+
+
+def test_snapshot_user_properties(b: ZfsBackend) -> None:
+    fs = f"{b.base}/sp"
+    ok(b, "create", fs)
+    ok(b, "set", "zrepq:master=yes", fs)
+    ok(b, "snapshot", f"{fs}@s1")
+    # snapshots inherit user properties from their filesystem
+    assert get_src(b, "zrepq:master", f"{fs}@s1") == ("yes", f"inherited from {fs}")
+    ok(b, "set", "zrepq:sent=12345", f"{fs}@s1")
+    assert get_src(b, "zrepq:sent", f"{fs}@s1") == ("12345", "local")
+    # -s local finds exactly the snapshot that has it set (zrep's "last sent" lookup)
+    out = ok(b, "get", "-H", "-o", "name", "-r", "-s", "local", "zrepq:sent", fs)
+    assert out.split() == [f"{fs}@s1"]
+    # native filesystem properties don't apply to snapshots
+    assert_fails(b.zfs("set", "readonly=on", f"{fs}@s1"), "does not apply to datasets of this type")
+
+
+def test_set_invalid_properties(b: ZfsBackend) -> None:
+    fs = f"{b.base}/inv"
+    ok(b, "create", fs)
+    assert_fails(
+        b.zfs("set", "bogus=1", fs), f"cannot set property for '{fs}': invalid property 'bogus'"
+    )
+    # user property names are lowercase; uppercase makes it a (bad) native name
+    assert_fails(b.zfs("set", "Zrepq:X=1", fs), "invalid property 'Zrepq:X'")
+    assert_fails(b.zfs("set", "guid=5", fs), "'guid' is readonly")
+    assert_fails(b.zfs("set", "readonly=maybe", fs), "cannot set property for")
+    res = b.zfs("get", "bogus", fs)
+    assert res.returncode == 2
+    assert "bad property list: invalid property 'bogus'" in res.stderr
+
+
+def test_readonly_and_mountpoint_inherit(b: ZfsBackend) -> None:
+    top = f"{b.base}/ro"
+    ok(b, "create", "-p", f"{top}/kid")
+    assert get_src(b, "readonly", f"{top}/kid") == ("off", "default")
+    ok(b, "set", "readonly=on", top)
+    assert get_src(b, "readonly", f"{top}/kid") == ("on", f"inherited from {top}")
+    mp_top = get(b, "mountpoint", top)
+    assert get(b, "mountpoint", f"{top}/kid") == f"{mp_top}/kid"
+    assert get_src(b, "mountpoint", f"{top}/kid")[1] in ("default", f"inherited from {b.pool}")
+
+
+def test_received_property_is_shadowed_by_local_and_masked_by_inherit(b: ZfsBackend) -> None:
+    src, dst = f"{b.base}/src", f"{b.base2}/dst"
+    ok(b, "create", src)
+    ok(b, "set", "zrepq:role=primary", src)
+    ok(b, "snapshot", f"{src}@s1")
+    send_recv(b, f"-p {src}@s1", dst).check()
+    assert get_src(b, "zrepq:role", dst) == ("primary", "received")
+    # a local value shadows the received one; the received value is still recorded
+    ok(b, "set", "zrepq:role=mine", dst)
+    assert get_src(b, "zrepq:role", dst) == ("mine", "local")
+    out = ok(b, "get", "-H", "-o", "value,received,source", "zrepq:role", dst)
+    assert out.rstrip("\n").split("\t") == ["mine", "primary", "local"]
+    # inherit -S reverts to the received value
+    ok(b, "inherit", "-S", "zrepq:role", dst)
+    assert get_src(b, "zrepq:role", dst) == ("primary", "received")
+    # plain inherit masks the received value (effective becomes inherited/default)
+    ok(b, "inherit", "zrepq:role", dst)
+    assert get_src(b, "zrepq:role", dst) == ("-", "-")
+    out = ok(b, "get", "-H", "-o", "received", "zrepq:role", dst)
+    assert out.strip() == "primary"
+    ok(b, "inherit", "-S", "zrepq:role", dst)
+    assert get_src(b, "zrepq:role", dst) == ("primary", "received")
+    assert ok(b, "get", "-H", "-o", "name", "-s", "received", "zrepq:role", dst).split() == [dst]
+
+
+def test_recv_o_sets_local_and_recv_x_excludes(b: ZfsBackend) -> None:
+    src = f"{b.base}/src"
+    ok(b, "create", src)
+    ok(b, "set", "zrepq:a=1", src)
+    ok(b, "set", "zrepq:b=2", src)
+    ok(b, "snapshot", f"{src}@s1")
+    dst = f"{b.base2}/dst"
+    send_recv(b, f"-p {src}@s1", f"-o zrepq:a=override -x zrepq:b {dst}").check()
+    assert get_src(b, "zrepq:a", dst) == ("override", "local")
+    assert get_src(b, "zrepq:b", dst) == ("-", "-")
+    out = ok(b, "get", "-H", "-o", "received", "zrepq:a,zrepq:b", dst).split()
+    assert out == ["1", "2"]
+    # -o readonly=on is how zrep makes the destination read-only on the first receive
+    dst2 = f"{b.base2}/dst2"
+    send_recv(b, f"-p {src}@s1", f"-o readonly=on {dst2}").check()
+    assert get_src(b, "readonly", dst2) == ("on", "local")
+
+
+def test_get_output_formats(b: ZfsBackend) -> None:
+    fs = f"{b.base}/fmt"
+    ok(b, "create", fs)
+    ok(b, "set", "zrepq:x=hello", fs)
+    out = ok(b, "get", "zrepq:x", fs).splitlines()
+    assert re.split(r"\s{2,}", out[0].strip()) == ["NAME", "PROPERTY", "VALUE", "SOURCE"]
+    assert out[1].split() == [fs, "zrepq:x", "hello", "local"]
+    out = ok(b, "get", "-H", "zrepq:x", fs)
+    assert out == f"{fs}\tzrepq:x\thello\tlocal\n"
+    out = ok(b, "get", "-H", "-o", "property,value", "zrepq:x,type", fs)
+    assert out == "zrepq:x\thello\ntype\tfilesystem\n"
+    # -p: creation in epoch seconds; without: OpenZFS's date format
+    now = int(time.time())
+    created = int(get(b, "creation", fs))
+    assert abs(created - now) < 120
+    human = ok(b, "get", "-H", "-o", "value", "creation", fs).strip()
+    assert re.fullmatch(r"[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d \d{4}", human), human
+    # sizes: bytes with -p, human units without
+    assert re.fullmatch(r"\d+", get(b, "used", fs))
+    assert re.fullmatch(r"[\d.]+[BKMGTPE]", ok(b, "get", "-H", "-o", "value", "used", fs).strip())
+    # an unset user property: value and source '-'
+    assert ok(b, "get", "-H", "zrepq:unset", fs) == f"{fs}\tzrepq:unset\t-\t-\n"
+    assert ok(b, "get", "-H", "-s", "local", "zrepq:unset", fs) == ""
+    assert_fails(b.zfs("get", "-o", "nosuch", "all", fs), "invalid column name 'nosuch'", code=2)
+    assert_fails(b.zfs("get", "-s", "nosuch", "all", fs), "invalid source 'nosuch'", code=2)
+    assert_fails(b.zfs("get", "-t", "nosuch", "all", fs), "invalid type 'nosuch'", code=2)
+
+
+def test_get_all_lists_native_and_user_properties(b: ZfsBackend) -> None:
+    fs = f"{b.base}/all"
+    ok(b, "create", fs)
+    ok(b, "set", "zrepq:one=1", fs)
+    out = ok(b, "get", "-H", "-o", "property,source", "all", fs)
+    props = dict(line.split("\t") for line in out.splitlines())
+    for p in ("type", "creation", "used", "referenced", "mountpoint", "readonly", "guid",
+              "createtxg", "written", "compression", "mounted"):  # fmt: skip
+        assert p in props, p
+    assert props["zrepq:one"] == "local"
+    assert props["guid"] == "-"
+    assert ok(b, "get", "-H", "-o", "value", "receive_resume_token", fs).strip() == "-"
+
+
+def test_get_recursion_types_and_depth(b: ZfsBackend) -> None:
+    top = f"{b.base}/rec"
+    ok(b, "create", "-p", f"{top}/a/b")
+    ok(b, "snapshot", "-r", f"{top}@s1")
+    names = ok(b, "get", "-H", "-o", "name", "-r", "type", top).split()
+    assert names == [top, f"{top}@s1", f"{top}/a", f"{top}/a@s1", f"{top}/a/b", f"{top}/a/b@s1"]
+    names = ok(b, "get", "-H", "-o", "name", "-d", "1", "-t", "filesystem", "type", top).split()
+    assert names == [top, f"{top}/a"]
+    # -t snapshot with a filesystem argument lists that filesystem's snapshots
+    names = ok(b, "get", "-H", "-o", "name", "-t", "snapshot", "type", top).split()
+    assert names == [f"{top}@s1"]
+
+
+def test_list_output_formats(b: ZfsBackend) -> None:
+    top = f"{b.base}/ls"
+    ok(b, "create", "-p", f"{top}/kid")
+    ok(b, "set", "zrepq:tag=t1", top)
+    out = ok(b, "list", "-r", top).splitlines()
+    assert out[0].split() == ["NAME", "USED", "AVAIL", "REFER", "MOUNTPOINT"]
+    assert [line.split()[0] for line in out[1:]] == [top, f"{top}/kid"]
+    out = ok(b, "list", "-H", "-o", "name,zrepq:tag", "-r", top)
+    assert out == f"{top}\tt1\n{top}/kid\tt1\n"
+    out = ok(b, "list", "-o", "name,zrepq:tag", top).splitlines()
+    assert out[0].split() == ["NAME", "ZREPQ:TAG"]
+    # column alignment: every row starts its second column at the same offset
+    off = out[0].index("ZREPQ:TAG")
+    assert out[1][off:].strip() == "t1"
+    out = ok(b, "list", "-H", "-p", "-o", "name,used,guid", top).split("\t")
+    assert out[0] == top and out[1].isdigit() and out[2].strip().isdigit()
+
+
+def test_list_types_depth_and_sorting(b: ZfsBackend) -> None:
+    top = f"{b.base}/srt"
+    ok(b, "create", "-p", f"{top}/kid")
+    for s in ("c", "a", "b"):
+        ok(b, "snapshot", f"{top}@{s}")
+    ok(b, "snapshot", f"{top}/kid@z")
+    # without -t, recursion lists no snapshots
+    assert ok(b, "list", "-H", "-o", "name", "-r", top).split() == [top, f"{top}/kid"]
+    # a snapshot named explicitly is listed
+    assert ok(b, "list", "-H", "-o", "name", f"{top}@a").split() == [f"{top}@a"]
+    snaps = ok(b, "list", "-H", "-o", "name", "-t", "snapshot", "-d", "1", top).split()
+    assert snaps == [f"{top}@c", f"{top}@a", f"{top}@b"]  # creation order
+    snaps = ok(b, "list", "-H", "-o", "name", "-t", "snapshot", top).split()
+    assert snaps == [f"{top}@c", f"{top}@a", f"{top}@b"]
+    names = ok(b, "list", "-H", "-o", "name", "-t", "snapshot", "-s", "name", "-r", top).split()
+    assert names == [f"{top}/kid@z", f"{top}@a", f"{top}@b", f"{top}@c"]
+    names = ok(b, "list", "-H", "-o", "name", "-t", "snapshot", "-S", "createtxg", "-r", top)
+    assert names.split()[0] == f"{top}/kid@z"
+    out = ok(b, "list", "-H", "-o", "name,type", "-t", "all", "-r", top).splitlines()
+    assert [line.split("\t")[1] for line in out].count("snapshot") == 4
+    res = b.zfs("list", "-t", "filesystem", f"{top}@a")
+    assert_fails(res, f"cannot open '{top}@a'")
+    assert_fails(b.zfs("list", "-t", "bogus"), "invalid type 'bogus'", code=2)
+
+
+def test_written_tracks_changes_since_latest_snapshot(b: ZfsBackend) -> None:
+    fs = f"{b.base}/w"
+    ok(b, "create", fs)
+    ok(b, "snapshot", f"{fs}@s0")
+    assert int(get(b, "written", fs)) < 65536
+    b.sh(f'head -c 1048576 /dev/urandom > "$(zfs get -H -o value mountpoint {fs})/big"')
+    assert int(get(b, "written", fs)) >= 1048576
+    ok(b, "snapshot", f"{fs}@s1")
+    assert int(get(b, "written", f"{fs}@s1")) >= 1048576
+    assert int(get(b, "written", fs)) < 65536
+    assert int(get(b, "referenced", fs)) >= 1048576

@@ -1,0 +1,109 @@
+"""Two (or more) storage hosts on this machine: each a stand-in zfs state behind a real sshd.
+
+The engine under test runs in this process *as* one of the hosts: its own zfs commands run
+locally (with that host's stand-in state), every other host is reached by name through the
+real sshd (paramiko for control, OpenSSH for the stream), exactly as on a real fleet.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.harness.sshd import SshdCluster, SshdHost
+from tests.harness.standin import StandinHost
+from workers.engine import Engine, EngineConfig
+from workers.engine.events import Event
+from workers.exec.ssh_options import SshOptions
+from workers.exec.transport import SshTransport
+
+
+@dataclass
+class Site:
+    name: str
+    pool: str
+    sshd: SshdHost
+    zfs: StandinHost
+
+    def fs(self, leaf: str) -> str:
+        return f"{self.pool}/{leaf}"
+
+
+@dataclass
+class InProcessPeer:
+    """The other side of failover/takeover: that host's engine, built in this process."""
+
+    fleet: Fleet
+
+    def takeover_local(self, host: str, fs: str, *, tag: str, snap: str | None = None) -> None:
+        self.fleet.engine(host).with_tag(tag).takeover(fs, local_only=True, snapshot=snap)
+
+    def failover(self, host: str, fs: str, *, tag: str) -> None:
+        self.fleet.engine(host).with_tag(tag).failover(fs)
+
+
+@dataclass
+class Fleet:
+    cluster: SshdCluster
+    sites: dict[str, Site] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+    transports: list[SshTransport] = field(default_factory=list)
+
+    def __getitem__(self, name: str) -> Site:
+        return self.sites[name]
+
+    def engine(
+        self,
+        name: str,
+        env: dict[str, str] | None = None,
+        *,
+        ssh: SshOptions | None = None,
+        **kw: object,
+    ) -> Engine:
+        site = self.sites[name]
+        transport = SshTransport(
+            name, ssh or site.sshd.ssh_options(), local_env=site.zfs.env, stream_timeout=120
+        )
+        self.transports.append(transport)
+        config = EngineConfig.from_env(env or {})
+        return Engine(
+            transport, config=config, observer=self.events.append, peer=InProcessPeer(self), **kw
+        )  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        for t in self.transports:
+            t.close()
+
+
+@pytest.fixture
+def fleet(sshd_cluster: SshdCluster) -> Iterator[Callable[..., Fleet]]:
+    """`fleet("hosta", "hostb")`: fresh hosts (state wiped), pool `pool<suffix>` on each."""
+    made: list[Fleet] = []
+
+    def make(*names: str) -> Fleet:
+        f = Fleet(sshd_cluster)
+        for name in names:
+            sshd = sshd_cluster.host(name)
+            _wipe(sshd.root)
+            z = StandinHost(sshd.root, name)
+            pool = "pool" + name.removeprefix("host")
+            z.create_pool(pool)
+            f.sites[name] = Site(name, pool, sshd, z)
+        made.append(f)
+        return f
+
+    yield make
+    for f in made:
+        f.close()
+
+
+def _wipe(root: Path) -> None:
+    for child in root.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()

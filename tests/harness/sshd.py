@@ -1,0 +1,281 @@
+"""Real OpenSSH servers on loopback ports, one per simulated host.
+
+Each host gets its own `sshd -D -e -f <cfg>` on 127.0.0.1:<port> with its own ed25519 host
+key, key-only root login with one generated client key, and `SetEnv` so that every session
+sees that host's environment (the stand-in `zfs` first on PATH, `ZFS_STANDIN_ROOT` set to the
+host's own directory). One client `ssh_config` + `known_hosts` pair names every host, so
+`ssh -F cfg hostb` and `SshOptions(config_file=cfg)` both reach "hostb" by name.
+
+sshd runs each command through root's login shell, which may read ~/.bashrc; `HOME` is set to
+the host's own (empty) directory so root's dotfiles neither slow commands down nor change PATH.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.harness.netutil import REPO, children_of, free_port, stop_pid, tail, wait_for_port
+from workers.exec.procs import die_with_parent
+from workers.exec.ssh_options import SshOptions
+
+SSHD = "/usr/sbin/sshd"  # sshd refuses to run (re-exec) unless started by absolute path
+DEFAULT_PATH = f"{REPO}/tests/standin:/usr/local/bin:/usr/bin:/bin"
+
+
+def sshd_unavailable() -> str | None:
+    """Why real sshd hosts cannot run here, or None."""
+    if not os.path.exists(SSHD):
+        return f"{SSHD} not found (Debian: apt-get install openssh-server)"
+    if shutil.which("ssh-keygen") is None or shutil.which("ssh") is None:
+        return "ssh / ssh-keygen not found (Debian: apt-get install openssh-client)"
+    if os.geteuid() != 0:
+        return "sshd test hosts need root (sshd must own privilege separation)"
+    return None
+
+
+@dataclass
+class SshdHost:
+    name: str
+    port: int
+    root: Path  # the host's own directory (ZFS_STANDIN_ROOT unless env says otherwise)
+    env: dict[str, str]
+    workdir: Path
+    host_key: Path
+    config_file: Path  # the shared client ssh_config (every host)
+    known_hosts: Path  # the shared client known_hosts
+    identity_file: Path
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, f"sshd for {self.name} is not running"
+        return self.proc.pid
+
+    @property
+    def host_key_pub(self) -> str:
+        return Path(f"{self.host_key}.pub").read_text().strip()
+
+    @property
+    def known_hosts_line(self) -> str:
+        keytype, key = self.host_key_pub.split()[:2]
+        return f"[127.0.0.1]:{self.port} {keytype} {key}"
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / "sshd.log"
+
+    def ssh_options(self, **overrides: object) -> SshOptions:
+        """Options that reach this host (and every other one) by name through the config."""
+        return SshOptions(config_file=str(self.config_file), **overrides)  # type: ignore[arg-type]
+
+    def ssh_argv(self, *command: str) -> list[str]:
+        """`ssh -F cfg name command...`, for tests that want plain OpenSSH."""
+        return ["ssh", "-F", str(self.config_file), self.name, *command]
+
+
+class SshdCluster:
+    """Every simulated host of a test session, and the client files that reach them."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.client_dir = base / "client"
+        self.client_dir.mkdir(parents=True, exist_ok=True)
+        self.identity_file = self.client_dir / "id_ed25519"
+        self.config_file = self.client_dir / "ssh_config"
+        self.known_hosts = self.client_dir / "known_hosts"
+        self.authorized_keys = self.client_dir / "authorized_keys"
+        self.hosts: dict[str, SshdHost] = {}
+        self._lock = threading.Lock()
+        _keygen(self.identity_file, "zrepq-test-client")
+        self.authorized_keys.write_text(Path(f"{self.identity_file}.pub").read_text())
+        self.known_hosts.touch()
+        # sshd needs its privilege separation directory; fresh containers lack it.
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+
+    def host(self, name: str, env: dict[str, str] | None = None) -> SshdHost:
+        """The sshd host `name`, started on first use. `env` is laid over the defaults."""
+        with self._lock:
+            existing = self.hosts.get(name)
+            if existing is not None:
+                if env is not None and {**existing.env, **env} != existing.env:
+                    raise ValueError(f"host {name} already runs with env {existing.env}")
+                return existing
+            workdir = self.base / "hosts" / name
+            root = workdir / "root"
+            root.mkdir(parents=True, exist_ok=True)
+            # HOME points at the host's own directory, so the login shell does not read root's
+            # dotfiles (here ~/.bashrc runs `pyenv init`, 80 ms per command).
+            full_env = {
+                "PATH": DEFAULT_PATH,
+                "ZFS_STANDIN_ROOT": str(root),
+                "HOME": str(workdir),
+                **(env or {}),
+            }
+            host = SshdHost(
+                name=name,
+                port=0,
+                root=root,
+                env=full_env,
+                workdir=workdir,
+                host_key=workdir / "ssh_host_ed25519_key",
+                config_file=self.config_file,
+                known_hosts=self.known_hosts,
+                identity_file=self.identity_file,
+            )
+            _keygen(host.host_key, f"{name}-host")
+            self._start(host)
+            self.hosts[name] = host
+            self._write_client_files()
+            return host
+
+    def regenerate_host_key(self, name: str) -> SshdHost:
+        """Give `name` a new host key and restart it; known_hosts keeps the old key."""
+        with self._lock:
+            host = self.hosts[name]
+            self._stop(host)
+            for path in (host.host_key, Path(f"{host.host_key}.pub")):
+                path.unlink()
+            _keygen(host.host_key, f"{name}-host-new")
+            self._start(host, port=host.port)
+            return host
+
+    def stop(self, name: str) -> None:
+        with self._lock:
+            self._stop(self.hosts[name])
+
+    def start(self, name: str) -> None:
+        with self._lock:
+            host = self.hosts[name]
+            self._start(host, port=host.port)
+
+    def stop_all(self) -> None:
+        with self._lock:
+            for host in self.hosts.values():
+                self._stop(host)
+
+    def write_client_config(
+        self,
+        path: Path,
+        *,
+        known_hosts: Path,
+        names: list[str] | None = None,
+        port_overrides: dict[str, int] | None = None,
+    ) -> Path:
+        """Another client config for the same hosts, e.g. with an empty known_hosts."""
+        hosts = [self.hosts[n] for n in (names or list(self.hosts))]
+        ports = port_overrides or {}
+        stanzas = [_stanza(h.name, ports.get(h.name, h.port), self, known_hosts) for h in hosts]
+        for name, port in ports.items():
+            if name not in self.hosts:
+                stanzas.append(_stanza(name, port, self, known_hosts))
+        path.write_text("\n".join(stanzas))
+        return path
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _write_client_files(self) -> None:
+        self.write_client_config(self.config_file, known_hosts=self.known_hosts)
+        lines = [h.known_hosts_line for h in self.hosts.values()]
+        _atomic_write(self.known_hosts, "\n".join(lines) + "\n")
+
+    def _start(self, host: SshdHost, port: int | None = None) -> None:
+        for _ in range(1 if port else 5):
+            host.port = port or free_port()
+            config = host.workdir / "sshd_config"
+            config.write_text(self._sshd_config(host))
+            with open(host.log, "ab") as log:
+                host.proc = subprocess.Popen(
+                    [SSHD, "-D", "-e", "-f", str(config)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    process_group=0,
+                    preexec_fn=die_with_parent(),  # a killed pytest must not leave it running
+                )
+            if wait_for_port(host.port, host.proc, banner=b"SSH-"):
+                return
+            stop_pid(host.proc)
+            host.proc = None
+        raise RuntimeError(f"sshd for {host.name} did not start:\n{tail(host.log)}")
+
+    def _stop(self, host: SshdHost) -> None:
+        if host.proc is None:
+            return
+        # Each connection has its own sshd child, in its own session: stop those too, or a
+        # cached client connection would outlive "its" server.
+        sessions = children_of(host.proc.pid)
+        stop_pid(host.proc)
+        host.proc = None
+        for pid in sessions:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def _sshd_config(self, host: SshdHost) -> str:
+        setenv = " ".join(_quote_setenv(k, v) for k, v in host.env.items())
+        return "\n".join(
+            [
+                f"Port {host.port}",
+                "ListenAddress 127.0.0.1",
+                f"HostKey {host.host_key}",
+                f"PidFile {host.workdir / 'sshd.pid'}",
+                f"AuthorizedKeysFile {self.authorized_keys}",
+                "PermitRootLogin prohibit-password",
+                "PubkeyAuthentication yes",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "UsePAM no",
+                "StrictModes no",
+                "UseDNS no",
+                "PrintMotd no",
+                "PrintLastLog no",
+                "MaxSessions 100",
+                "MaxStartups 100",
+                "LogLevel VERBOSE",
+                f"SetEnv {setenv}",
+                "",
+            ]
+        )
+
+
+def _stanza(name: str, port: int, cluster: SshdCluster, known_hosts: Path) -> str:
+    return "\n".join(
+        [
+            f"Host {name}",
+            "    HostName 127.0.0.1",
+            f"    Port {port}",
+            "    User root",
+            f"    IdentityFile {cluster.identity_file}",
+            "    IdentitiesOnly yes",
+            f"    UserKnownHostsFile {known_hosts}",
+            "    GlobalKnownHostsFile /dev/null",
+            "    StrictHostKeyChecking yes",
+            "    BatchMode yes",
+            "",
+        ]
+    )
+
+
+def _keygen(path: Path, comment: str) -> None:
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+        check=True,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+    )
+
+
+def _quote_setenv(name: str, value: str) -> str:
+    return f'"{name}={value}"' if any(c.isspace() for c in value) else f"{name}={value}"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

@@ -1,0 +1,73 @@
+"""Pytest fixtures for the stand-in `zfs` (registered in tests/conftest.py).
+
+- `standin_bin`: the directory holding the stand-in `zfs`/`zpool` executables.
+- `standin_host`: factory, `standin_host("hosta")` -> a `StandinHost` with its own state root
+  under the test's tmp_path and one pool (`poola` for "hosta", `poolb` for "hostb", ...;
+  override with `pool=`, or `pool=None` for none).
+- `zfs_backend`: the `ZfsBackend` the contract tests run against: the stand-in now; a backend
+  for real OpenZFS (a QEMU guest) can be selected here later without touching the tests.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.harness.standin import STANDIN_BIN, StandinHost
+from tests.harness.zfs_backend import StandinBackend, ZfsBackend
+
+_UNSET = object()
+
+
+@pytest.fixture(scope="session")
+def standin_bin() -> Path:
+    return STANDIN_BIN
+
+
+def default_pool_for(name: str) -> str:
+    if name.startswith("host") and len(name) > 4:
+        return "pool" + name[4:]
+    return name + "pool" if name[:1].isalpha() else "pool" + name
+
+
+@pytest.fixture
+def standin_host(tmp_path: Path) -> Callable[..., StandinHost]:
+    made: dict[str, StandinHost] = {}
+
+    def make(name: str = "hosta", pool: object = _UNSET) -> StandinHost:
+        if name in made:
+            return made[name]
+        host = StandinHost(tmp_path / f"standin-{name}", name)
+        p = default_pool_for(name) if pool is _UNSET else pool
+        if p is not None:
+            host.create_pool(str(p))
+        made[name] = host
+        return host
+
+    return make
+
+
+def clone_root(template: Path, dest: Path) -> None:
+    """Copy a stand-in state root; the state file holds absolute paths, so rewrite them."""
+    shutil.copytree(template, dest, symlinks=True)
+    state = dest / "state.json"
+    state.write_text(state.read_text().replace(str(template), str(dest)))
+    for junk in ("hashcache.json", "calls.log"):
+        (dest / junk).unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def _standin_backend_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("standin-template") / "root"
+    StandinBackend(StandinHost(root, "template"))
+    return root
+
+
+@pytest.fixture
+def zfs_backend(tmp_path: Path, _standin_backend_template: Path) -> ZfsBackend:
+    root = tmp_path / "standin-backend"
+    clone_root(_standin_backend_template, root)
+    return StandinBackend(StandinHost(root, "backend"), fresh=False)

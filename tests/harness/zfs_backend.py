@@ -1,0 +1,201 @@
+"""The ZFS backend interface used by the contract tests (tests/contract).
+
+A contract test talks to ZFS only through a `ZfsBackend`: the `zfs`/`zpool` CLI, a POSIX
+shell with the backend's environment (mountpoints are real directories there), and the
+names of two pools plus one fresh parent filesystem on each. Nothing in it is specific to
+the stand-in, so the same tests run against real OpenZFS once a backend for it exists
+(e.g. one that runs each command over ssh in a QEMU guest and gives every test a fresh
+`pool/t<id>` parent). `StandinBackend` is the implementation over tests/standin.
+
+The helpers below (`get`, `guid`, `write_file`, `tree`, ...) are built on those three
+calls only, so they work on any backend.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+from dataclasses import dataclass
+from typing import Protocol
+
+from tests.harness.standin import StandinHost
+
+
+@dataclass(frozen=True)
+class ZfsResult:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def check(self) -> ZfsResult:
+        if self.returncode != 0:
+            raise AssertionError(
+                f"{' '.join(self.argv)} exited {self.returncode}\n"
+                f"stdout:\n{self.stdout}\nstderr:\n{self.stderr}"
+            )
+        return self
+
+
+class ZfsBackend(Protocol):
+    """What a contract test may use. Commands never raise on a non-zero exit."""
+
+    name: str
+    pool: str  # a pool the test may create datasets in (under `base`)
+    pool2: str  # a second pool (under `base2`)
+    base: str  # a fresh, empty filesystem on `pool`, owned by this test
+    base2: str  # a fresh, empty filesystem on `pool2`, owned by this test
+
+    def zfs(self, *args: str, input: bytes | None = None) -> ZfsResult: ...
+
+    def zpool(self, *args: str) -> ZfsResult: ...
+
+    def sh(self, script: str, input: bytes | None = None) -> ZfsResult: ...
+
+
+class StandinBackend:
+    """`ZfsBackend` over the stand-in: one simulated host with pools `poola`, `poolb`."""
+
+    name = "standin"
+
+    def __init__(
+        self, host: StandinHost, pool: str = "poola", pool2: str = "poolb", fresh: bool = True
+    ):
+        self.host = host
+        self.pool = pool
+        self.pool2 = pool2
+        self.base = f"{pool}/ct"
+        self.base2 = f"{pool2}/ct"
+        if fresh:  # else `host` is a copy of a root where this was already done
+            for p in (pool, pool2):
+                host.create_pool(p)
+            self.zfs("create", self.base).check()
+            self.zfs("create", self.base2).check()
+
+    def _wrap(self, res: subprocess.CompletedProcess[str]) -> ZfsResult:
+        return ZfsResult(tuple(res.args), res.returncode, res.stdout, res.stderr)
+
+    def zfs(self, *args: str, input: bytes | None = None) -> ZfsResult:
+        return self._wrap(self.host.zfs(*args, check=False, input=input))
+
+    def zpool(self, *args: str) -> ZfsResult:
+        return self._wrap(self.host.zpool(*args, check=False))
+
+    def sh(self, script: str, input: bytes | None = None) -> ZfsResult:
+        return self._wrap(self.host.sh(script, check=False, input=input))
+
+
+# ----------------------------------------------------------------------------- helpers
+
+q = shlex.quote
+
+
+def ok(b: ZfsBackend, *args: str, input: bytes | None = None) -> str:
+    """Run `zfs args...`, require success, return stdout."""
+    return b.zfs(*args, input=input).check().stdout
+
+
+def sh_ok(b: ZfsBackend, script: str, input: bytes | None = None) -> str:
+    return b.sh(script, input=input).check().stdout
+
+
+def get(b: ZfsBackend, prop: str, ds: str) -> str:
+    return ok(b, "get", "-H", "-p", "-o", "value", prop, ds).rstrip("\n")
+
+
+def get_src(b: ZfsBackend, prop: str, ds: str) -> tuple[str, str]:
+    out = ok(b, "get", "-H", "-o", "value,source", prop, ds).rstrip("\n")
+    value, source = out.split("\t")
+    return value, source
+
+
+def guid(b: ZfsBackend, name: str) -> int:
+    return int(get(b, "guid", name))
+
+
+def exists(b: ZfsBackend, name: str) -> bool:
+    return b.zfs("list", "-H", "-o", "name", "-t", "all", name).returncode == 0
+
+
+def snapshots(b: ZfsBackend, fs: str) -> list[str]:
+    """Short names of `fs`'s snapshots, oldest first."""
+    out = ok(b, "list", "-H", "-o", "name", "-s", "createtxg", "-t", "snapshot", "-d", "1", fs)
+    return [line.split("@", 1)[1] for line in out.split()]
+
+
+def mountpoint(b: ZfsBackend, fs: str) -> str:
+    return get(b, "mountpoint", fs)
+
+
+def write_file(b: ZfsBackend, fs: str, rel: str, data: bytes, mode: str | None = None) -> None:
+    path = f"{mountpoint(b, fs)}/{rel}"
+    script = f'mkdir -p "$(dirname {q(path)})" && cat > {q(path)}'
+    if mode:
+        script += f" && chmod {mode} {q(path)}"
+    sh_ok(b, script, input=data)
+
+
+def read_file(b: ZfsBackend, fs: str, rel: str) -> bytes:
+    res = b.sh(f"cat {q(mountpoint(b, fs) + '/' + rel)} | od -An -v -tx1")
+    res.check()
+    return bytes.fromhex("".join(res.stdout.split()))
+
+
+def remove(b: ZfsBackend, fs: str, rel: str) -> None:
+    sh_ok(b, f"rm -rf {q(mountpoint(b, fs) + '/' + rel)}")
+
+
+def tree(b: ZfsBackend, fs: str) -> dict[str, str]:
+    """{relpath: 'f <mode> <sha256>' | 'd <mode>' | 'l <target>'} of a mounted fs."""
+    mp = mountpoint(b, fs)
+    out = sh_ok(
+        b,
+        f"cd {q(mp)} && find . -mindepth 1 -xdev -printf '%y %m %p\\t%l\\n' | sort && "
+        f"echo '--' && find . -xdev -type f -exec sha256sum {{}} + | sort -k2",
+    )
+    meta, _, sums = out.partition("--\n")
+    hashes = {}
+    for line in sums.splitlines():
+        digest, path = line.split(None, 1)
+        hashes[path.lstrip("*")] = digest
+    result = {}
+    for line in meta.splitlines():
+        head, _, target = line.partition("\t")
+        kind, mode, path = head.split(" ", 2)
+        rel = path[2:]
+        if kind == "f":
+            result[rel] = f"f {mode} {hashes[path]}"
+        elif kind == "d":
+            result[rel] = f"d {mode}"
+        elif kind == "l":
+            result[rel] = f"l {target}"
+        else:
+            result[rel] = kind
+    return result
+
+
+def norm(text: str) -> str:
+    """Collapse whitespace (OpenZFS wraps some messages over two lines)."""
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def assert_fails(res: ZfsResult, *fragments: str, code: int = 1) -> None:
+    """Exit code `code` and every fragment in stderr (whitespace-normalised)."""
+    assert res.returncode == code, (
+        f"{' '.join(res.argv)}: expected exit {code}, got {res.returncode}\n"
+        f"stdout:\n{res.stdout}\nstderr:\n{res.stderr}"
+    )
+    err = norm(res.stderr)
+    for frag in fragments:
+        assert norm(frag) in err, f"{frag!r} not in stderr:\n{res.stderr}"
+
+
+def send_recv(b: ZfsBackend, send_args: str, recv_args: str) -> ZfsResult:
+    """`zfs send SEND_ARGS | zfs recv RECV_ARGS`; the result is the receive's, with the
+    send's stderr in front."""
+    return b.sh(f"zfs send {send_args} | zfs recv {recv_args}")

@@ -1,0 +1,327 @@
+"""init, sync and their fixed zrep defects, with the engine on hosta and hostb behind sshd."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.harness.fleet import Fleet, Site
+from workers.engine.errors import (
+    Conflict,
+    HostKeyError,
+    LockHeld,
+    NotConfigured,
+    PipelineError,
+    SplitBrain,
+    StateError,
+    ValidationError,
+)
+from workers.engine.events import StreamProgress
+from workers.exec.ssh_options import SshOptions
+
+
+def prop(site: Site, name: str, ds: str, field: str = "value") -> str:
+    return site.zfs.zfs("get", "-H", "-o", field, name, ds).stdout.strip()
+
+
+def snaps(site: Site, fs: str) -> list[str]:
+    out = site.zfs.zfs(
+        "list", "-H", "-t", "snapshot", "-o", "name", "-s", "createtxg", "-d", "1", fs
+    ).stdout
+    return [line.split("@", 1)[1] for line in out.splitlines() if line]
+
+
+def holds(site: Site, snap: str) -> list[str]:
+    out = site.zfs.zfs("holds", "-H", snap).stdout
+    return [line.split("\t")[1] for line in out.splitlines() if line]
+
+
+@pytest.fixture
+def pair(fleet: Callable[..., Fleet]) -> tuple[Fleet, Site, Site]:
+    f = fleet("hosta", "hostb")
+    a, b = f["hosta"], f["hostb"]
+    a.zfs.zfs("create", a.fs("prod"))
+    a.zfs.write(a.fs("prod"), "hello.txt", b"hello\n")
+    a.zfs.write(a.fs("prod"), "dir/big.bin", os.urandom(300_000))
+    return f, a, b
+
+
+def init(f: Fleet, a: Site, b: Site, **env: str) -> None:
+    f.engine("hosta", env).init(a.fs("prod"), "hostb", b.fs("prod"))
+
+
+def test_init_lays_out_zreps_on_disk_contract(pair: tuple[Fleet, Site, Site]) -> None:
+    f, a, b = pair
+    res = f.engine("hosta").init(a.fs("prod"), "hostb", b.fs("prod"))
+    src, dst = a.fs("prod"), b.fs("prod")
+    assert res.snapshot == f"{src}@zrep_000000" and res.bytes_sent > 300_000
+    for k, v in {
+        "src-fs": src,
+        "src-host": "hosta",
+        "dest-fs": dst,
+        "dest-host": "hostb",
+        "savecount": "5",
+        "master": "yes",
+    }.items():
+        assert prop(a, f"zrep:{k}", src) == v
+        assert prop(a, f"zrep:{k}", src, "source") == "local"
+    # The standby got the pair's properties as *received* ones, and not zrep:master.
+    assert prop(b, "zrep:src-host", dst) == "hosta"
+    assert prop(b, "zrep:src-host", dst, "source") == "received"
+    assert prop(b, "zrep:master", dst) == "-"
+    assert prop(b, "readonly", dst) == "on"
+    assert snaps(a, src) == snaps(b, dst) == ["zrep_000000"]
+    assert prop(a, "guid", f"{src}@zrep_000000") == prop(b, "guid", f"{dst}@zrep_000000")
+    assert prop(a, "zrep:sent", f"{src}@zrep_000000", "source") == "local"
+    assert b.zfs.tree(dst) == a.zfs.tree(src)
+    # The incremental base is held on both sides.
+    assert holds(a, f"{src}@zrep_000000") == ["zrepq:zrep:lastsent"]
+    assert holds(b, f"{dst}@zrep_000000") == ["zrepq:zrep:lastsent"]
+    # The lock is gone again.
+    assert prop(a, "zrep:lock-pid", src) == "-"
+
+
+def test_init_refuses_existing_destination_and_configured_source(
+    pair: tuple[Fleet, Site, Site],
+) -> None:
+    f, a, b = pair
+    b.zfs.zfs("create", b.fs("prod"))
+    with pytest.raises(StateError, match="already exists! Will not overwrite without -f"):
+        f.engine("hosta").init(a.fs("prod"), "hostb", b.fs("prod"))
+    assert snaps(a, a.fs("prod")) == []  # nothing happened
+    assert prop(a, "zrep:dest-fs", a.fs("prod")) == "-"
+    f.engine("hosta").init(a.fs("prod"), "hostb", b.fs("prod"), force=True)
+    with pytest.raises(StateError, match="already a zrep master"):
+        f.engine("hosta").init(a.fs("prod"), "hostb", b.fs("other"))
+
+
+def test_sync_sends_incremental_and_moves_hold(pair: tuple[Fleet, Site, Site]) -> None:
+    f, a, b = pair
+    init(f, a, b)
+    src, dst = a.fs("prod"), b.fs("prod")
+    a.zfs.write(src, "hello.txt", b"changed\n")
+    a.zfs.write(src, "new.txt", b"new file\n")
+    (a.zfs.mountpoint(src) / "dir" / "big.bin").unlink()
+    eng = f.engine("hosta")
+    res = eng.sync(src)
+    assert res.status == "synced" and res.snapshot == f"{src}@zrep_000001"
+    assert res.base == f"{src}@zrep_000000"
+    assert b.zfs.tree(dst) == a.zfs.tree(src)
+    assert b.zfs.read(dst, "hello.txt") == b"changed\n"
+    assert snaps(b, dst) == ["zrep_000000", "zrep_000001"]
+    assert prop(b, "zrep:sent", f"{dst}@zrep_000001", "source") == "local"
+    assert holds(a, f"{src}@zrep_000001") == ["zrepq:zrep:lastsent"]
+    assert holds(a, f"{src}@zrep_000000") == []
+    assert holds(b, f"{dst}@zrep_000000") == []
+    assert eng.lastsent(src) == f"{src}@zrep_000001"
+    assert any(isinstance(e, StreamProgress) for e in f.events) or res.bytes_sent < 1 << 20
+
+
+def test_sync_changed_only_skips_unchanged(pair: tuple[Fleet, Site, Site]) -> None:
+    f, a, b = pair
+    init(f, a, b)
+    res = f.engine("hosta").sync(a.fs("prod"), changed_only=True)
+    assert res.status == "unchanged"
+    assert snaps(a, a.fs("prod")) == ["zrep_000000"]
+    a.zfs.write(a.fs("prod"), "x", b"x")
+    assert f.engine("hosta").sync(a.fs("prod"), changed_only=True).status == "synced"
+
+
+def test_expire_each_side_with_its_own_savecount(pair: tuple[Fleet, Site, Site]) -> None:
+    f, a, b = pair
+    init(f, a, b, ZREP_SAVE_COUNT="2")
+    src, dst = a.fs("prod"), b.fs("prod")
+    b.zfs.zfs("set", "zrep:savecount=4", dst)  # the standby keeps more
+    eng = f.engine("hosta")
+    for i in range(6):
+        a.zfs.write(src, "n", str(i).encode())
+        eng.sync(src)
+    # master: last sent (6) + savecount-1 = 1 older; standby: newest 4.
+    assert snaps(a, src) == ["zrep_000005", "zrep_000006"]
+    assert snaps(b, dst) == ["zrep_000003", "zrep_000004", "zrep_000005", "zrep_000006"]
+    res = eng.expire(src)
+    assert res.destroyed == [] and res.remote_destroyed == []
+
+
+def test_landed_stream_is_completed_not_renamed_unsent(pair: tuple[Fleet, Site, Site]) -> None:
+    """zrep issue 203: the data arrived, the completion was never recorded."""
+    f, a, b = pair
+    init(f, a, b)
+    src, dst = a.fs("prod"), b.fs("prod")
+    a.zfs.write(src, "late.txt", b"arrived\n")
+    # What a worker killed after `zfs recv` but before `zfs set zrep:sent` leaves behind:
+    a.zfs.zfs("snapshot", f"{src}@zrep_000001")
+    a.zfs.sh(f"zfs send -I {src}@zrep_000000 {src}@zrep_000001 > /tmp/zrepq-s.bin")
+    b.zfs.sh(f"zfs recv {dst} < /tmp/zrepq-s.bin")
+    res = f.engine("hosta").sync(src)
+    assert res.completed == [f"{src}@zrep_000001"]
+    assert res.snapshot == f"{src}@zrep_000002" and res.base == f"{src}@zrep_000001"
+    assert "zrep_000001_unsent" not in snaps(a, src)
+    assert b.zfs.read(dst, "late.txt") == b"arrived\n"
+
+
+def test_failed_send_renames_unsent_and_next_sync_carries_it(
+    pair: tuple[Fleet, Site, Site],
+) -> None:
+    f, a, b = pair
+    init(f, a, b)
+    src, dst = a.fs("prod"), b.fs("prod")
+    a.zfs.write(src, "v", b"1")
+    with pytest.raises(PipelineError) as exc:
+        f.engine("hosta", {"ZREP_INFILTER": "head -c 100"}).sync(src)
+    assert "_unsent" in str(exc.value)
+    assert snaps(a, src) == ["zrep_000000", "zrep_000001_unsent"]
+    assert snaps(b, dst) == ["zrep_000000"]
+    assert prop(a, "zrep:lock-pid", src) == "-"  # released on the error path
+    res = f.engine("hosta").sync(src)
+    assert res.snapshot == f"{src}@zrep_000002"
+    assert snaps(b, dst) == ["zrep_000000", "zrep_000001_unsent", "zrep_000002"]
+    assert b.zfs.read(dst, "v") == b"1"
+
+
+def test_resumable_sync_resumes_a_cut_stream(pair: tuple[Fleet, Site, Site]) -> None:
+    f, a, b = pair
+    init(f, a, b, ZREP_RESUME="1")
+    src, dst = a.fs("prod"), b.fs("prod")
+    a.zfs.write(src, "big2.bin", os.urandom(2_000_000))
+    with pytest.raises(PipelineError, match="resum"):
+        f.engine("hosta", {"ZREP_RESUME": "1", "ZREP_INFILTER": "head -c 1000000"}).sync(src)
+    token = prop(b, "receive_resume_token", dst)
+    assert token not in ("-", "")
+    assert snaps(a, src) == ["zrep_000000", "zrep_000001"]  # kept, not renamed
+    res = f.engine("hosta", {"ZREP_RESUME": "1"}).sync(src)
+    assert res.resumed and res.completed == [f"{src}@zrep_000001"]
+    assert res.bytes_sent < 2_000_000 + 500_000  # the resumed part, not all again
+    assert prop(b, "receive_resume_token", dst) == "-"
+    assert b.zfs.tree(dst) == a.zfs.tree(src)
+
+
+def test_partial_state_without_resume_is_aborted_then_synced(
+    pair: tuple[Fleet, Site, Site],
+) -> None:
+    f, a, b = pair
+    init(f, a, b, ZREP_RESUME="1")
+    src, dst = a.fs("prod"), b.fs("prod")
+    a.zfs.write(src, "big2.bin", os.urandom(1_500_000))
+    with pytest.raises(PipelineError):
+        f.engine("hosta", {"ZREP_RESUME": "1", "ZREP_INFILTER": "head -c 700000"}).sync(src)
+    assert prop(b, "receive_resume_token", dst) not in ("-", "")
+    res = f.engine("hosta").sync(src)  # resume off now: the stale partial state is aborted
+    assert res.status == "synced"
+    assert prop(b, "receive_resume_token", dst) == "-"
+    assert b.zfs.tree(dst) == a.zfs.tree(src)
+
+
+def test_split_brain_is_refused_and_nothing_changes(pair: tuple[Fleet, Site, Site]) -> None:
+    f, a, b = pair
+    init(f, a, b)
+    b.zfs.zfs("set", "zrep:master=yes", b.fs("prod"))
+    with pytest.raises(SplitBrain, match="Split brain detected"):
+        f.engine("hosta").sync(a.fs("prod"))
+    assert snaps(a, a.fs("prod")) == ["zrep_000000"]
+
+
+def test_diverged_destination_is_a_conflict_until_forced(pair: tuple[Fleet, Site, Site]) -> None:
+    f, a, b = pair
+    init(f, a, b)
+    dst = b.fs("prod")
+    b.zfs.zfs("snapshot", f"{dst}@manual")
+    with pytest.raises(Conflict, match="diverged"):
+        f.engine("hosta").sync(a.fs("prod"))
+    assert snaps(a, a.fs("prod")) == ["zrep_000000"]  # refused before any snapshot
+    res = f.engine("hosta").sync(a.fs("prod"), force=True)
+    assert res.status == "synced" and "manual" not in snaps(b, dst)
+
+
+def test_modified_destination_needs_force(pair: tuple[Fleet, Site, Site]) -> None:
+    f, a, b = pair
+    init(f, a, b)
+    dst = b.fs("prod")
+    b.zfs.zfs("set", "readonly=off", dst)
+    b.zfs.write(dst, "oops.txt", b"written on the standby")
+    with pytest.raises(Conflict, match="modified since"):
+        f.engine("hosta").sync(a.fs("prod"))
+    f.engine("hosta").sync(a.fs("prod"), force=True)
+    assert not (b.zfs.mountpoint(dst) / "oops.txt").exists()
+
+
+def test_lease_held_elsewhere_refuses_and_quiet_mode_skips(pair: tuple[Fleet, Site, Site]) -> None:
+    f, a, b = pair
+    init(f, a, b)
+    eng = f.engine("hosta")
+    with eng.locks.hold(["zrep:hosta:poola/prod"], operation="test"):
+        with pytest.raises(LockHeld):
+            eng.sync(a.fs("prod"))
+        assert eng.sync(a.fs("prod"), quiet_secs=3600).status == "skipped"
+    assert eng.sync(a.fs("prod")).status == "synced"
+
+
+def test_live_local_zrep_lock_is_respected(pair: tuple[Fleet, Site, Site]) -> None:
+    import subprocess
+
+    f, a, b = pair
+    init(f, a, b)
+    zrep = subprocess.Popen(["bash", "-c", "exec -a /usr/local/bin/zrep sleep 30"])
+    try:
+        a.zfs.zfs("set", f"zrep:lock-pid={zrep.pid}", a.fs("prod"))
+        with pytest.raises(LockHeld, match="running zrep process"):
+            f.engine("hosta").sync(a.fs("prod"))
+        assert prop(a, "zrep:lock-pid", a.fs("prod")) == str(zrep.pid)  # not ours to clear
+    finally:
+        zrep.kill()
+        zrep.wait()
+    assert f.engine("hosta").sync(a.fs("prod")).status == "synced"  # stale pid: overridden
+
+
+def test_not_configured_and_bad_names_run_nothing(pair: tuple[Fleet, Site, Site]) -> None:
+    f, a, b = pair
+    eng = f.engine("hosta")
+    with pytest.raises(NotConfigured, match="not a zrep registered filesystem"):
+        eng.sync(a.fs("prod"))
+    before = len(a.zfs.calls())
+    for bad in ("poola/prod; zfs destroy -r poola", "$(reboot)", "-F", "poola/`id`"):
+        with pytest.raises(ValidationError):
+            eng.sync(bad)
+        with pytest.raises(ValidationError):
+            eng.init(a.fs("prod"), "hostb", bad)
+    with pytest.raises(ValidationError):
+        eng.init(a.fs("prod"), "hostb;id", b.fs("prod"))
+    assert len(a.zfs.calls()) == before
+
+
+def test_compression_filters_carry_the_stream(pair: tuple[Fleet, Site, Site]) -> None:
+    f, a, b = pair
+    env = {"ZREP_OUTFILTER": "zstd -c -q", "ZREP_INFILTER": "zstd -dc -q"}
+    init(f, a, b, **env)
+    a.zfs.write(a.fs("prod"), "text.txt", b"compressible " * 50_000)
+    f.engine("hosta", env).sync(a.fs("prod"))
+    assert b.zfs.tree(b.fs("prod")) == a.zfs.tree(a.fs("prod"))
+
+
+def test_changed_host_key_is_refused_naming_the_host(pair: tuple[Fleet, Site, Site]) -> None:
+    f, a, b = pair
+    f.cluster.regenerate_host_key("hostb")
+    try:
+        with pytest.raises(HostKeyError, match="hostb") as exc:
+            f.engine("hosta").init(a.fs("prod"), "hostb", b.fs("prod"))
+        assert "changed" in str(exc.value).lower()
+        assert prop(a, "zrep:dest-fs", a.fs("prod")) == "-"  # nothing was set up
+    finally:
+        f.cluster._write_client_files()  # trust the new key again for later tests
+
+
+def test_unknown_host_key_is_refused_not_accepted(
+    pair: tuple[Fleet, Site, Site], tmp_path: Path
+) -> None:
+    f, a, b = pair
+    empty = tmp_path / "known_hosts"
+    empty.touch()
+    cfg = f.cluster.write_client_config(tmp_path / "ssh_config", known_hosts=empty)
+    eng = f.engine("hosta", ssh=SshOptions(config_file=str(cfg)))
+    with pytest.raises(HostKeyError, match="hostb"):
+        eng.init(a.fs("prod"), "hostb", b.fs("prod"))
+    assert prop(a, "zrep:dest-fs", a.fs("prod")) == "-"
+    assert empty.read_text() == ""  # and nothing was written into known_hosts

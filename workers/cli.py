@@ -1,0 +1,326 @@
+"""`zrepq-local`: zrep's command line, run right here by the engine, without the queue.
+
+A drop-in for `zrep` on one host (same verbs, flags, output and exit codes), and the command
+a peer runs over SSH for `takeover -L` in direct mode. `zrepq` (the producer) enqueues the
+same verbs for the workers instead.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TextIO
+
+from workers.engine import Engine
+from workers.engine.errors import ZrepqError
+from workers.engine.events import Event, Message, StreamFinished, StreamProgress, StreamStarted
+from workers.engine.formats import list_verbose_text, names_text, status_text
+from workers.runtime import engine_from_env
+
+VERSION = "zrepq 0.1.0 (zrep 2.0.2 compatible)"
+
+USAGE = """\
+usage: zrepq-local [-t TAG] [--json] COMMAND ...
+  init|-i [-f] [-r] fs desthost destfs
+  sync|-S [-f] [-r] [-c] [-q SECS] (fs ...|all|fs@snap)
+  snaponly (fs ...|all)      synconly [-f] [-r] (fs ...|all)
+  refresh [-f] [-r] destfs
+  expire|-e [-L] [all|fs ...]
+  failover [-L] fs[@snap] [host]      takeover [-L] [-F] fs[@snap] [host]
+  status|-s [-v] [-a|fs ...]          list|-l [-v|-L|-s] [fs ...]
+  lastsent fs    uptodate fs    clear [-f] fs    sentsync [-L] fs@snap
+  changeconfig|-C [-f] fs desthost destfs | changeconfig|-C [-f] -d destfs srchost srcfs
+  version
+"""
+
+
+class UsageError(Exception):
+    pass
+
+
+def _flags(args: list[str], allowed: str, valued: str = "") -> tuple[dict[str, str], list[str]]:
+    """Leading single-letter flags (zrep style, any order); the rest are operands."""
+    flags: dict[str, str] = {}
+    while args and args[0].startswith("-") and len(args[0]) == 2 and args[0] != "--":
+        f = args.pop(0)[1]
+        if f in valued:
+            if not args:
+                raise UsageError(f"-{f} needs a value")
+            flags[f] = args.pop(0)
+        elif f in allowed:
+            flags[f] = "1"
+        else:
+            raise UsageError(f"unknown flag -{f}")
+    return flags, args
+
+
+class Printer:
+    """Shows engine events: zrep's messages on stdout, a progress line on a terminal."""
+
+    def __init__(self, out: TextIO, err: TextIO, *, quiet: bool) -> None:
+        self.out, self.err, self.quiet = out, err, quiet
+        self._last = 0.0
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, Message):
+            if event.level == "warning":
+                print(event.text, file=self.err)
+            elif not self.quiet:
+                print(event.text, file=self.out)
+        elif isinstance(event, StreamStarted) and not self.quiet and event.total:
+            print(f"estimated size: {event.total} bytes", file=self.out)
+        elif isinstance(event, StreamProgress) and self.err.isatty():
+            now = time.monotonic()
+            if now - self._last >= 0.5:
+                self._last = now
+                pct = f"{100 * event.bytes_sent / event.total:5.1f}%" if event.total else ""
+                print(
+                    f"\r{event.snapshot}: {event.bytes_sent} bytes {pct} "
+                    f"{event.rate / 1e6:.1f} MB/s",
+                    end="",
+                    file=self.err,
+                    flush=True,
+                )
+        elif isinstance(event, StreamFinished) and self.err.isatty():
+            print(file=self.err)
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    engine: Engine | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    out = out or sys.stdout
+    err = err or sys.stderr
+    tag = None
+    as_json = False
+    while args and args[0] in ("-t", "-D", "--json"):
+        a = args.pop(0)
+        if a == "-t":
+            if not args:
+                print(USAGE, file=err)
+                return 2
+            tag = args.pop(0)
+        elif a == "--json":
+            as_json = True
+    if not args:
+        print(USAGE, file=out)
+        return 2
+    printer = Printer(err if as_json else out, err, quiet=as_json)
+    try:
+        if engine is not None:
+            engine.observer = printer
+        eng = (engine or engine_from_env(observer=printer)).with_tag(tag)
+        result = _dispatch(eng, args.pop(0), args, out)
+    except UsageError as e:
+        print(f"Error: {e}\n{USAGE}", file=err)
+        return 2
+    except ZrepqError as e:
+        if as_json:
+            print(json.dumps({"ok": False, "error": e.to_record()}), file=out)
+        print(f"Error: {e}", file=err)
+        return 1
+    code, payload = result
+    if as_json and payload is not None:
+        print(json.dumps(payload, indent=2, default=str), file=out)
+    return code
+
+
+Handler = Callable[[Engine, list[str], TextIO], tuple[int, Any]]
+
+
+def _dispatch(eng: Engine, cmd: str, args: list[str], out: TextIO) -> tuple[int, Any]:
+    table: dict[str, Handler] = {
+        "init": _init,
+        "-i": _init,
+        "sync": _sync,
+        "-S": _sync,
+        "synconly": _synconly,
+        "snaponly": _snaponly,
+        "refresh": _refresh,
+        "expire": _expire,
+        "-e": _expire,
+        "failover": _failover,
+        "takeover": _takeover,
+        "status": _status,
+        "-s": _status,
+        "list": _list,
+        "-l": _list,
+        "lastsent": _lastsent,
+        "getlastsent": _lastsent,
+        "uptodate": _uptodate,
+        "clear": _clear,
+        "changeconfig": _changeconfig,
+        "-C": _changeconfig,
+        "sentsync": _sentsync,
+        "version": _version,
+    }
+    handler = table.get(cmd)
+    if handler is None:
+        raise UsageError(f"unrecognized subcommand {cmd}")
+    return handler(eng, args, out)
+
+
+def _need(args: list[str], n: int, what: str) -> None:
+    if len(args) < n:
+        raise UsageError(f"missing {what}")
+
+
+def _all_or(eng: Engine, args: list[str]) -> list[str]:
+    return eng.masters() if args == ["all"] else args
+
+
+def _run_each(items: list[str], fn: Callable[[str], dict[str, Any]]) -> tuple[int, Any]:
+    """Run per fs and keep going: one bad fs must not stop `all` (zrep's loop stops)."""
+    results, code = [], 0
+    for fs in items:
+        try:
+            results.append({"ok": True, **fn(fs)})
+        except ZrepqError as e:
+            print(f"Error: {e}", file=sys.stderr)
+            results.append({"ok": False, "dataset": fs, "error": e.to_record()})
+            code = 1
+    return code, results
+
+
+def _init(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
+    f, rest = _flags(args, "fvr")
+    _need(rest, 3, "fs desthost destfs")
+    res = eng.init(rest[0], rest[1], rest[2], force="f" in f, resume=True if "r" in f else None)
+    return 0, res.to_dict()
+
+
+def _sync(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
+    f, rest = _flags(args, "fvrc", valued="q")
+    _need(rest, 1, "filesystem (or all)")
+    if len(rest) == 1 and "@" in rest[0]:
+        return 0, eng.sync_to_snapshot(rest[0]).to_dict()
+    quiet = int(f["q"]) if "q" in f else None
+    return _run_each(
+        _all_or(eng, rest),
+        lambda fs: eng.sync(
+            fs,
+            force="f" in f,
+            resume=True if "r" in f else None,
+            changed_only="c" in f,
+            quiet_secs=quiet,
+        ).to_dict(),
+    )
+
+
+def _synconly(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
+    f, rest = _flags(args, "fvr")
+    _need(rest, 1, "filesystem (or all)")
+    return _run_each(
+        _all_or(eng, rest),
+        lambda fs: eng.synconly(fs, force="f" in f, resume=True if "r" in f else None).to_dict(),
+    )
+
+
+def _snaponly(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
+    _need(args, 1, "filesystem (or all)")
+    names = [eng.snaponly(fs) for fs in _all_or(eng, args)]
+    out.write(" ".join(names))  # zrep prints the name without a newline
+    return 0, names
+
+
+def _refresh(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
+    f, rest = _flags(args, "fvr")
+    _need(rest, 1, "filesystem")
+    return 0, eng.refresh(rest[0], force="f" in f, resume=True if "r" in f else None).to_dict()
+
+
+def _expire(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
+    f, rest = _flags(args, "L")
+    items = eng.list_fs() if rest == ["all"] else rest or eng.masters()
+    return _run_each(items, lambda fs: eng.expire(fs, local_only="L" in f).to_dict())
+
+
+def _role(args: list[str], allowed: str) -> tuple[dict[str, str], str, str | None]:
+    f, rest = _flags(args, allowed)
+    _need(rest, 1, "filesystem")
+    return f, rest[0], rest[1] if len(rest) > 1 else None
+
+
+def _failover(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
+    f, fs, host = _role(args, "Lf")
+    return 0, eng.failover(fs, local_only="L" in f, host=host).to_dict()
+
+
+def _takeover(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
+    f, fs, host = _role(args, "LF")
+    return 0, eng.takeover(fs, local_only="L" in f, host=host, force="F" in f).to_dict()
+
+
+def _status(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
+    f, rest = _flags(args, "va")
+    rows = eng.status(rest, all="a" in f)
+    out.write(
+        status_text(rows, verbose="v" in f, all_fs="a" in f, dateformat=eng.config.dateformat)
+    )
+    return 0, [r.to_dict() for r in rows]
+
+
+def _list(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
+    f, rest = _flags(args, "vLs")
+    if "s" in f:
+        text = eng.list_snapshots(rest)
+        out.write(text)
+        return 0, text
+    if "v" in f:
+        entries = eng.list_verbose(rest)
+        out.write(list_verbose_text(entries, blank_between=not rest))
+        return 0, entries
+    names = eng.list_fs(rest, masters_only="L" in f)
+    out.write(names_text(names))
+    return 0, names
+
+
+def _lastsent(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
+    _need(args, 1, "filesystem")
+    snap = eng.lastsent(args[0])
+    out.write(f"{snap or ''}\n")
+    return 0, snap
+
+
+def _uptodate(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
+    _need(args, 1, "filesystem")
+    ok = eng.uptodate(args[0])
+    return (0 if ok else 1), ok
+
+
+def _clear(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
+    f, rest = _flags(args, "f")
+    _need(rest, 1, "filesystem")
+    if "f" not in f and sys.stdin.isatty():
+        print("Continuing in 10 seconds", file=out)
+        time.sleep(10)
+    return 0, eng.clear(rest[0])
+
+
+def _changeconfig(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
+    f, rest = _flags(args, "fd")
+    _need(rest, 3, "fs host otherfs")
+    eng.changeconfig(rest[0], rest[1], rest[2], force="f" in f, dest_side="d" in f)
+    return 0, None
+
+
+def _sentsync(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
+    f, rest = _flags(args, "L")
+    _need(rest, 1, "fs@snap")
+    eng.sentsync(rest[0], local_only="L" in f)
+    return 0, None
+
+
+def _version(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
+    out.write(VERSION + "\n")
+    return 0, VERSION
+
+
+def run() -> NoReturn:
+    sys.exit(main())

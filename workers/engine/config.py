@@ -1,0 +1,119 @@
+"""Engine settings, read from zrep's own environment variable names.
+
+An admin's existing `/etc/default/zrep`-style environment keeps working: every name zrep
+honours has the same meaning here.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from .errors import ConfigError, ValidationError
+from .names import validate_property_assignment, validate_tag
+
+DEFAULT_TAG = "zrep"
+DEFAULT_SAVE_COUNT = 5
+DEFAULT_DATEFORMAT = "%Y/%m/%d-%H:%M:%S"
+_SEND_FLAGS_ALLOWED = {
+    "-c",
+    "--compressed",
+    "-w",
+    "--raw",
+    "-L",
+    "--large-block",
+    "-e",
+    "--embed",
+    "-h",
+    "--holds",
+    "-p",
+    "--props",
+    "-b",
+    "--backup",
+}
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    tag: str = DEFAULT_TAG
+    save_count: int = DEFAULT_SAVE_COUNT
+    recursive: bool = False  # ZREP_R=-R: send -R, snapshot -r
+    send_flags: tuple[str, ...] = ()  # ZREP_SEND_FLAGS
+    inc_flag: str = "-I"  # ZREP_INC_FLAG (-i with a non-default tag)
+    resume: bool = False  # ZREP_RESUME: recv -s, resume tokens
+    outfilter: str | None = None  # ZREP_OUTFILTER, runs after send on the sending host
+    infilter: str | None = None  # ZREP_INFILTER, runs before recv on the receiving host
+    skip_expire: bool = False  # ZREP_SKIP_EXPIRE
+    rename_unsent: bool = True  # ZREP_RENAME_UNSENT (zrep's default is yes)
+    create_flags: tuple[str, ...] = ()  # ZREP_CREATE_FLAGS for `zfs create` of the destination
+    init_remote_properties: tuple[tuple[str, str], ...] = ()  # ZREP_INIT_REMOTE_PROPERTIES
+    src_host: str | None = None  # ZREP_SRC_HOST
+    dateformat: str = DEFAULT_DATEFORMAT  # ZREP_DATEFORMAT
+    hold_tag: str = field(default="")  # derived: the `zfs hold` tag on the last sent snapshot
+
+    def __post_init__(self) -> None:
+        validate_tag(self.tag)
+        if self.save_count < 1:
+            raise ConfigError(f"ZREP_SAVE_COUNT must be at least 1, not {self.save_count}")
+        if self.inc_flag not in ("-I", "-i"):
+            raise ConfigError(f"ZREP_INC_FLAG must be -I or -i, not {self.inc_flag!r}")
+        for flag in self.send_flags:
+            if flag not in _SEND_FLAGS_ALLOWED:
+                raise ConfigError(
+                    f"ZREP_SEND_FLAGS: {flag!r} is not a zfs send flag zrepq passes through "
+                    f"(allowed: {' '.join(sorted(_SEND_FLAGS_ALLOWED))})"
+                )
+        if not self.hold_tag:
+            object.__setattr__(self, "hold_tag", f"zrepq:{self.tag}:lastsent")
+
+    def with_tag(self, tag: str) -> EngineConfig:
+        """Same settings under another tag (zrep's -t). A non-default tag sends with -i."""
+        inc = self.inc_flag if tag == DEFAULT_TAG else "-i"
+        return replace(self, tag=tag, inc_flag=inc, hold_tag="")
+
+    def prop(self, name: str) -> str:
+        """`zrep:src-fs` and friends, under this config's tag."""
+        return f"{self.tag}:{name}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> EngineConfig:
+        env = os.environ if env is None else env
+
+        def flag(name: str) -> bool:
+            return bool(env.get(name, "").strip())
+
+        tag = env.get("ZREPTAG", "").strip() or DEFAULT_TAG
+        try:
+            save_count = int(env.get("ZREP_SAVE_COUNT", str(DEFAULT_SAVE_COUNT)))
+        except ValueError:
+            raise ConfigError(
+                f"ZREP_SAVE_COUNT must be a number, not {env['ZREP_SAVE_COUNT']!r}"
+            ) from None
+        inc_default = "-I" if tag == DEFAULT_TAG else "-i"
+        props: list[tuple[str, str]] = []
+        for item in shlex.split(env.get("ZREP_INIT_REMOTE_PROPERTIES", "")):
+            try:
+                props.append(validate_property_assignment(item))
+            except ValidationError as e:
+                raise ConfigError(f"ZREP_INIT_REMOTE_PROPERTIES: {e}") from None
+        zr = env.get("ZREP_R", "").strip()
+        if zr not in ("", "-R"):
+            raise ConfigError(f"ZREP_R must be empty or -R, not {zr!r}")
+        return cls(
+            tag=tag,
+            save_count=save_count,
+            recursive=zr == "-R",
+            send_flags=tuple(shlex.split(env.get("ZREP_SEND_FLAGS", ""))),
+            inc_flag=env.get("ZREP_INC_FLAG", "").strip() or inc_default,
+            resume=flag("ZREP_RESUME"),
+            outfilter=env.get("ZREP_OUTFILTER", "").strip() or None,
+            infilter=env.get("ZREP_INFILTER", "").strip() or None,
+            skip_expire=flag("ZREP_SKIP_EXPIRE"),
+            rename_unsent=env.get("ZREP_RENAME_UNSENT", "yes").strip() == "yes",
+            create_flags=tuple(shlex.split(env.get("ZREP_CREATE_FLAGS", ""))),
+            init_remote_properties=tuple(props),
+            src_host=env.get("ZREP_SRC_HOST", "").strip() or None,
+            dateformat=env.get("ZREP_DATEFORMAT", "") or DEFAULT_DATEFORMAT,
+        )

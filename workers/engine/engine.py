@@ -1,0 +1,325 @@
+"""`Engine`: zrep's commands for the host it runs on, over injected ports.
+
+The engine holds a transport (how to reach hosts), a lock provider (leases) and an observer
+(typed events). Each zrep command is a method that delegates to the module that implements
+it (`sync.py`, `init.py`, `expire.py`, `roles.py`, `report.py`, `admin.py`); the shared steps
+(locking, streaming, marking a snapshot sent, moving holds) live here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from . import admin, expire, init, report, roles, sync
+from .config import EngineConfig
+from .errors import Cancelled, LockHeld, LockLost, ValidationError, ZrepqError
+from .events import (
+    Event,
+    Message,
+    Observer,
+    StreamFinished,
+    StreamProgress,
+    StreamStarted,
+    null_observer,
+    safe_notify,
+)
+from .locks import LocalLocks, live_zrep_process, lock_name
+from .model import DatasetInfo, Snapshot
+from .names import validate_dataset, validate_host
+from .ports import LockHandle, Locks, Peer, StreamSpec, Transport
+from .ports import StreamProgress as PortProgress
+from .results import ExpireResult, InitResult, RoleResult, StatusRow, SyncResult
+from .zfs import ZfsHost
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        config: EngineConfig | None = None,
+        locks: Locks | None = None,
+        observer: Observer | None = None,
+        peer: Peer | None = None,
+        lock_wait: float = 0.0,
+    ) -> None:
+        self.transport = transport
+        self.config = config or EngineConfig.from_env()
+        self.locks: Locks = locks or LocalLocks()
+        self.observer = observer or null_observer
+        self.peer = peer
+        self.lock_wait = lock_wait
+
+    # ---- services ------------------------------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        return self.transport.local_host
+
+    @property
+    def tag(self) -> str:
+        return self.config.tag
+
+    def with_tag(self, tag: str | None) -> Engine:
+        """The same engine under another tag (zrep's -t / ZREPTAG)."""
+        if tag is None or tag == self.tag:
+            return self
+        return Engine(
+            self.transport,
+            config=self.config.with_tag(tag),
+            locks=self.locks,
+            observer=self.observer,
+            peer=self.peer,
+            lock_wait=self.lock_wait,
+        )
+
+    @property
+    def local(self) -> ZfsHost:
+        return ZfsHost(self.transport.runner(self.host), self.tag)
+
+    def zfs(self, host: str) -> ZfsHost:
+        validate_host(host)
+        return ZfsHost(self.transport.runner(host), self.tag)
+
+    def emit(self, event: Event) -> None:
+        safe_notify(self.observer, event)
+
+    def say(self, text: str, dataset: str | None = None, *, warning: bool = False) -> None:
+        log.log(logging.WARNING if warning else logging.INFO, "%s", text)
+        self.emit(Message(text, dataset, "warning" if warning else "info"))
+
+    @contextmanager
+    def lock(
+        self,
+        targets: Sequence[tuple[str, str]],
+        operation: str,
+        *,
+        local_info: DatasetInfo | None = None,
+    ) -> Iterator[LockHandle]:
+        """Lease every (host, fs) in `targets`, in sorted order, released on every path.
+
+        For a dataset on this host it also writes zrep's `lock-pid`/`lock-time`, so an
+        upstream zrep run from cron here sees it locked, and it refuses a dataset that a live
+        local zrep process has locked.
+        """
+        keys = sorted({lock_name(self.tag, h, fs) for h, fs in targets})
+        with self.locks.hold(keys, operation=operation, wait=self.lock_wait) as handle:
+            zlocal = None
+            if local_info is not None:
+                pid = local_info.lock_pid
+                if pid is not None and live_zrep_process(pid):
+                    raise LockHeld(
+                        f"{local_info.name} is locked by a running zrep process (pid {pid})",
+                        holder=f"zrep pid {pid}",
+                        dataset=local_info.name,
+                        host=self.host,
+                    )
+                zlocal = self.local
+                zlocal.set(
+                    local_info.name,
+                    {
+                        f"{self.tag}:lock-pid": str(os.getpid()),
+                        f"{self.tag}:lock-time": time.strftime("%Y%m%d%H%M%S"),
+                    },
+                )
+            try:
+                yield handle
+            finally:
+                if zlocal is not None and local_info is not None:
+                    for prop in ("lock-time", "lock-pid"):
+                        try:
+                            zlocal.inherit(local_info.name, f"{self.tag}:{prop}")
+                        except ZrepqError as e:
+                            log.warning("could not clear %s on %s: %s", prop, local_info.name, e)
+
+    @staticmethod
+    def check(handle: LockHandle) -> None:
+        if handle.lost.is_set():
+            raise LockLost("lost the lease while working; stopped before the next change")
+
+    def stream(
+        self,
+        src: ZfsHost,
+        send_args: Sequence[str],
+        dst: ZfsHost,
+        recv_args: Sequence[str],
+        *,
+        dataset: str,
+        snapshot: str,
+        base: str | None,
+        dest_fs: str,
+        handle: LockHandle | None,
+        resumed: bool = False,
+    ) -> tuple[int, float]:
+        """`zfs send -v -P ARGS | [filters] | ssh dst zfs recv ARGS`, with progress events."""
+        total = src.send_size(send_args)
+        self.emit(StreamStarted(dataset, snapshot, base, dst.host, dest_fs, total, resumed))
+        spec = StreamSpec(
+            send_host=src.host,
+            send_argv=("zfs", "send", "-v", "-P", *send_args),
+            recv_host=dst.host,
+            recv_argv=("zfs", "recv", *recv_args),
+            outfilter=self.config.outfilter,
+            infilter=self.config.infilter,
+        )
+
+        def progress(p: PortProgress) -> None:
+            self.emit(
+                StreamProgress(dataset, snapshot, p.bytes_sent, p.total or total, p.rate, p.elapsed)
+            )
+
+        cancel = handle.lost if handle is not None else threading.Event()
+        try:
+            res = self.transport.stream(spec, total=total, on_progress=progress, cancel=cancel)
+        except Cancelled:
+            if cancel.is_set():
+                raise LockLost(
+                    f"lost the lease on {dataset} during the send of {snapshot}; stream stopped",
+                    dataset=dataset,
+                    host=self.host,
+                ) from None
+            raise
+        self.emit(StreamFinished(dataset, snapshot, res.bytes_sent, res.elapsed))
+        return res.bytes_sent, res.elapsed
+
+    def mark_sent(
+        self, src: ZfsHost, src_fs: str, dst: ZfsHost, dst_fs: str, snaps: Sequence[Snapshot]
+    ) -> None:
+        """Record completion the way zrep does: `TAG:sent=<epoch>` on both sides."""
+        now = str(int(time.time()))
+        for s in snaps:
+            dst.set(f"{dst_fs}@{s.short}", {f"{self.tag}:sent": now})
+            src.set(s.name, {f"{self.tag}:sent": now})
+
+    def move_holds(
+        self,
+        src: ZfsHost,
+        src_fs: str,
+        dst: ZfsHost,
+        dst_fs: str,
+        new: str,
+        old: Sequence[str],
+    ) -> None:
+        """Hold the new last-sent snapshot on both sides, then release the older holds.
+
+        The hold stops a manual `zfs destroy` (or an upstream zrep expire) from removing the
+        incremental base, which would force a full re-seed.
+        """
+        tag = self.config.hold_tag
+        src.hold(tag, f"{src_fs}@{new}")
+        dst.hold(tag, f"{dst_fs}@{new}")
+        for short in old:
+            if short != new:
+                src.release(tag, f"{src_fs}@{short}")
+                dst.release(tag, f"{dst_fs}@{short}")
+
+    # ---- zrep's commands -----------------------------------------------------------------
+
+    def init(
+        self,
+        fs: str,
+        dest_host: str,
+        dest_fs: str,
+        *,
+        force: bool = False,
+        resume: bool | None = None,
+    ) -> InitResult:
+        return init.init(self, fs, dest_host, dest_fs, force=force, resume=resume)
+
+    def sync(
+        self,
+        fs: str,
+        *,
+        force: bool = False,
+        resume: bool | None = None,
+        changed_only: bool = False,
+        quiet_secs: int | None = None,
+    ) -> SyncResult:
+        return sync.sync(
+            self, fs, force=force, resume=resume, changed_only=changed_only, quiet_secs=quiet_secs
+        )
+
+    def synconly(self, fs: str, *, force: bool = False, resume: bool | None = None) -> SyncResult:
+        return sync.sync(self, fs, force=force, resume=resume, make_snapshot=False)
+
+    def sync_to_snapshot(self, snapshot: str) -> SyncResult:
+        return sync.sync_to_snapshot(self, snapshot)
+
+    def refresh(self, fs: str, *, force: bool = False, resume: bool | None = None) -> SyncResult:
+        return sync.refresh(self, fs, force=force, resume=resume)
+
+    def snaponly(self, fs: str) -> str:
+        return admin.snaponly(self, fs)
+
+    def expire(self, fs: str, *, local_only: bool = False) -> ExpireResult:
+        return expire.expire(self, fs, local_only=local_only)
+
+    def failover(
+        self,
+        fs: str,
+        *,
+        local_only: bool = False,
+        snapshot: str | None = None,
+        host: str | None = None,
+    ) -> RoleResult:
+        return roles.failover(self, fs, local_only=local_only, snapshot=snapshot, host=host)
+
+    def takeover(
+        self,
+        fs: str,
+        *,
+        local_only: bool = False,
+        snapshot: str | None = None,
+        host: str | None = None,
+        force: bool = False,
+    ) -> RoleResult:
+        return roles.takeover(
+            self, fs, local_only=local_only, snapshot=snapshot, host=host, force=force
+        )
+
+    def status(self, fs: Sequence[str] = (), *, all: bool = False) -> list[StatusRow]:
+        return report.status(self, fs, all_fs=all)
+
+    def list_fs(self, fs: Sequence[str] = (), *, masters_only: bool = False) -> list[str]:
+        return report.list_names(self, fs, masters_only=masters_only)
+
+    def list_verbose(self, fs: Sequence[str] = ()) -> list[dict[str, Any]]:
+        return report.list_verbose(self, fs)
+
+    def list_snapshots(self, fs: Sequence[str] = ()) -> str:
+        return report.list_snapshots(self, fs)
+
+    def masters(self) -> list[str]:
+        return report.masters(self)
+
+    def lastsent(self, fs: str) -> str | None:
+        return report.lastsent(self, fs)
+
+    def uptodate(self, fs: str) -> bool:
+        return report.uptodate(self, fs)
+
+    def clear(self, fs: str) -> list[str]:
+        return admin.clear(self, fs)
+
+    def changeconfig(
+        self, fs: str, host: str, other_fs: str, *, force: bool = False, dest_side: bool = False
+    ) -> None:
+        admin.changeconfig(self, fs, host, other_fs, force=force, dest_side=dest_side)
+
+    def sentsync(self, snapshot: str, *, local_only: bool = False) -> None:
+        admin.sentsync(self, snapshot, local_only=local_only)
+
+
+def require_fs(name: str) -> str:
+    """Validate a filesystem argument (not a snapshot)."""
+    if "@" in name:
+        raise ValidationError(f"{name!r}: expected a filesystem, not a snapshot")
+    return validate_dataset(name)

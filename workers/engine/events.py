@@ -1,0 +1,97 @@
+"""Typed progress events the engine reports to one observer callable.
+
+The Celery layer turns them into PROGRESS states and Flower events; a CLI prints them. An
+observer that raises is logged and ignored: a broken display never breaks a replication.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Event:
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["event"] = type(self).__name__
+        return d
+
+
+@dataclass(frozen=True)
+class Message(Event):
+    """What zrep would have printed ("Setting zrep properties on ...")."""
+
+    text: str
+    dataset: str | None = None
+    level: str = "info"  # "info" or "warning"
+
+
+@dataclass(frozen=True)
+class SnapshotCreated(Event):
+    snapshot: str
+
+
+@dataclass(frozen=True)
+class StreamStarted(Event):
+    dataset: str
+    snapshot: str
+    base: str | None  # None for a full stream
+    dest_host: str
+    dest_fs: str
+    total: int | None
+    resumed: bool = False
+
+
+@dataclass(frozen=True)
+class StreamProgress(Event):
+    dataset: str
+    snapshot: str
+    bytes_sent: int
+    total: int | None
+    rate: float
+    elapsed: float
+
+    @property
+    def eta(self) -> float | None:
+        if not self.total or self.rate <= 0:
+            return None
+        return max(0.0, (self.total - self.bytes_sent) / self.rate)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        d["eta"] = self.eta
+        return d
+
+
+@dataclass(frozen=True)
+class StreamFinished(Event):
+    dataset: str
+    snapshot: str
+    bytes_sent: int
+    elapsed: float
+
+
+@dataclass(frozen=True)
+class SnapshotsExpired(Event):
+    host: str
+    dataset: str
+    destroyed: tuple[str, ...]
+
+
+Observer = Callable[[Event], None]
+
+
+def null_observer(event: Event) -> None:
+    """The default observer: drop everything."""
+
+
+def safe_notify(observer: Observer, event: Event) -> None:
+    try:
+        observer(event)
+    except Exception:  # a display problem must never fail a replication
+        log.exception("observer failed on %s; continuing", type(event).__name__)

@@ -1,0 +1,99 @@
+"""expire: prune old zrep snapshots on both sides, each with its own savecount.
+
+The rule itself is pure (`plan.expire_candidates`); this module reads both sides, applies it
+and destroys. The last sent snapshot is never destroyed, on either side, and it also carries
+a `zfs hold`, so even a mistake here would be refused by ZFS ("dataset is busy").
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .errors import CommandError, SplitBrain, StateError
+from .events import SnapshotsExpired
+from .model import DatasetInfo, last_sent
+from .names import validate_dataset, validate_host
+from .plan import expire_candidates
+from .results import ExpireResult
+from .zfs import ZfsHost
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+
+def expire(eng: Engine, fs: str, *, local_only: bool = False) -> ExpireResult:
+    if eng.config.skip_expire:
+        raise StateError("You explicitly called expire and also have ZREP_SKIP_EXPIRE set")
+    validate_dataset(fs)
+    local = eng.local
+    info = local.require(fs)
+    with eng.lock([(eng.host, fs)], "expire", local_info=info):
+        if not info.is_master or local_only:
+            destroyed = expire_side(eng, local, fs, info)
+            return ExpireResult(fs, eng.host, destroyed)
+        host, dest_fs = info.dest_host, info.dest_fs
+        if not host or not dest_fs:
+            raise StateError(f"Problem getting zrep properties for fs {fs}", dataset=fs)
+        return expire_pair(
+            eng, local, fs, eng.zfs(validate_host(host)), validate_dataset(dest_fs), info=info
+        )
+
+
+def expire_pair(
+    eng: Engine,
+    src: ZfsHost,
+    src_fs: str,
+    dst: ZfsHost,
+    dst_fs: str,
+    *,
+    info: DatasetInfo | None = None,
+) -> ExpireResult:
+    """Expire the master side, then the standby side with the standby's own savecount."""
+    info = info or src.info(src_fs)
+    ssnaps = src.snapshots(src_fs)
+    sent = last_sent(ssnaps, eng.tag)
+    protect = frozenset({sent.guid}) if sent else frozenset()
+    destroyed = expire_side(eng, src, src_fs, info, master=True, snaps=ssnaps)
+    dinfo = dst.info(dst_fs)
+    if dinfo.is_master:
+        raise SplitBrain(
+            f"Remote side {dst.host}:{dst_fs} also marked as master. Split brain detected",
+            dataset=src_fs,
+            host=dst.host,
+        )
+    remote = expire_side(eng, dst, dst_fs, dinfo, master=False, protect=protect)
+    return ExpireResult(src_fs, src.host, destroyed, dst.host, remote)
+
+
+def expire_side(
+    eng: Engine,
+    zh: ZfsHost,
+    fs: str,
+    info: DatasetInfo,
+    *,
+    master: bool | None = None,
+    snaps: list | None = None,  # type: ignore[type-arg]
+    protect: frozenset[str] = frozenset(),
+) -> list[str]:
+    savecount = info.savecount
+    if savecount is None or savecount < 1:
+        raise StateError(
+            f"{eng.tag}:savecount on {zh.host}:{fs} set to improper value "
+            f"{info.get('savecount')!r}",
+            dataset=fs,
+            host=zh.host,
+        )
+    is_master = info.is_master if master is None else master
+    snaps = zh.snapshots(fs) if snaps is None else snaps
+    doomed = expire_candidates(snaps, eng.tag, savecount, master=is_master, protect_guids=protect)
+    destroyed = []
+    for s in doomed:
+        try:
+            zh.destroy(s.name, recursive=True)
+            destroyed.append(s.name)
+        except CommandError as e:
+            # A held snapshot (someone's `zfs hold`) stays: report it and go on.
+            eng.say(f"could not expire {zh.host}:{s.name}: {e}", fs, warning=True)
+    if destroyed:
+        eng.emit(SnapshotsExpired(zh.host, fs, tuple(destroyed)))
+    return destroyed

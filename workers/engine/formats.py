@@ -1,0 +1,56 @@
+"""zrep's text output formats, byte for byte, for the scripts that parse them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from .results import StatusRow
+
+
+def _date(seconds: int, fmt: str) -> str:
+    return time.strftime(fmt, time.localtime(seconds))
+
+
+def status_line(
+    row: StatusRow,
+    *,
+    verbose: bool = False,
+    all_fs: bool = False,
+    dateformat: str = "%Y/%m/%d-%H:%M:%S",
+) -> str:
+    """One line of `zrep status` (`%-52s last: DATE`) or `status -v` (`%-25s->%-35s VDATE`).
+
+    zrep's -v date is the full date with its last `:field` cut off (minutes, not seconds, with
+    the default format); a never-synced fs prints `[NEVER]` plainly and an empty -v date.
+    """
+    if row.last_sent is None or row.last_sent_time is None:
+        date, vdate = "[NEVER]", ""
+    else:
+        date = _date(row.last_sent_time, dateformat)
+        vdate = date.rsplit(":", 1)[0] if ":" in date else date
+    src = row.src_fs if (all_fs and verbose) else row.dataset
+    if verbose:
+        return f"{src:<25}->{row.dest_host + ':' + row.dest_fs:<35} {vdate}"
+    return f"{src:<52} last: {date}"
+
+
+def status_text(rows: Iterable[StatusRow], **kw: Any) -> str:
+    return "".join(status_line(r, **kw) + "\n" for r in rows)
+
+
+def list_verbose_text(entries: Sequence[dict[str, Any]], *, blank_between: bool) -> str:
+    """`zrep list -v`: `fs:`, tab-separated properties, `last snapshot synced: SNAP`."""
+    out = []
+    for e in entries:
+        out.append(f"{e['dataset']}:\n")
+        out.extend(f"{k}\t{v}\n" for k, v in e["properties"])
+        out.append(f"last snapshot synced: {e['last_sent'] or ''}\n")
+        if blank_between:
+            out.append("\n")
+    return "".join(out)
+
+
+def names_text(names: Iterable[str]) -> str:
+    return "".join(f"{n}\n" for n in names)

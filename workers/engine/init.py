@@ -1,0 +1,216 @@
+"""init: seed the standby with a full stream, exactly as zrep lays it out on disk.
+
+Properties src-fs/src-host/dest-fs/dest-host/savecount on the source, snapshot `TAG_000000`,
+`zfs send -p | zfs recv -u -o readonly=on -F`, `TAG:sent` on the snapshot, `TAG:master=yes`
+last (so `sync all` never picks up a half-made pair).
+
+Fixed on purpose (zrep issue 145): with resume on, a failed init keeps the partial state and
+the next init resumes it; without resume, the destination is destroyed only if init created it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from .errors import StateError, ZrepqError
+from .model import next_snapname
+from .names import first_snapname, validate_dataset, validate_host
+from .results import InitResult
+from .zfs import ZfsHost
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+
+def init(
+    eng: Engine,
+    fs: str,
+    dest_host: str,
+    dest_fs: str,
+    *,
+    force: bool = False,
+    resume: bool | None = None,
+) -> InitResult:
+    validate_dataset(fs)
+    validate_host(dest_host)
+    validate_dataset(dest_fs)
+    resume = eng.config.resume if resume is None else resume
+    local = eng.local
+    info = local.info(fs)  # DatasetMissing if fs does not exist
+    local.require_type(info)
+    dst = eng.zfs(dest_host)
+    t0 = time.monotonic()
+    with eng.lock([(eng.host, fs), (dest_host, dest_fs)], "init") as handle:
+        if info.configured:
+            if info.is_master:
+                raise StateError(
+                    f"{fs} is already a zrep master ({eng.tag}:master detected)",
+                    dataset=fs,
+                    host=eng.host,
+                )
+            if not resume:
+                raise StateError(
+                    f"{fs} is at least partially configured by zrep. "
+                    f"To re-initialize, first use zrep clear {fs}",
+                    dataset=fs,
+                    host=eng.host,
+                )
+            return _resume_init(
+                eng, fs, info.dest_host or dest_host, info.dest_fs or dest_fs, handle, t0
+            )
+        existed = dst.exists(dest_fs)
+        if existed and not force:
+            raise StateError(
+                f"{dest_host}:{dest_fs} already exists! Will not overwrite without -f",
+                dataset=fs,
+                host=dest_host,
+            )
+        eng.say(f"Setting zrep properties on {fs}", fs)
+        p = eng.config.prop
+        local.set(
+            fs,
+            {
+                p("src-fs"): fs,
+                p("src-host"): eng.host,
+                p("dest-fs"): dest_fs,
+                p("dest-host"): dest_host,
+                p("savecount"): str(eng.config.save_count),
+            },
+        )
+        try:
+            if eng.config.create_flags:
+                eng.say("Creating destination filesystem as separate step", fs)
+                dst.create(dest_fs, eng.config.create_flags)
+            snap = f"{fs}@{first_snapname(eng.tag)}"
+            if any(s.zname(eng.tag) for s in local.snapshots(fs)):
+                # Leftovers of an earlier pair under this tag: continue the sequence.
+                snap = f"{fs}@{next_snapname(local.snapshots(fs), eng.tag)}"
+            eng.say(f"Creating snapshot {snap}", fs)
+            local.snapshot(snap, recursive=eng.config.recursive)
+            eng.say(f"Sending initial replication stream to {dest_host}:{dest_fs}", fs)
+            send = (["-R"] if eng.config.recursive else []) + list(eng.config.send_flags)
+            recv = ["-u"]
+            if not eng.config.create_flags:
+                recv += ["-o", "readonly=on"]
+            recv += (["-s"] if resume else []) + ["-F", "-x", f"{eng.tag}:master", dest_fs]
+            nbytes, _ = eng.stream(
+                local,
+                [*send, "-p", snap],
+                dst,
+                recv,
+                dataset=fs,
+                snapshot=snap,
+                base=None,
+                dest_fs=dest_fs,
+                handle=handle,
+            )
+        except ZrepqError as err:
+            if resume:
+                err.message += f". RESUME set: not clearing {fs}; run init again to resume"
+                raise
+            _clear_after_failure(eng, local, fs, dst, dest_fs, destroy_remote=not existed)
+            err.message = f"Error transferring to {dest_host}:{dest_fs}: {err.message}. Resetting"
+            raise
+        _finish(
+            eng,
+            local,
+            fs,
+            dst,
+            dest_fs,
+            snap,
+            info.get("mountpoint"),
+            mountpoint_local=info.props.get("mountpoint") is not None
+            and info.props["mountpoint"].source == "local",
+        )
+    return InitResult(fs, eng.host, dest_host, dest_fs, snap, nbytes, time.monotonic() - t0)
+
+
+def _resume_init(
+    eng: Engine, fs: str, dest_host: str, dest_fs: str, handle: object, t0: float
+) -> InitResult:
+    local = eng.local
+    dst = eng.zfs(dest_host)
+    token = dst.info(dest_fs).resume_token if dst.exists(dest_fs) else None
+    if not token:
+        raise StateError(
+            f"Partial init of {fs} detected but no resume token found. "
+            f"Suggest you zrep clear {fs} and start again",
+            dataset=fs,
+        )
+    eng.say("Partially complete init detected. Attempting to resume send", fs)
+    snaps = [s for s in local.snapshots(fs) if s.zname(eng.tag)]
+    if not snaps:
+        raise StateError(f"{fs} has no {eng.tag} snapshot to resume", dataset=fs)
+    snap = snaps[0].name
+    nbytes, _ = eng.stream(
+        local,
+        ["-t", token],
+        dst,
+        ["-s", dest_fs],
+        dataset=fs,
+        snapshot=snap,
+        base=None,
+        dest_fs=dest_fs,
+        handle=handle,  # type: ignore[arg-type]
+        resumed=True,
+    )
+    info = local.info(fs)
+    mp = info.props.get("mountpoint")
+    _finish(
+        eng,
+        local,
+        fs,
+        dst,
+        dest_fs,
+        snap,
+        info.get("mountpoint"),
+        mountpoint_local=mp is not None and mp.source == "local",
+    )
+    return InitResult(
+        fs, eng.host, dest_host, dest_fs, snap, nbytes, time.monotonic() - t0, resumed=True
+    )
+
+
+def _finish(
+    eng: Engine,
+    local: ZfsHost,
+    fs: str,
+    dst: ZfsHost,
+    dest_fs: str,
+    snap: str,
+    mountpoint: str | None,
+    *,
+    mountpoint_local: bool,
+) -> None:
+    if eng.config.create_flags:
+        dst.set(dest_fs, {"readonly": "on"})
+    for prop, value in eng.config.init_remote_properties:
+        dst.set(dest_fs, {prop: value})
+    short = snap.split("@", 1)[1]
+    if mountpoint_local:
+        eng.say("clearing mountpoint value for remote", fs)
+        dst.inherit(dest_fs, "mountpoint")
+    now = str(int(time.time()))
+    local.set(snap, {f"{eng.tag}:sent": now})
+    dst.set(f"{dest_fs}@{short}", {f"{eng.tag}:sent": now})
+    eng.move_holds(local, fs, dst, dest_fs, short, [])
+    local.set(fs, {f"{eng.tag}:master": "yes"})
+    eng.say(f"Initialization copy of {fs} to {dst.host}:{dest_fs} complete", fs)
+
+
+def _clear_after_failure(
+    eng: Engine, local: ZfsHost, fs: str, dst: ZfsHost, dest_fs: str, *, destroy_remote: bool
+) -> None:
+    """Back to the state before init; the destination only if init created it."""
+    from .admin import clear_local
+
+    try:
+        if destroy_remote and dst.exists(dest_fs):
+            dst.destroy(dest_fs, recursive=True)
+    except ZrepqError as e:
+        eng.say(f"could not remove the partial {dst.host}:{dest_fs}: {e}", fs, warning=True)
+    try:
+        clear_local(eng, local, fs)
+    except ZrepqError as e:
+        eng.say(f"could not clear zrep state from {fs}: {e}", fs, warning=True)

@@ -1,0 +1,149 @@
+"""Frozen values parsed from `zfs` output: snapshots and a dataset's zrep configuration."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .names import SnapName, parse_snapname
+
+# zrep's per-pair properties, without the tag prefix.
+PAIR_PROPS = ("src-fs", "src-host", "dest-fs", "dest-host", "savecount", "master")
+LOCK_PROPS = ("lock-pid", "lock-time")
+NATIVE_PROPS = ("type", "readonly", "written", "mounted", "receive_resume_token", "mountpoint")
+
+
+@dataclass(frozen=True)
+class Prop:
+    value: str
+    source: str  # "local", "received", "inherited from X", "default", "-"
+
+    @property
+    def is_set(self) -> bool:
+        return self.value not in ("-", "")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    name: str  # full name, fs@snap
+    guid: str
+    createtxg: int
+    creation: int
+    sent: int | None = None  # zrep:sent, only when set locally (zrep's definition)
+
+    @property
+    def fs(self) -> str:
+        return self.name.split("@", 1)[0]
+
+    @property
+    def short(self) -> str:
+        return self.name.split("@", 1)[1]
+
+    def zname(self, tag: str) -> SnapName | None:
+        return parse_snapname(self.short, tag)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """One dataset's zrep properties (with sources) and the native ones zrepq reads."""
+
+    name: str
+    tag: str
+    props: Mapping[str, Prop]  # user props keyed without the tag ("src-fs"), natives by name
+
+    def get(self, key: str) -> str | None:
+        p = self.props.get(key)
+        return p.value if p is not None and p.is_set else None
+
+    @property
+    def configured(self) -> bool:
+        """zrep's test: a dest-fs value from any source (received counts on the standby)."""
+        return self.get("dest-fs") is not None
+
+    @property
+    def is_master(self) -> bool:
+        """`zrep:master=yes` counts only when set locally: a received one is a bug (split brain)."""
+        p = self.props.get("master")
+        return p is not None and p.value == "yes" and p.source == "local"
+
+    @property
+    def src_fs(self) -> str | None:
+        return self.get("src-fs")
+
+    @property
+    def src_host(self) -> str | None:
+        return self.get("src-host")
+
+    @property
+    def dest_fs(self) -> str | None:
+        return self.get("dest-fs")
+
+    @property
+    def dest_host(self) -> str | None:
+        return self.get("dest-host")
+
+    @property
+    def savecount(self) -> int | None:
+        v = self.get("savecount")
+        try:
+            return int(v) if v is not None else None
+        except ValueError:
+            return None
+
+    @property
+    def lock_pid(self) -> int | None:
+        p = self.props.get("lock-pid")
+        if p is None or p.source != "local":
+            return None
+        try:
+            return int(p.value)
+        except ValueError:
+            return None
+
+    @property
+    def type(self) -> str | None:
+        return self.get("type")
+
+    @property
+    def written(self) -> int | None:
+        v = self.get("written")
+        try:
+            return int(v) if v is not None else None
+        except ValueError:
+            return None
+
+    @property
+    def resume_token(self) -> str | None:
+        return self.get("receive_resume_token")
+
+    @property
+    def readonly(self) -> bool:
+        return self.get("readonly") == "on"
+
+    @property
+    def mounted(self) -> bool:
+        return self.get("mounted") == "yes"
+
+
+def zrep_snapshots(snaps: list[Snapshot], tag: str) -> list[Snapshot]:
+    """The tag's snapshots in sequence order (zrep sorts names; the seq is the key)."""
+    keyed = [(z, s) for s in snaps if (z := s.zname(tag)) is not None]
+    keyed.sort(key=lambda pair: pair[0])
+    return [s for _, s in keyed]
+
+
+def last_sent(snaps: list[Snapshot], tag: str) -> Snapshot | None:
+    """zrep's "last sent": the newest tag snapshot with a local `TAG:sent`."""
+    sent = [s for s in zrep_snapshots(snaps, tag) if s.sent is not None]
+    return sent[-1] if sent else None
+
+
+def latest_zrep(snaps: list[Snapshot], tag: str) -> Snapshot | None:
+    ours = zrep_snapshots(snaps, tag)
+    return ours[-1] if ours else None
+
+
+def next_snapname(snaps: list[Snapshot], tag: str) -> SnapName:
+    """Highest existing sequence + 1 (counting `_unsent` ones), `TAG_000000` when none."""
+    seqs = [z.seq for s in snaps if (z := s.zname(tag)) is not None]
+    return SnapName(max(seqs) + 1 if seqs else 0, tag)

@@ -1,0 +1,149 @@
+"""What the engine needs from the outside world, as protocols.
+
+The engine holds a `Transport` (reach hosts: short control commands and the data stream), a
+`Locks` provider (leases) and an `Observer` (typed progress events). It never asks whether a
+host is local or remote, and it imports neither Celery nor Redis: `workers.exec` and
+`workers.lease` implement these protocols, and tests can pass simple in-process ones.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    host: str
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class Runner(Protocol):
+    """Runs short control commands (`zfs get/set/list/snapshot/hold/...`) on one host.
+
+    `argv` is a list; a remote runner quotes it (`shlex.join`) for the remote shell, a local one
+    runs it with no shell at all. With `check=True` a non-zero exit raises `CommandError`
+    carrying argv, exit code and stderr. Connection failures raise `HostUnreachable` /
+    `HostKeyError`.
+    """
+
+    @property
+    def host(self) -> str: ...
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        check: bool = True,
+        timeout: float | None = None,
+    ) -> CommandResult: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """One `zfs send ... | [outfilter] | [ssh] [infilter |] zfs recv ...` pipeline.
+
+    Either end may be local or remote: push (`init`, `sync`) sends from here, pull (`refresh`)
+    receives here. Filters are argv strings (parsed with `shlex.split`, no shell features):
+    the outfilter runs on the sending host, the infilter on the receiving host, as zrep does
+    with ZREP_OUTFILTER / ZREP_INFILTER.
+    """
+
+    send_host: str
+    send_argv: tuple[str, ...]
+    recv_host: str
+    recv_argv: tuple[str, ...]
+    outfilter: str | None = None
+    infilter: str | None = None
+
+
+@dataclass(frozen=True)
+class StreamProgress:
+    bytes_sent: int
+    total: int | None
+    rate: float  # bytes per second, smoothed
+    elapsed: float  # seconds since the stream started
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    bytes_sent: int
+    elapsed: float
+    stderr: dict[str, str] = field(default_factory=dict)  # per stage, progress lines removed
+
+
+class Transport(Protocol):
+    """How to reach hosts. `local_host` is this host's zrep name (`uname -n` up to the dot)."""
+
+    @property
+    def local_host(self) -> str: ...
+
+    def is_local(self, host: str) -> bool: ...
+
+    def runner(self, host: str) -> Runner: ...
+
+    def stream(
+        self,
+        spec: StreamSpec,
+        *,
+        total: int | None = None,
+        on_progress: Callable[[StreamProgress], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> StreamResult:
+        """Run the pipeline to completion; raise `PipelineError` naming the failed stage.
+
+        `on_progress` is called at least once a second while bytes flow. When `cancel` is set,
+        every stage is killed (whole process group) and `Cancelled` is raised.
+        """
+        ...
+
+    def close(self) -> None: ...
+
+
+class LockHandle(Protocol):
+    """A held lease. `lost` is set when renewal failed: the holder must stop at once."""
+
+    @property
+    def lost(self) -> threading.Event: ...
+
+    @property
+    def token(self) -> str: ...
+
+
+class Locks(Protocol):
+    """Leases keyed by name. `hold` takes all keys in sorted order (no deadlock between
+    failover on one side and takeover on the other) or raises `LockHeld` naming the holder,
+    and releases them on every exit path."""
+
+    def hold(
+        self, keys: Sequence[str], *, operation: str, wait: float = 0.0
+    ) -> AbstractContextManager[LockHandle]: ...
+
+    def holder(self, key: str) -> str | None:
+        """Token of the current holder of `key`, or None when free."""
+        ...
+
+
+class Observer(Protocol):
+    def __call__(self, event: object) -> None: ...
+
+
+class Peer(Protocol):
+    """The other side of a pair, for failover/takeover.
+
+    The engine calls it where zrep would `ssh otherhost zrep takeover -L ...`. A direct
+    implementation builds an engine for that host; the Celery layer sends a task to that
+    host's queue and waits for it.
+    """
+
+    def takeover_local(self, host: str, fs: str, *, tag: str, snap: str | None = None) -> None: ...
+
+    def failover(self, host: str, fs: str, *, tag: str) -> None: ...

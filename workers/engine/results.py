@@ -1,0 +1,77 @@
+"""What each operation returns: small JSON-able records (they cross the queue as dicts)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Result:
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SyncResult(Result):
+    dataset: str
+    host: str
+    dest_host: str
+    dest_fs: str
+    status: str  # synced | unchanged | uptodate | skipped
+    snapshot: str | None = None  # the snapshot that is now the last sent one
+    base: str | None = None
+    bytes_sent: int = 0
+    seconds: float = 0.0
+    resumed: bool = False
+    completed: list[str] = field(default_factory=list)  # landed earlier, only marked sent now
+    expired: list[str] = field(default_factory=list)
+    message: str = ""
+
+
+@dataclass
+class InitResult(Result):
+    dataset: str
+    host: str
+    dest_host: str
+    dest_fs: str
+    snapshot: str
+    bytes_sent: int = 0
+    seconds: float = 0.0
+    resumed: bool = False
+
+
+@dataclass
+class ExpireResult(Result):
+    dataset: str
+    host: str
+    destroyed: list[str] = field(default_factory=list)
+    remote_host: str | None = None
+    remote_destroyed: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RoleResult(Result):
+    """failover / takeover."""
+
+    dataset: str
+    host: str
+    role: str  # "master" or "standby": what this side is now
+    other_host: str
+    other_fs: str
+    synced: str | None = None  # the final snapshot sent, if any
+    rolled_back_to: str | None = None
+    message: str = ""
+
+
+@dataclass
+class StatusRow(Result):
+    dataset: str
+    src_fs: str
+    src_host: str
+    dest_fs: str
+    dest_host: str
+    master: bool
+    last_sent: str | None
+    last_sent_time: int | None  # zrep:sent seconds, or the snapshot's creation as zrep falls back
+    savecount: int | None

@@ -1,0 +1,476 @@
+"""sync, synconly, refresh (pull) and `sync fs@snap`.
+
+A sync, step by step (all under the source fs's lease, and for refresh the destination's too):
+1. read the pair's properties on both sides; refuse if the destination is master (split brain);
+2. plan from both snapshot lists (`plan.py`): mark snapshots that already landed as sent,
+   resume or abort a partial receive, refuse diverged histories;
+3. snapshot `TAG_<seq+1>`, stream `send -I lastsent new | recv` (no `recv -F` unless asked:
+   the snapshot sequence is what fences a stale lease holder);
+4. on failure, first check by guid whether the snapshot landed anyway; only if not, rename it
+   `_unsent` (or keep it for a resumable receive);
+5. set `TAG:sent` on both sides, move the holds, expire both sides.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from .errors import (
+    Conflict,
+    LockHeld,
+    NotConfigured,
+    PipelineError,
+    SplitBrain,
+    StateError,
+    ZrepqError,
+)
+from .expire import expire_pair
+from .model import Snapshot, last_sent, latest_zrep, next_snapname
+from .names import validate_dataset, validate_host, validate_snapshot
+from .plan import SyncPlan, is_unchanged, plan_sync
+from .ports import LockHandle
+from .results import SyncResult
+from .zfs import DatasetMissing, ZfsHost
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+
+def sync(
+    eng: Engine,
+    fs: str,
+    *,
+    force: bool = False,
+    resume: bool | None = None,
+    changed_only: bool = False,
+    quiet_secs: int | None = None,
+    make_snapshot: bool = True,
+) -> SyncResult:
+    validate_dataset(fs)
+    if quiet_secs is not None and quiet_secs < 30:
+        raise StateError("-q must use value greater than 30")
+    local = eng.local
+    info = local.require(fs)
+    if not info.is_master:
+        raise StateError(f"{fs} not master. Cannot sync", dataset=fs, host=eng.host)
+    if info.src_host != eng.host:
+        raise StateError(
+            f"we are not master host for {fs}: master is {info.src_host}, we are {eng.host}",
+            dataset=fs,
+            host=eng.host,
+        )
+    dest_host, dest_fs = _pair_dest(info.dest_host, info.dest_fs, fs)
+    try:
+        with eng.lock([(eng.host, fs)], "sync", local_info=info) as handle:
+            return replicate(
+                eng,
+                local,
+                fs,
+                eng.zfs(dest_host),
+                dest_fs,
+                handle,
+                force=force,
+                resume=resume,
+                changed_only=changed_only,
+                make_snapshot=make_snapshot,
+                src_info_written=info.written,
+            )
+    except LockHeld:
+        if quiet_secs is None:
+            raise
+        sent = last_sent(local.snapshots(fs), eng.tag)
+        if sent is None or sent.sent is None:
+            raise LockHeld(f"quiet mode set, but no last snap for {fs}", dataset=fs) from None
+        elapsed = int(time.time()) - sent.sent
+        if elapsed > quiet_secs:
+            raise LockHeld(
+                f"quiet time limit of {quiet_secs} seconds exceeded for busy fs {fs}",
+                dataset=fs,
+                host=eng.host,
+            ) from None
+        eng.say(f"Quiet mode: skipping busy fs {fs}", fs)
+        return SyncResult(
+            fs,
+            eng.host,
+            dest_host,
+            dest_fs,
+            "skipped",
+            snapshot=sent.name,
+            message="locked; synced recently",
+        )
+
+
+def refresh(eng: Engine, fs: str, *, force: bool = False, resume: bool | None = None) -> SyncResult:
+    """Pull mode, run on the destination: snapshot on the master, stream it here."""
+    validate_dataset(fs)
+    local = eng.local
+    info = local.require(fs)
+    if info.is_master:
+        raise StateError(f"Sorry, you cant run refresh on a master mode fs {fs}", dataset=fs)
+    src_host, src_fs = _pair_dest(info.src_host, info.src_fs, fs)
+    src = eng.zfs(src_host)
+    sinfo = src.require(src_fs)
+    if not sinfo.is_master:
+        raise StateError(f"{src_host}:{src_fs} is not master; nothing to refresh from", dataset=fs)
+    with eng.lock([(src_host, src_fs), (eng.host, fs)], "refresh", local_info=info) as handle:
+        return replicate(
+            eng,
+            src,
+            src_fs,
+            local,
+            fs,
+            handle,
+            force=force,
+            resume=resume,
+            make_snapshot=True,
+            src_info_written=sinfo.written,
+            check_dest_master=False,
+        )
+
+
+def replicate(
+    eng: Engine,
+    src: ZfsHost,
+    src_fs: str,
+    dst: ZfsHost,
+    dst_fs: str,
+    handle: LockHandle,
+    *,
+    force: bool = False,
+    resume: bool | None = None,
+    changed_only: bool = False,
+    make_snapshot: bool = True,
+    src_info_written: int | None = None,
+    check_dest_master: bool = True,
+) -> SyncResult:
+    """Steps 1-5 above for one pair. The caller holds the lease(s)."""
+    t0 = time.monotonic()
+    resume = eng.config.resume if resume is None else resume
+    try:
+        dinfo = dst.info(dst_fs)
+    except DatasetMissing:
+        raise StateError(
+            f"destination {dst.host}:{dst_fs} does not exist: initialize the pair first",
+            dataset=src_fs,
+            host=dst.host,
+        ) from None
+    if check_dest_master and dinfo.is_master:
+        raise SplitBrain(
+            f"Other side ({dst.host}:{dst_fs}) is also master. Split brain detected",
+            dataset=src_fs,
+            host=dst.host,
+        )
+    result = SyncResult(src_fs, src.host, dst.host, dst_fs, "synced")
+    ssnaps = src.snapshots(src_fs)
+    dsnaps = dst.snapshots(dst_fs)
+    plan = _plan(
+        eng,
+        ssnaps,
+        dsnaps,
+        src_fs,
+        dst_fs,
+        dinfo.resume_token,
+        dinfo.written,
+        force=force,
+        resume=resume,
+    )
+    old_base = last_sent(ssnaps, eng.tag)
+
+    if plan.abort_token:
+        eng.say(
+            f"aborting the partial receive on {dst.host}:{dst_fs} (resume is off)",
+            src_fs,
+            warning=True,
+        )
+        dst.abort_resume(dst_fs)
+    if plan.resume_token:
+        eng.check(handle)
+        plan, ssnaps, dsnaps = _resume(
+            eng, src, src_fs, dst, dst_fs, handle, plan, force=force, result=result
+        )
+    if plan.landed:
+        eng.say(
+            f"{', '.join(s.short for s in plan.landed)} already on {dst.host}:{dst_fs}; "
+            "recording completion",
+            src_fs,
+        )
+        eng.mark_sent(src, src_fs, dst, dst_fs, plan.landed)
+        result.completed = [s.name for s in plan.landed]
+    base = plan.base
+    held = [s.short for s in (plan.base, *plan.landed)]
+    if old_base is not None:
+        held.append(old_base.short)
+
+    if make_snapshot and changed_only and is_unchanged(ssnaps, base, src_info_written):
+        eng.say(f"No changes found in {src_fs}. Updating timestamp only", src_fs)
+        src.set(base.name, {f"{eng.tag}:sent": str(int(time.time()))})
+        eng.move_holds(src, src_fs, dst, dst_fs, base.short, held)
+        result.status, result.snapshot = "unchanged", base.name
+        result.seconds = time.monotonic() - t0
+        return result
+
+    eng.check(handle)
+    if make_snapshot:
+        new_name = f"{src_fs}@{next_snapname(ssnaps, eng.tag)}"
+        src.snapshot(new_name, recursive=eng.config.recursive)
+        eng.say(f"sending {new_name} to {dst.host}:{dst_fs}", src_fs)
+    else:
+        latest = latest_zrep(ssnaps, eng.tag)
+        if latest is None or latest.guid == base.guid:
+            eng.say(f"{base.name} already sent", src_fs)
+            result.status, result.snapshot = "uptodate", base.name
+            result.seconds = time.monotonic() - t0
+            return result
+        new_name = latest.name
+    new_short = new_name.split("@", 1)[1]
+
+    send_args = [*_send_flags(eng), eng.config.inc_flag, base.name, new_name]
+    recv_args = [*_recv_flags(eng, resume=resume, force=plan.force), dst_fs]
+    try:
+        nbytes, _ = eng.stream(
+            src,
+            send_args,
+            dst,
+            recv_args,
+            dataset=src_fs,
+            snapshot=new_name,
+            base=base.name,
+            dest_fs=dst_fs,
+            handle=handle,
+        )
+        result.bytes_sent += nbytes
+    except ZrepqError as err:
+        if not _landed(src, src_fs, dst, dst_fs, new_short):
+            _after_failed_send(eng, src, new_name, err, resume=resume, made=make_snapshot)
+            raise
+        eng.say(
+            f"the send of {new_name} reported an error but the snapshot is on "
+            f"{dst.host}:{dst_fs} (same guid): completing",
+            src_fs,
+            warning=True,
+        )
+
+    eng.check(handle)
+    new_snap = Snapshot(new_name, "", 0, 0)
+    eng.mark_sent(src, src_fs, dst, dst_fs, [new_snap])
+    eng.move_holds(src, src_fs, dst, dst_fs, new_short, held)
+    result.snapshot, result.base = new_name, base.name
+    if not eng.config.skip_expire:
+        eng.say(f"Expiring zrep snaps on {src_fs}", src_fs)
+        exp = expire_pair(eng, src, src_fs, dst, dst_fs)
+        result.expired = exp.destroyed + exp.remote_destroyed
+    result.seconds = time.monotonic() - t0
+    return result
+
+
+def sync_to_snapshot(eng: Engine, snapshot: str) -> SyncResult:
+    """`zrep sync fs@zrep_NNNNNN`: roll the destination back to that snapshot.
+
+    Newer snapshots on the destination are destroyed (their holds released first); newer local
+    snapshots lose their `TAG:sent`, so the next sync starts from this one. The CLI prints
+    zrep's warning and waits before calling this; the engine does not sleep.
+    """
+    fs, short = validate_snapshot(snapshot)
+    local = eng.local
+    info = local.require(fs)
+    zname = next((s.zname(eng.tag) for s in local.snapshots(fs) if s.short == short), None)
+    if zname is None:
+        raise StateError(
+            f"{snapshot} is not zrep snapshot (or does not exist). Cannot roll with it.", dataset=fs
+        )
+    dest_host, dest_fs = _pair_dest(info.dest_host, info.dest_fs, fs)
+    dst = eng.zfs(dest_host)
+    with eng.lock([(eng.host, fs)], "sync", local_info=info):
+        ssnaps = local.snapshots(fs)
+        dsnaps = dst.snapshots(dest_fs)
+        target = next((s for s in dsnaps if s.short == short), None)
+        if target is None:
+            raise StateError(
+                f"{dest_fs}@{short} does not exist. Cannot roll to snap", dataset=fs, host=dest_host
+            )
+        newer_dst = [s for s in dsnaps if s.createtxg > target.createtxg]
+        for s in newer_dst:
+            dst.release(eng.config.hold_tag, s.name)
+        eng.say(
+            f"rolling back {dest_host}:{dest_fs} to {short}; newer snapshots there are destroyed",
+            fs,
+            warning=True,
+        )
+        dst.rollback(f"{dest_fs}@{short}", flags="-Rr")
+        local_target = next(s for s in ssnaps if s.short == short)
+        for s in ssnaps:
+            if s.createtxg > local_target.createtxg:
+                if s.sent is not None:
+                    local.inherit(s.name, f"{eng.tag}:sent")
+                local.release(eng.config.hold_tag, s.name)
+        if local_target.sent is None:
+            eng.mark_sent(local, fs, dst, dest_fs, [local_target])
+        eng.move_holds(local, fs, dst, dest_fs, short, [])
+    return SyncResult(
+        fs,
+        eng.host,
+        dest_host,
+        dest_fs,
+        "rolled-back",
+        snapshot=snapshot,
+        message=f"{dest_host}:{dest_fs} rolled back to {short}",
+    )
+
+
+# ---- helpers ------------------------------------------------------------------------------
+
+
+def _pair_dest(host: str | None, fs: str | None, name: str) -> tuple[str, str]:
+    if not host or not fs:
+        raise NotConfigured(f"Problem getting zrep properties for fs {name}", dataset=name)
+    return validate_host(host), validate_dataset(fs)
+
+
+def _plan(
+    eng: Engine,
+    ssnaps: list[Snapshot],
+    dsnaps: list[Snapshot],
+    src_fs: str,
+    dst_fs: str,
+    token: str | None,
+    written: int | None,
+    *,
+    force: bool,
+    resume: bool,
+) -> SyncPlan:
+    return plan_sync(
+        ssnaps,
+        dsnaps,
+        eng.tag,
+        src_fs=src_fs,
+        dst_fs=dst_fs,
+        force=force,
+        resume=resume,
+        dest_token=token,
+        dest_written=written,
+    )
+
+
+def _send_flags(eng: Engine) -> list[str]:
+    return (["-R"] if eng.config.recursive else []) + list(eng.config.send_flags)
+
+
+def _recv_flags(eng: Engine, *, resume: bool, force: bool) -> list[str]:
+    flags = []
+    if resume:
+        flags.append("-s")
+    if force:
+        flags.append("-F")
+    if eng.config.recursive:
+        # -R carries the source's zrep:master=yes: never let it arrive (zrep issue 206).
+        flags += ["-x", f"{eng.tag}:master"]
+    return flags
+
+
+def _landed(src: ZfsHost, src_fs: str, dst: ZfsHost, dst_fs: str, short: str) -> bool:
+    """Did `src_fs@short` reach the destination (same guid), whatever the pipeline said?"""
+    try:
+        guid = next((s.guid for s in src.snapshots(src_fs) if s.short == short), None)
+        return guid is not None and any(s.guid == guid for s in dst.snapshots(dst_fs))
+    except ZrepqError:
+        return False  # cannot tell (host unreachable): treat as not sent, the safe side
+
+
+def _after_failed_send(
+    eng: Engine, src: ZfsHost, new_name: str, err: ZrepqError, *, resume: bool, made: bool
+) -> None:
+    if resume:
+        err.message += (
+            f"; {new_name} kept for a resumable receive: the next sync with resume resumes it"
+        )
+        return
+    if not made:
+        return
+    try:
+        if eng.config.rename_unsent:
+            src.rename(new_name, f"{new_name}_unsent", recursive=eng.config.recursive)
+            err.message += f"; renamed {new_name} to {new_name}_unsent"
+        else:
+            src.destroy(new_name, recursive=eng.config.recursive)
+    except ZrepqError as e2:
+        err.message += f"; also failed to set aside {new_name}: {e2}"
+
+
+def _resume(
+    eng: Engine,
+    src: ZfsHost,
+    src_fs: str,
+    dst: ZfsHost,
+    dst_fs: str,
+    handle: LockHandle,
+    plan: SyncPlan,
+    *,
+    force: bool,
+    result: SyncResult,
+) -> tuple[SyncPlan, list[Snapshot], list[Snapshot]]:
+    """Finish a partial receive with `send -t`; if the token is stale, abort it instead."""
+    token = plan.resume_token
+    assert token is not None
+    eng.say(f"resuming the partial receive on {dst.host}:{dst_fs}", src_fs)
+    try:
+        nbytes, _ = eng.stream(
+            src,
+            ["-t", token],
+            dst,
+            ["-s", dst_fs],
+            dataset=src_fs,
+            snapshot="(resumed)",
+            base=None,
+            dest_fs=dst_fs,
+            handle=handle,
+            resumed=True,
+        )
+        result.bytes_sent += nbytes
+        result.resumed = True
+    except PipelineError as err:
+        if err.stderr and _stale_token(err):
+            eng.say(
+                f"resume token on {dst.host}:{dst_fs} is stale ({err.message}); aborting "
+                "it and sending a plain incremental",
+                src_fs,
+                warning=True,
+            )
+            dst.abort_resume(dst_fs)
+        else:
+            raise
+    ssnaps = src.snapshots(src_fs)
+    dsnaps = dst.snapshots(dst_fs)
+    dinfo = dst.info(dst_fs)
+    new_plan = plan_sync(
+        ssnaps,
+        dsnaps,
+        eng.tag,
+        src_fs=src_fs,
+        dst_fs=dst_fs,
+        force=force,
+        resume=False,
+        dest_token=None,
+        dest_written=dinfo.written,
+    )
+    if dinfo.resume_token:
+        raise Conflict(
+            f"{dst.host}:{dst_fs} still holds a partial receive after resuming", dataset=src_fs
+        )
+    return new_plan, ssnaps, dsnaps
+
+
+def _stale_token(err: PipelineError) -> bool:
+    """The send side refused the token (its snapshot is gone, or it does not parse)."""
+    text = err.stderr.lower()
+    return any(
+        m in text
+        for m in (
+            "no longer the same snapshot",
+            "does not exist",
+            "resume token is corrupt",
+            "invalid resume token",
+            "cannot resume send",
+            "kernel modules must be upgraded",
+        )
+    )

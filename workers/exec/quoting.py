@@ -1,0 +1,80 @@
+"""The one place where argv becomes text for a remote shell.
+
+Locally nothing is ever quoted: commands run from argv with no shell. Over SSH the remote
+side always gets a string that its login shell parses, so every remote command (paramiko
+control commands and the OpenSSH data path alike) is built here with `shlex.join`, which
+single-quotes every word that is not plainly safe. The remote login shell is assumed to be
+POSIX-like (sh, dash, bash, ksh, zsh), as zrep assumes.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Sequence
+
+from workers.engine.errors import ValidationError
+
+# Marker a remote pipeline writes on stderr for every stage but the last: POSIX sh has no
+# portable `pipefail`, so without it a failed `zfs send` on the far side of `| zstd` would
+# look like success and the blame would land on the receiver.
+STAGE_STATUS_MARK = "zrepq-stage-exit"
+_SHELL_OPERATORS = frozenset({"|", "||", "&&", "&", ";", ">", ">>", "<", "<<", "2>", "2>&1"})
+_STATUS_LINE = re.compile(rf"^{STAGE_STATUS_MARK} (\d+) (\d+)$")
+
+
+def remote_command(argv: Sequence[str]) -> str:
+    """`argv` as one remote shell command line; each word arrives at the program unchanged."""
+    if not argv:
+        raise ValidationError("empty command")
+    return shlex.join(argv)
+
+
+def remote_pipeline(stages: Sequence[Sequence[str]]) -> str:
+    """`a | b | c` for the remote shell, every stage but the last reporting its exit status.
+
+    Each reporting stage becomes `{ a; printf '\\nzrepq-stage-exit 0 %s\\n' "$?" >&2; }`; the
+    status of the last one is the shell's (and so ssh's) exit status. See `stage_statuses`.
+    """
+    if not stages:
+        raise ValidationError("empty pipeline")
+    if len(stages) == 1:
+        return remote_command(stages[0])
+    parts = [
+        f"{{ {remote_command(argv)}; printf '\\n{STAGE_STATUS_MARK} {i} %s\\n' \"$?\" >&2; }}"
+        for i, argv in enumerate(stages[:-1])
+    ]
+    parts.append(remote_command(stages[-1]))
+    return " | ".join(parts)
+
+
+def stage_statuses(stderr_lines: Sequence[str]) -> dict[int, int]:
+    """The statuses reported by `remote_pipeline`'s markers, by stage index."""
+    found: dict[int, int] = {}
+    for line in stderr_lines:
+        m = _STATUS_LINE.match(line)
+        if m:
+            found[int(m.group(1))] = int(m.group(2))
+    return found
+
+
+def is_status_line(line: str) -> bool:
+    return _STATUS_LINE.match(line) is not None
+
+
+def filter_argv(text: str) -> tuple[str, ...]:
+    """A ZREP_OUTFILTER/ZREP_INFILTER string as argv: split like a shell, no shell features."""
+    try:
+        argv = tuple(shlex.split(text))
+    except ValueError as exc:
+        raise ValidationError(f"cannot parse filter {text!r}: {exc}") from None
+    if not argv:
+        raise ValidationError(f"empty filter {text!r}")
+    operators = [w for w in argv if w in _SHELL_OPERATORS]
+    if operators:
+        # Without a shell these would reach the program as arguments: say so instead.
+        raise ValidationError(
+            f"filter {text!r} uses shell operator {operators[0]!r}; filters are one program "
+            "and its arguments (wrap a pipeline in a script)"
+        )
+    return argv

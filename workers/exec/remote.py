@@ -1,0 +1,340 @@
+"""Control commands on a remote host over one cached paramiko connection.
+
+Only short commands go this way (`zfs get/list/set/snapshot/hold`): a sync makes dozens of
+them per dataset, so one SSH connection per host is kept and every command is a channel on
+it. The data stream itself goes through OpenSSH (`workers.exec.pipeline`), which is faster
+and does not suffer paramiko's rekey problems on long transfers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import socket
+import threading
+import time
+from collections.abc import Sequence
+
+import paramiko
+
+from workers.engine.errors import CommandError, HostKeyError, HostUnreachable
+from workers.engine.ports import CommandResult
+from workers.exec.local import command_error, command_name, timeout_error
+from workers.exec.procs import describe_status
+from workers.exec.quoting import remote_command
+from workers.exec.ssh_options import ResolvedHost, SshOptions
+
+log = logging.getLogger(__name__)
+
+_READ_SIZE = 65536
+_NETWORK_ERRORS = (OSError, EOFError, paramiko.SSHException)
+
+
+class ParamikoRunner:
+    """`ports.Runner` for one remote host; thread-safe, one TCP connection shared by all calls.
+
+    A dead connection is replaced once per call, and only when the command had not started
+    (the channel could not be opened), so a mutating command never runs twice.
+    """
+
+    def __init__(self, host: str, options: SshOptions | None = None) -> None:
+        self._host = host
+        self._options = options or SshOptions()
+        self._lock = threading.Lock()
+        self._client: paramiko.SSHClient | None = None
+        self._resolved: ResolvedHost | None = None
+
+    @property
+    def host(self) -> str:
+        return self._host
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        check: bool = True,
+        timeout: float | None = None,
+    ) -> CommandResult:
+        argv = tuple(argv)
+        command = remote_command(argv)
+        log.debug("run on %s: %s", self._host, command)
+        start = time.monotonic()
+        channel = self._open_channel(argv, command)
+        try:
+            status, out, err = self._collect(channel, argv, timeout)
+        finally:
+            channel.close()
+        result = CommandResult(self._host, argv, status, _text(out), _text(err))
+        log.debug(
+            "%s on %s: %s in %.3fs",
+            argv[0],
+            self._host,
+            describe_status(status),
+            time.monotonic() - start,
+        )
+        if check and status != 0:
+            raise command_error(result)
+        return result
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    # -- connection ------------------------------------------------------------------------
+
+    def _open_channel(self, argv: tuple[str, ...], command: str) -> paramiko.Channel:
+        for attempt in (1, 2):
+            client = self._connected()
+            transport = client.get_transport()
+            try:
+                if transport is None or not transport.is_active():
+                    raise paramiko.SSHException("connection is closed")
+                channel = transport.open_session(timeout=self._options.connect_timeout)
+            except _NETWORK_ERRORS as exc:
+                self._discard(client)
+                if attempt == 2:
+                    raise HostUnreachable(
+                        f"cannot open a session on {self._describe()}: {_reason(exc)}",
+                        host=self._host,
+                    ) from None
+                log.info("connection to %s was lost (%s); reconnecting", self._host, exc)
+                continue
+            try:
+                channel.exec_command(command)
+            except _NETWORK_ERRORS as exc:
+                # The command may have started: do not run it a second time.
+                channel.close()
+                self._discard(client)
+                raise HostUnreachable(
+                    f"lost the connection to {self._describe()} while starting "
+                    f"`{command_name(argv)}`: {_reason(exc)}",
+                    host=self._host,
+                ) from None
+            return channel
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _connected(self) -> paramiko.SSHClient:
+        with self._lock:
+            if self._client is not None:
+                transport = self._client.get_transport()
+                if transport is not None and transport.is_active():
+                    return self._client
+                self._client.close()
+                self._client = None
+            self._client = self._connect()
+            return self._client
+
+    def _discard(self, client: paramiko.SSHClient) -> None:
+        with self._lock:
+            if self._client is client:
+                self._client = None
+        client.close()
+
+    def _connect(self) -> paramiko.SSHClient:
+        resolved = self._options.resolve(self._host)
+        self._resolved = resolved
+        client = paramiko.SSHClient()
+        for path in (
+            *resolved.global_known_hosts,
+            *resolved.user_known_hosts,
+            *resolved.extra_known_hosts,
+        ):
+            if os.path.isfile(path):
+                # "system" host keys in paramiko's terms: consulted, never written back.
+                client.load_system_host_keys(path)
+        client.set_missing_host_key_policy(
+            _HostKeyPolicy(resolved, self._options.accept_unknown_host_keys)
+        )
+        timeout = self._options.connect_timeout
+        keys = [p for p in resolved.identity_files if os.path.isfile(p)]
+        try:
+            sock = socket.create_connection((resolved.hostname, resolved.port), timeout)
+        except OSError as exc:
+            client.close()
+            raise HostUnreachable(
+                f"cannot connect to {resolved.describe()}: {_reason(exc)}", host=self._host
+            ) from None
+        # Each command is a few small request/reply packets: without TCP_NODELAY, Nagle and
+        # delayed ACKs add ~40 ms to every one of them (measured on loopback).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            client.connect(
+                sock=sock,
+                hostname=resolved.hostname,
+                port=resolved.port,
+                username=resolved.user,
+                # paramiko takes a list here; its stub says str only.
+                key_filename=keys or None,  # type: ignore[arg-type]
+                look_for_keys=not resolved.identities_only,
+                allow_agent=not resolved.identities_only,
+                timeout=timeout,
+                banner_timeout=timeout,
+                auth_timeout=timeout,
+                channel_timeout=timeout,
+            )
+        except BaseException as exc:
+            client.close()
+            sock.close()
+            error = _connect_failure(exc, resolved)
+            if error is None:
+                raise
+            raise error from None
+        log.info("connected to %s as %s", resolved.describe(), resolved.user)
+        return client
+
+    def _describe(self) -> str:
+        return self._resolved.describe() if self._resolved else self._host
+
+    # -- one command -------------------------------------------------------------------------
+
+    def _collect(
+        self, channel: paramiko.Channel, argv: tuple[str, ...], timeout: float | None
+    ) -> tuple[int, bytes, bytes]:
+        """Read stdout and stderr until the command exits; return (status, stdout, stderr)."""
+        channel.shutdown_write()  # stdin: EOF at once, like </dev/null
+        out, err = bytearray(), bytearray()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        # Channel.fileno() becomes readable on stdout data, stderr data and EOF alike.
+        fd = channel.fileno()
+
+        def drain() -> None:
+            while channel.recv_ready():
+                out.extend(channel.recv(_READ_SIZE))
+            while channel.recv_stderr_ready():
+                err.extend(channel.recv_stderr(_READ_SIZE))
+
+        while True:
+            drain()
+            # EOF comes in order after all data; the exit status may overtake the last data,
+            # so wait for both.
+            if channel.eof_received and channel.exit_status_ready():
+                break
+            if channel.closed:  # closed by the server, or the connection died
+                if not channel.exit_status_ready():
+                    raise HostUnreachable(
+                        f"lost the connection to {self._describe()} while "
+                        f"`{command_name(argv)}` was running; it may or may not have finished",
+                        host=self._host,
+                    )
+                break
+            wait = 1.0
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
+                if wait <= 0:
+                    self._abandon(channel)
+                    raise timeout_error(self._host, argv, timeout or 0.0, _text(bytes(err)))
+            select.select([fd], [], [], wait)
+        drain()
+        status = channel.recv_exit_status()
+        if status == -1 and not channel.get_transport().is_active():
+            raise HostUnreachable(
+                f"lost the connection to {self._describe()} while `{command_name(argv)}` was "
+                "running; it may or may not have finished",
+                host=self._host,
+            )
+        if status == -1:
+            # No exit-status: the remote program was killed by a signal (exit-signal).
+            raise CommandError(
+                f"`{command_name(argv)}` on {self._host} was killed on the remote side",
+                argv=argv,
+                returncode=None,
+                stderr=_text(bytes(err)),
+                host=self._host,
+            )
+        return status, bytes(out), bytes(err)
+
+    def _abandon(self, channel: paramiko.Channel) -> None:
+        """Stop a timed-out command: ask sshd to kill it, then close the channel."""
+        _send_signal(channel, "KILL")
+        channel.close()
+
+
+class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
+    """Refuse (or, if allowed, remember in memory) a host missing from every known_hosts."""
+
+    def __init__(self, resolved: ResolvedHost, accept: bool) -> None:
+        self._resolved = resolved
+        self._accept = accept
+
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
+        fingerprint = key.fingerprint
+        if self._accept:
+            log.warning(
+                "accepting unknown host key for %s: %s", self._resolved.describe(), fingerprint
+            )
+            client.get_host_keys().add(hostname, key.get_name(), key)
+            return
+        files = (
+            *self._resolved.global_known_hosts,
+            *self._resolved.user_known_hosts,
+            *self._resolved.extra_known_hosts,
+        )
+        raise HostKeyError(
+            f"host key for {self._resolved.describe()} is not in known_hosts "
+            f"({', '.join(f for f in files if os.path.isfile(f)) or 'no known_hosts file found'})"
+            f"; the server offered {fingerprint}. Add it with "
+            f"ssh-keyscan -p {self._resolved.port} {self._resolved.hostname} >> known_hosts, "
+            "after checking the fingerprint",
+            host=self._resolved.alias,
+        )
+
+
+def _connect_failure(exc: BaseException, resolved: ResolvedHost) -> HostUnreachable | None:
+    """The zrepq error for a failed SSH handshake; None for anything that is not one."""
+    if isinstance(exc, HostKeyError):
+        return exc
+    if isinstance(exc, paramiko.BadHostKeyException):
+        return HostKeyError(
+            f"host key for {resolved.describe()} has CHANGED: the server offered "
+            f"{exc.key.fingerprint}, known_hosts has {exc.expected_key.fingerprint}. Someone "
+            "may be intercepting the connection, or the host was reinstalled; if you are sure, "
+            f"remove the old entry with ssh-keygen -R '{resolved.known_hosts_key}'",
+            host=resolved.alias,
+        )
+    if isinstance(exc, paramiko.AuthenticationException):
+        # Not retryable: the keys will not change by themselves.
+        return HostUnreachable(
+            f"authentication to {resolved.describe()} as {resolved.user} failed: {exc}",
+            host=resolved.alias,
+            retryable=False,
+        )
+    if isinstance(exc, OSError | EOFError | paramiko.SSHException):
+        return HostUnreachable(
+            f"cannot connect to {resolved.describe()}: {_reason(exc)}", host=resolved.alias
+        )
+    return None
+
+
+def _send_signal(channel: paramiko.Channel, name: str) -> None:
+    """RFC 4254 6.9 "signal" request (sshd >= 7.9 delivers it); best effort."""
+    try:
+        message = paramiko.Message()
+        message.add_byte(bytes([98]))  # SSH_MSG_CHANNEL_REQUEST
+        message.add_int(channel.remote_chanid)
+        message.add_string("signal")
+        message.add_boolean(False)
+        message.add_string(name)
+        channel.get_transport()._send_user_message(message)  # type: ignore[attr-defined]
+    except _NETWORK_ERRORS as exc:
+        log.debug("could not send signal %s: %s", name, exc)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host name ({exc.strerror})"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
+        return "connection refused"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")

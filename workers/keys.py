@@ -1,0 +1,22 @@
+"""Every Redis key zrepq itself writes is named here, all under `zrepq:`.
+
+(Celery's and redbeat's keys are theirs; this is the schema for ours.) Leases are kept under
+`zrepq:lock:<name>`, where the name is the engine's `lock_name(tag, host, fs)`.
+"""
+
+from __future__ import annotations
+
+from workers.engine.locks import lock_name
+
+PREFIX = "zrepq:"
+LOCK_PREFIX = PREFIX + "lock:"
+
+
+def lease_key(name: str, prefix: str = LOCK_PREFIX) -> str:
+    """Redis key of the lease called `name` (as passed to `Locks.hold`)."""
+    return prefix + name
+
+
+def lock_key(tag: str, host: str, fs: str) -> str:
+    """Redis key of the lease on dataset `fs` of `host` for replication tag `tag`."""
+    return lease_key(lock_name(tag, host, fs))

@@ -1,0 +1,93 @@
+"""Build an engine for this host from the environment: transport, leases, peer.
+
+One place turns settings into objects, so the direct CLI (`zrepq-local`) and the Celery
+worker build the same engine. Settings are environment variables for now (zrep's own names
+for engine behaviour, `ZREPQ_*` for what zrep never had).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from workers.engine import Engine, EngineConfig
+from workers.engine.events import Observer
+from workers.engine.locks import LocalLocks
+from workers.engine.ports import Locks, Peer, Transport
+from workers.engine.zfs import ZfsHost
+from workers.exec.ssh_options import SshOptions
+from workers.exec.transport import SshTransport, local_host_name
+
+
+def ssh_options_from_env(env: Mapping[str, str]) -> SshOptions:
+    """ZREPQ_SSH_* settings; zrep's `SSH="ssh -c cipher ..."` adds its extra arguments."""
+    extra: list[str] = []
+    legacy = shlex.split(env.get("SSH", ""))
+    if legacy and os.path.basename(legacy[0]) == "ssh":
+        extra = legacy[1:]
+    extra += shlex.split(env.get("ZREPQ_SSH_ARGS", ""))
+    port = env.get("ZREPQ_SSH_PORT")
+    return SshOptions(
+        config_file=env.get("ZREPQ_SSH_CONFIG") or None,
+        user=env.get("ZREPQ_SSH_USER") or None,
+        port=int(port) if port else None,
+        identity_file=env.get("ZREPQ_SSH_IDENTITY") or None,
+        known_hosts=env.get("ZREPQ_SSH_KNOWN_HOSTS") or None,
+        accept_unknown_host_keys=env.get("ZREPQ_SSH_ACCEPT_NEW", "") in ("1", "yes", "true"),
+        cipher=env.get("ZREPQ_SSH_CIPHER") or None,
+        extra_ssh_args=tuple(extra),
+    )
+
+
+def transport_from_env(env: Mapping[str, str]) -> SshTransport:
+    host = env.get("ZREP_SRC_HOST") or local_host_name()
+    return SshTransport(host, ssh_options_from_env(env))
+
+
+def locks_from_env(env: Mapping[str, str], owner: str) -> Locks:
+    url = env.get("ZREPQ_REDIS_URL")
+    if not url:
+        return LocalLocks(owner)
+    import redis
+
+    from workers.lease import RedisLocks
+
+    ttl = float(env.get("ZREPQ_LEASE_TTL", "60"))
+    return RedisLocks(redis.Redis.from_url(url), owner=owner, ttl=ttl)
+
+
+@dataclass
+class CommandPeer:
+    """The other side, reached as zrep does it: run zrepq-local there over SSH."""
+
+    transport: Transport
+    command: tuple[str, ...] = ("zrepq-local",)
+
+    def takeover_local(self, host: str, fs: str, *, tag: str, snap: str | None = None) -> None:
+        target = f"{fs}@{snap}" if snap else fs
+        self.transport.runner(host).run((*self.command, "-t", tag, "takeover", "-L", target))
+
+    def failover(self, host: str, fs: str, *, tag: str) -> None:
+        self.transport.runner(host).run((*self.command, "-t", tag, "failover", fs))
+
+
+def engine_from_env(
+    env: Mapping[str, str] | None = None,
+    *,
+    observer: Observer | None = None,
+    peer: Peer | None = None,
+    transport: Transport | None = None,
+) -> Engine:
+    env = os.environ if env is None else env
+    config = EngineConfig.from_env(env)
+    transport = transport or transport_from_env(env)
+    if peer is None:
+        cmd = tuple(shlex.split(env.get("ZREPQ_REMOTE_COMMAND", "zrepq-local")))
+        peer = CommandPeer(transport, cmd)
+    locks = locks_from_env(env, transport.local_host)
+    return Engine(transport, config=config, locks=locks, observer=observer, peer=peer)
+
+
+__all__ = ["CommandPeer", "ZfsHost", "engine_from_env", "ssh_options_from_env"]
