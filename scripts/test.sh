@@ -11,7 +11,7 @@ if [ "$(id -u)" = 0 ] && [ -z "${ZREPQ_SKIP_APT:-}" ]; then
   apt-get update -q
   apt-get install -y -q --no-install-recommends \
     redis-server openssh-server openssh-client iproute2 procps zstd \
-    python3 python3-venv python3-pip ca-certificates git >/dev/null
+    pv python3 python3-venv python3-pip ca-certificates git >/dev/null
 fi
 # The distribution's redis/sshd services are not used: the tests start their own.
 

@@ -20,3 +20,14 @@ def lease_key(name: str, prefix: str = LOCK_PREFIX) -> str:
 def lock_key(tag: str, host: str, fs: str) -> str:
     """Redis key of the lease on dataset `fs` of `host` for replication tag `tag`."""
     return lease_key(lock_name(tag, host, fs))
+
+
+# Hash host -> JSON {queue, node, registered}: the storage hosts whose workers have started.
+HOSTS_KEY = PREFIX + "hosts"
+
+# The broker queue each storage host's worker consumes (Celery names it; we choose it).
+QUEUE_PREFIX = "zrepq.host."
+
+
+def queue_name(host: str) -> str:
+    return QUEUE_PREFIX + host

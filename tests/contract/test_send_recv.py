@@ -308,7 +308,7 @@ def test_send_nvP_output_format_and_size(b: ZfsBackend) -> None:
     lines = res.stdout.splitlines()
     full = [ln for ln in lines if ln.startswith("full\t")]
     assert len(full) == 1
-    kind, name, size = full[0].split("\t")
+    _kind, name, size = full[0].split("\t")
     assert name == f"{src}@s1"
     assert f"size\t{size}" in lines
     actual = int(sh_ok(b, f"zfs send {src}@s1 | wc -c").strip())

@@ -50,8 +50,11 @@ class Engine:
         observer: Observer | None = None,
         peer: Peer | None = None,
         lock_wait: float = 0.0,
+        operation_id: str | None = None,
     ) -> None:
         self.transport = transport
+        # Carried in lease tokens (e.g. the Celery task id), so a holder can be recognised.
+        self.operation_id = operation_id
         self.config = config or EngineConfig.from_env()
         self.locks: Locks = locks or LocalLocks()
         self.observer = observer or null_observer
@@ -79,6 +82,7 @@ class Engine:
             observer=self.observer,
             peer=self.peer,
             lock_wait=self.lock_wait,
+            operation_id=self.operation_id,
         )
 
     @property
@@ -111,6 +115,8 @@ class Engine:
         local zrep process has locked.
         """
         keys = sorted({lock_name(self.tag, h, fs) for h, fs in targets})
+        if self.operation_id:
+            operation = f"{operation}/{self.operation_id}"
         with self.locks.hold(keys, operation=operation, wait=self.lock_wait) as handle:
             zlocal = None
             if local_info is not None:

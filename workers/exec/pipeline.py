@@ -442,13 +442,12 @@ class _Run:
             if proc.returncode is not None:
                 continue
             if i == self.send_index and not self.stages[i].remote:
-                # Read the send's byte count while it is a zombie, before reaping it.
-                try:
-                    info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-                except ChildProcessError:
-                    info = None
-                if info is not None:
-                    self.send_written = self._local_send_bytes()
+                # Read the send's byte count while it is a zombie, before reaping it; if it is
+                # still running, do not poll() either: it could exit in between, unread.
+                info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                if info is None:
+                    continue
+                self.send_written = self._local_send_bytes()
             proc.poll()
 
     def _local_send_bytes(self) -> int | None:

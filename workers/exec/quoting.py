@@ -23,11 +23,16 @@ _SHELL_OPERATORS = frozenset({"|", "||", "&&", "&", ";", ">", ">>", "<", "<<", "
 _STATUS_LINE = re.compile(rf"^{STAGE_STATUS_MARK} (\d+) (\d+)$")
 
 
-def remote_command(argv: Sequence[str]) -> str:
-    """`argv` as one remote shell command line; each word arrives at the program unchanged."""
+def remote_command(argv: Sequence[str], *, stdin_null: bool = False) -> str:
+    """`argv` as one remote shell command line; each word arrives at the program unchanged.
+
+    `stdin_null` adds `</dev/null` (what `ssh -n` does), for control commands that read no
+    input: the remote shell closes stdin itself, so the client never has to send EOF.
+    """
     if not argv:
         raise ValidationError("empty command")
-    return shlex.join(argv)
+    line = shlex.join(argv)
+    return f"{line} </dev/null" if stdin_null else line
 
 
 def remote_pipeline(stages: Sequence[Sequence[str]]) -> str:

@@ -57,7 +57,10 @@ class ParamikoRunner:
         timeout: float | None = None,
     ) -> CommandResult:
         argv = tuple(argv)
-        command = remote_command(argv)
+        # stdin from /dev/null on the far side: paramiko can send our EOF after its own CLOSE
+        # when a command ends at once (a race in Channel.shutdown), and sshd then drops the
+        # whole connection ("ieof packet referred to nonexistent channel").
+        command = remote_command(argv, stdin_null=True)
         log.debug("run on %s: %s", self._host, command)
         start = time.monotonic()
         channel = self._open_channel(argv, command)
@@ -194,7 +197,6 @@ class ParamikoRunner:
         self, channel: paramiko.Channel, argv: tuple[str, ...], timeout: float | None
     ) -> tuple[int, bytes, bytes]:
         """Read stdout and stderr until the command exits; return (status, stdout, stderr)."""
-        channel.shutdown_write()  # stdin: EOF at once, like </dev/null
         out, err = bytearray(), bytearray()
         deadline = None if timeout is None else time.monotonic() + timeout
         # Channel.fileno() becomes readable on stdout data, stderr data and EOF alike.

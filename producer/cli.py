@@ -1,0 +1,406 @@
+"""`zrepq`: zrep's verbs and flags, enqueued to the storage hosts' workers.
+
+    zrepq -S hosta:pool/fs --wait          sync one fs (zrep -S), show progress, exit status
+    zrepq sync all [--host H ...] --wait   every master fs of every (or the named) host
+    zrepq -i pool/fs hostb poolb/fs -H hosta
+    zrepq status -H hosta [-v] [-a]        zrep's own text; --json for machine output
+
+A target is `HOST:pool/fs`, or `pool/fs` with `--host` (or ZREPQ_DEFAULT_HOST). Without
+`--wait` the task id is printed and the command returns at once.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import click
+from celery.result import AsyncResult
+
+from producer.api import Producer
+from producer.watch import wait
+from tasks.contract import ZrepqError
+
+ALIASES = {
+    "-S": "sync",
+    "-i": "init",
+    "-s": "status",
+    "-l": "list",
+    "-e": "expire",
+    "-C": "changeconfig",
+    "getlastsent": "lastsent",
+}
+
+
+class Ctx:
+    def __init__(
+        self, producer: Producer, host: str | None, wait: bool, as_json: bool, timeout: float | None
+    ) -> None:
+        self.producer, self.host, self.wait, self.json, self.timeout = (
+            producer,
+            host,
+            wait,
+            as_json,
+            timeout,
+        )
+
+    def finish(
+        self,
+        results: dict[str, AsyncResult[Any]],
+        render: Callable[[Any], str] | None = None,
+    ) -> None:
+        if not self.wait:
+            for key, r in results.items():
+                click.echo(
+                    json.dumps({"target": key, "task_id": r.id})
+                    if self.json
+                    else f"{key}: queued as {r.id}"
+                )
+            return
+        done = wait(results, timeout=self.timeout, show=not self.json)
+        failed = False
+        for key, rec in done.items():
+            if self.json:
+                continue
+            if rec.get("ok"):
+                text = render(rec["result"]) if render else _default_text(key, rec["result"])
+                if text:
+                    click.echo(text, nl=not text.endswith("\n"))
+            else:
+                failed = True
+                err = rec.get("error", {})
+                click.echo(f"Error: {key}: {err.get('message')}", err=True)
+        if self.json:
+            click.echo(json.dumps(done, indent=2, default=str))
+            failed = any(not rec.get("ok") for rec in done.values())
+        sys.exit(1 if failed else 0)
+
+
+def _default_text(key: str, result: Any) -> str:
+    if isinstance(result, dict) and "status" in result:
+        snap = result.get("snapshot") or ""
+        extra = f" ({result['bytes_sent']} bytes)" if result.get("bytes_sent") else ""
+        return f"{key}: {result['status']} {snap}{extra}".rstrip()
+    if isinstance(result, dict) and "role" in result:
+        return (
+            f"{key}: now {result['role']}; other side {result['other_host']}:"
+            f"{result['other_fs']} {result.get('message', '')}".rstrip()
+        )
+    return "" if result is None else f"{key}: {json.dumps(result, default=str)}"
+
+
+def _summary_text(host: str, result: dict[str, Any]) -> str:
+    lines = [
+        f"{host}: {json.dumps(result.get('counts', {}))}, {result.get('bytes', 0)} bytes, "
+        f"{result.get('seconds', 0)} s"
+    ]
+    for row in result.get("datasets", []):
+        tail = row.get("error") or row.get("snapshot") or ""
+        lines.append(f"  {row['status']:<9} {row['dataset']:<40} {tail}")
+    return "\n".join(lines)
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-t", "tag", default=None, envvar="ZREPTAG", help="replication tag (zrep -t)")
+@click.option(
+    "-H",
+    "--host",
+    default=None,
+    envvar="ZREPQ_DEFAULT_HOST",
+    help="host whose worker runs the task (or write HOST:pool/fs)",
+)
+@click.option("-w", "--wait", "wait_", is_flag=True, help="wait, show progress, exit with status")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.option("--timeout", type=float, default=None, help="give up waiting after SECONDS")
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    tag: str | None,
+    host: str | None,
+    wait_: bool,
+    as_json: bool,
+    timeout: float | None,
+) -> None:
+    """zrep-style ZFS replication through a queue: zrep's verbs, run by each host's worker."""
+    ctx.obj = Ctx(Producer(tag=tag or "zrep", default_host=host), host, wait_, as_json, timeout)
+
+
+@cli.command()
+@click.option("-f", "force", is_flag=True)
+@click.option("-r", "resume", is_flag=True, default=None)
+@click.option("-v", "verbose", is_flag=True, hidden=True)
+@click.argument("fs")
+@click.argument("dest_host")
+@click.argument("dest_fs")
+@pass_ctx
+def init(
+    c: Ctx, force: bool, resume: bool | None, verbose: bool, fs: str, dest_host: str, dest_fs: str
+) -> None:
+    """init [-f] fs desthost destfs: seed the standby (full send)."""
+    c.finish({fs: c.producer.init(fs, dest_host, dest_fs, force=force, resume=resume or None)})
+
+
+@cli.command()
+@click.option("-f", "force", is_flag=True, help="receive with -F")
+@click.option("-r", "resume", is_flag=True, help="resumable receive")
+@click.option("-c", "changed_only", is_flag=True, help="skip when nothing changed")
+@click.option("-q", "quiet", type=int, default=None, help="quietly skip busy fs synced within SECS")
+@click.option("-v", "verbose", is_flag=True, hidden=True)
+@click.option("--host", "hosts", multiple=True, help="with `all`: only these hosts")
+@click.argument("targets", nargs=-1, required=True)
+@pass_ctx
+def sync(
+    c: Ctx,
+    force: bool,
+    resume: bool,
+    changed_only: bool,
+    quiet: int | None,
+    verbose: bool,
+    hosts: Sequence[str],
+    targets: Sequence[str],
+) -> None:
+    """sync [-f] [-r] [-c] [-q SECS] (fs ...|all|fs@snap)."""
+    flags: dict[str, Any] = {
+        "force": force,
+        "resume": resume or None,
+        "changed_only": changed_only,
+        "quiet_secs": quiet,
+    }
+    if list(targets) == ["all"]:
+        results = c.producer.sync_all(list(hosts) or ([c.host] if c.host else None), **flags)
+        c.finish(results, render=None if c.json else _render_summary(results))
+        return
+    c.finish({t: c.producer.sync(t, **flags) for t in targets})
+
+
+def _render_summary(results: dict[str, Any]) -> Callable[[Any], str]:
+    def render(result: Any) -> str:
+        host = result.get("host", "?") if isinstance(result, dict) else "?"
+        return _summary_text(host, result)
+
+    return render
+
+
+@cli.command()
+@click.option("-f", "force", is_flag=True)
+@click.option("-r", "resume", is_flag=True)
+@click.argument("targets", nargs=-1, required=True)
+@pass_ctx
+def synconly(c: Ctx, force: bool, resume: bool, targets: Sequence[str]) -> None:
+    """synconly (fs ...): send the newest existing snapshot."""
+    c.finish(
+        {t: c.producer.sync(t, force=force, resume=resume or None, snapshot=False) for t in targets}
+    )
+
+
+@cli.command()
+@click.argument("targets", nargs=-1, required=True)
+@pass_ctx
+def snaponly(c: Ctx, targets: Sequence[str]) -> None:
+    """snaponly (fs ...): make the next zrep snapshot only."""
+    c.finish({t: c.producer.snaponly(t) for t in targets}, render=lambda r: str(r))
+
+
+@cli.command()
+@click.option("-f", "force", is_flag=True)
+@click.option("-r", "resume", is_flag=True)
+@click.argument("target")
+@pass_ctx
+def refresh(c: Ctx, force: bool, resume: bool, target: str) -> None:
+    """refresh destfs: pull from the master (runs on the standby's worker)."""
+    c.finish({target: c.producer.refresh(target, force=force, resume=resume or None)})
+
+
+@cli.command()
+@click.option("-L", "local_only", is_flag=True)
+@click.argument("targets", nargs=-1)
+@pass_ctx
+def expire(c: Ctx, local_only: bool, targets: Sequence[str]) -> None:
+    """expire [-L] [all|fs ...]."""
+    if not targets or list(targets) == ["all"]:
+        host = c.host or ""
+        c.finish({host: c.producer.expire(host=host, all=bool(targets), local_only=local_only)})
+        return
+    c.finish({t: c.producer.expire(t, local_only=local_only) for t in targets})
+
+
+@cli.command()
+@click.option("-L", "local_only", is_flag=True)
+@click.argument("target")
+@click.argument("other_host", required=False)
+@pass_ctx
+def failover(c: Ctx, local_only: bool, target: str, other_host: str | None) -> None:
+    """failover [-L] fs[@snap] [host]: run on the master; hands takeover to the other side."""
+    c.finish({target: c.producer.failover(target, local_only=local_only, other_host=other_host)})
+
+
+@cli.command()
+@click.option("-L", "local_only", is_flag=True)
+@click.option("-F", "force", is_flag=True, help="with -L: even if the other side claims master")
+@click.argument("target")
+@click.argument("other_host", required=False)
+@pass_ctx
+def takeover(c: Ctx, local_only: bool, force: bool, target: str, other_host: str | None) -> None:
+    """takeover [-L] fs[@snap] [host]: run on the standby."""
+    c.finish(
+        {
+            target: c.producer.takeover(
+                target, local_only=local_only, other_host=other_host, force=force
+            )
+        }
+    )
+
+
+def _host(c: Ctx) -> str:
+    if not c.host:
+        raise click.UsageError("which host? give -H HOST (or set ZREPQ_DEFAULT_HOST)")
+    return c.host
+
+
+@cli.command()
+@click.option("-v", "verbose", is_flag=True)
+@click.option("-a", "all_", is_flag=True)
+@click.argument("fs", nargs=-1)
+@pass_ctx
+def status(c: Ctx, verbose: bool, all_: bool, fs: Sequence[str]) -> None:
+    """status [-v] [-a|fs ...]: zrep's status lines, from the host's worker."""
+    c.wait = True
+    host = _host(c)
+    c.finish(
+        {host: c.producer.status(host, list(fs), all=all_, verbose=verbose)},
+        render=lambda r: r["text"],
+    )
+
+
+@cli.command(name="list")
+@click.option("-v", "verbose", is_flag=True)
+@click.option("-L", "masters_only", is_flag=True)
+@click.option("-s", "snapshots", is_flag=True)
+@click.argument("fs", nargs=-1)
+@pass_ctx
+def list_(c: Ctx, verbose: bool, masters_only: bool, snapshots: bool, fs: Sequence[str]) -> None:
+    """list [-v|-L|-s] [fs ...]."""
+    c.wait = True
+    host = _host(c)
+    c.finish(
+        {
+            host: c.producer.list(
+                host, list(fs), verbose=verbose, masters_only=masters_only, snapshots=snapshots
+            )
+        },
+        render=lambda r: r["text"],
+    )
+
+
+@cli.command()
+@click.argument("target")
+@pass_ctx
+def lastsent(c: Ctx, target: str) -> None:
+    """lastsent fs."""
+    c.wait = True
+    c.finish({target: c.producer.lastsent(target)}, render=lambda r: f"{r or ''}")
+
+
+@cli.command()
+@click.argument("target")
+@pass_ctx
+def uptodate(c: Ctx, target: str) -> None:
+    """uptodate fs: exit 0 when nothing was written since the last snapshot."""
+    done = wait({target: c.producer.uptodate(target)}, timeout=c.timeout, show=False)
+    rec = done[target]
+    sys.exit(0 if rec.get("ok") and rec.get("result") else 1)
+
+
+@cli.command()
+@click.option("-f", "force", is_flag=True)
+@click.argument("target")
+@pass_ctx
+def clear(c: Ctx, force: bool, target: str) -> None:
+    """clear [-f] fs: remove zrep's snapshots and properties from fs."""
+    if not force:
+        click.confirm(f"Remove all zrep configs and snapshots from {target}?", abort=True)
+    c.finish({target: c.producer.clear(target)})
+
+
+@cli.command()
+@click.option("-f", "force", is_flag=True)
+@click.option("-d", "dest_side", is_flag=True)
+@click.argument("target")
+@click.argument("other_host")
+@click.argument("other_fs")
+@pass_ctx
+def changeconfig(
+    c: Ctx, force: bool, dest_side: bool, target: str, other_host: str, other_fs: str
+) -> None:
+    """changeconfig [-f] [-d] fs host otherfs."""
+    c.finish(
+        {
+            target: c.producer.changeconfig(
+                target, other_host, other_fs, force=force, dest_side=dest_side
+            )
+        }
+    )
+
+
+@cli.command()
+@click.option("-L", "local_only", is_flag=True)
+@click.argument("snapshot")
+@pass_ctx
+def sentsync(c: Ctx, local_only: bool, snapshot: str) -> None:
+    """sentsync [-L] fs@snap: declare the last sent snapshot (recovery)."""
+    c.finish({snapshot: c.producer.sentsync(snapshot, local_only=local_only)})
+
+
+@cli.command()
+@pass_ctx
+def hosts(c: Ctx) -> None:
+    """hosts: the storage hosts whose workers have registered."""
+    known = c.producer.hosts()
+    click.echo(json.dumps(known, indent=2) if c.json else "\n".join(sorted(known)))
+
+
+@cli.command()
+def version() -> None:
+    click.echo("zrepq 0.1.0 (zrep 2.0.2 compatible)")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    # --wait / --json / --timeout may come anywhere (zrep users put flags after the verb).
+    hoisted: list[str] = []
+    rest: list[str] = []
+    it = iter(args)
+    for a in it:
+        if a in ("-w", "--wait", "--json"):
+            hoisted.append(a)
+        elif a == "--timeout":
+            hoisted += [a, next(it, "")]
+        else:
+            rest.append(a)
+    args = hoisted + rest
+    # zrep's short verbs (-S, -i, -s, ...) are commands here; map them before click parses.
+    for i, a in enumerate(args):
+        if a in ALIASES:
+            args[i] = ALIASES[a]
+            break
+        if a in cli.commands:
+            break
+    try:
+        cli.main(args=args, prog_name="zrepq", standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(1)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except ZrepqError as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

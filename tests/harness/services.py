@@ -1,0 +1,143 @@
+"""Real zrepq workers (Celery) and Flower as subprocesses, for the queue tests and the demo.
+
+A worker is `python -m workers.main` with one site's environment: its host name, its stand-in
+zfs state, the shared ssh client config, the test Redis as broker. Everything started here is
+stopped by pid (whole process group), even when a test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from tests.harness.netutil import REPO, free_port, wait_for_port
+from workers.exec.procs import die_with_parent
+from workers.keys import HOSTS_KEY
+
+
+@dataclass
+class Service:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    port: int | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self, grace: float = 10.0) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+            except ProcessLookupError:
+                pass
+        # Pool children that outlived their parent (SIGKILL tests) go too.
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as fh:
+        return subprocess.Popen(
+            argv,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO,
+            process_group=0,
+            preexec_fn=die_with_parent(),
+        )
+
+
+def worker_env(
+    host: str, broker: str, site_env: dict[str, str], ssh_config: str | None, **extra: str
+) -> dict[str, str]:
+    env = {**os.environ, **site_env}
+    env.update(
+        {
+            "ZREPQ_HOST": host,
+            "ZREPQ_BROKER_URL": broker,
+            "PYTHONPATH": str(REPO),
+            "ZREPQ_CONCURRENCY": extra.pop("ZREPQ_CONCURRENCY", "2"),
+            "ZREPQ_LOGLEVEL": "INFO",
+        }
+    )
+    if ssh_config:
+        env["ZREPQ_SSH_CONFIG"] = ssh_config
+    env.update(extra)
+    return env
+
+
+def start_worker(host: str, env: dict[str, str], logdir: Path, timeout: float = 60.0) -> Service:
+    """Start `zrepq-worker` for `host` and wait until it has registered in Redis."""
+    client = redis.Redis.from_url(env["ZREPQ_BROKER_URL"])
+    client.hdel(HOSTS_KEY, host)
+    log = logdir / f"worker-{host}.log"
+    proc = _spawn([sys.executable, "-m", "workers.main"], env, log)
+    svc = Service(host, proc, log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker {host} exited ({proc.returncode}):\n{svc.output()}")
+        raw = client.hget(HOSTS_KEY, host)
+        if raw and json.loads(raw).get("registered"):
+            return svc
+        time.sleep(0.2)
+    svc.stop()
+    raise RuntimeError(f"worker {host} did not register within {timeout} s:\n{svc.output()}")
+
+
+def start_flower(
+    broker: str,
+    logdir: Path,
+    *,
+    port: int | None = None,
+    extra_args: list[str] | None = None,
+    timeout: float = 60.0,
+) -> Service:
+    port = port or free_port()
+    env = {
+        **os.environ,
+        "ZREPQ_BROKER_URL": broker,
+        "PYTHONPATH": str(REPO),
+        "FLOWER_UNAUTHENTICATED_API": "1",
+    }
+    log = logdir / "flower.log"
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "tasks.app",
+        "flower",
+        f"--port={port}",
+        "--address=127.0.0.1",
+        *(extra_args or []),
+    ]
+    proc = _spawn(argv, env, log)
+    svc = Service("flower", proc, log, port=port)
+    if not wait_for_port(port, proc, timeout=timeout):
+        svc.stop()
+        raise RuntimeError(f"flower did not start:\n{svc.output()}")
+    return svc

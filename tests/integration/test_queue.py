@@ -1,0 +1,259 @@
+"""The distributed layer with real processes: redis-server, a Celery worker per host, Flower.
+
+Hosts qa and qb each run `zrepq-worker` (a real Celery worker) over their own stand-in zfs
+state, reachable from each other through real sshd. The producer enqueues by task name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from producer.api import Producer
+from producer.watch import outcome, wait
+from tasks import contract as c
+from tasks.app import make_app
+from tasks.errors import TaskFailed
+from tests.harness.fleet import Fleet, Site
+from tests.harness.netutil import REPO
+from tests.harness.redis_server import RedisServer
+from tests.harness.services import Service, start_flower, start_worker, worker_env
+from tests.harness.sshd import SshdCluster
+from tests.harness.standin import standin_env
+
+HOSTS = ("qa", "qb")
+
+
+@pytest.fixture(scope="module")
+def services(
+    sshd_cluster: SshdCluster, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Service]]:
+    logdir = tmp_path_factory.mktemp("services")
+    started: dict[str, Service] = {}
+    try:
+        for name in HOSTS:
+            sshd = sshd_cluster.host(name)
+            env = worker_env(
+                name,
+                redis_server.url,
+                standin_env(sshd.root),
+                str(sshd_cluster.config_file),
+                ZREP_INFILTER="pv -q -L 4m",
+            )
+            started[name] = start_worker(name, env, logdir)
+        started["flower"] = start_flower(redis_server.url, logdir)
+        yield started
+    finally:
+        for svc in started.values():
+            svc.stop()
+
+
+@pytest.fixture
+def q(
+    fleet: Callable[..., Fleet], services: dict[str, Service], redis_server: RedisServer
+) -> tuple[Fleet, Producer, dict[str, Service]]:
+    f = fleet(*HOSTS)
+    producer = Producer(app=make_app({"ZREPQ_BROKER_URL": redis_server.url}))
+    return f, producer, services
+
+
+def done(r: Any, timeout: float = 120) -> dict[str, Any]:
+    return wait({"t": r}, timeout=timeout, show=False)["t"]
+
+
+def setup_pair(f: Fleet, p: Producer, leaf: str = "prod", size: int = 0) -> tuple[Site, Site]:
+    a, b = f["qa"], f["qb"]
+    a.zfs.zfs("create", a.fs(leaf))
+    a.zfs.write(a.fs(leaf), "data.txt", b"hello\n")
+    if size:
+        a.zfs.write(a.fs(leaf), "big.bin", os.urandom(size))
+    rec = done(p.init(a.fs(leaf), "qb", b.fs(leaf), host="qa"))
+    assert rec["ok"], rec
+    return a, b
+
+
+def test_init_and_sync_through_the_queue(q: tuple[Fleet, Producer, dict[str, Service]]) -> None:
+    f, p, _ = q
+    a, b = setup_pair(f, p)
+    a.zfs.write(a.fs("prod"), "data.txt", b"queued sync\n")
+    rec = done(p.sync(f"qa:{a.fs('prod')}"))
+    assert rec["ok"] and rec["result"]["status"] == "synced"
+    assert rec["result"]["snapshot"] == f"{a.fs('prod')}@zrep_000001"
+    assert b.zfs.read(b.fs("prod"), "data.txt") == b"queued sync\n"
+
+
+def test_progress_is_visible_in_result_backend_and_flower(
+    q: tuple[Fleet, Producer, dict[str, Service]],
+) -> None:
+    f, p, svcs = q
+    a, _ = setup_pair(f, p)
+    a.zfs.write(a.fs("prod"), "big.bin", os.urandom(12_000_000))  # ~3 s through pv -L 4m
+    r = p.sync(a.fs("prod"), host="qa")
+    flower = f"http://127.0.0.1:{svcs['flower'].port}"
+    seen_backend: dict[str, Any] = {}
+    seen_flower: dict[str, Any] = {}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not r.ready():
+        if r.state == "PROGRESS" and isinstance(r.info, dict) and r.info.get("bytes_sent"):
+            seen_backend = dict(r.info)
+        try:
+            with urllib.request.urlopen(f"{flower}/api/task/info/{r.id}", timeout=5) as resp:
+                info = json.loads(resp.read())
+            if info.get("state") == "PROGRESS":
+                seen_flower = info
+        except OSError:
+            pass
+        time.sleep(0.3)
+    assert done(r)["ok"]
+    assert seen_backend.get("bytes_sent", 0) > 0 and seen_backend.get("total", 0) > 10_000_000
+    assert {"dataset", "snapshot", "rate", "eta"} <= set(seen_backend)
+    assert seen_flower.get("state") == "PROGRESS"
+    assert "bytes_sent" in str(seen_flower.get("result"))
+    # The finished task is in Flower's task list with its result.
+    with urllib.request.urlopen(f"{flower}/api/tasks?limit=200", timeout=5) as resp:
+        tasks = json.loads(resp.read())
+    assert r.id in tasks and tasks[r.id]["name"] == c.SYNC
+
+
+def test_sync_all_summarises_ok_and_failed(q: tuple[Fleet, Producer, dict[str, Service]]) -> None:
+    f, p, _ = q
+    a, b = f["qa"], f["qb"]
+    for leaf in ("one", "two", "three"):
+        a.zfs.zfs("create", a.fs(leaf))
+        a.zfs.write(a.fs(leaf), "f", leaf.encode())
+        assert done(p.init(a.fs(leaf), "qb", b.fs(leaf), host="qa"))["ok"]
+    b.zfs.zfs("snapshot", f"{b.fs('two')}@diverged")  # this one must fail
+    results = p.sync_all(["qa", "qb"])
+    recs = wait(results, timeout=120, show=False)
+    qa = recs["qa"]["result"]
+    by_ds = {row["dataset"]: row for row in qa["datasets"]}
+    assert by_ds[a.fs("one")]["status"] == "synced"
+    assert by_ds[a.fs("three")]["status"] == "synced"
+    assert by_ds[a.fs("two")]["status"] == "failed"
+    assert "diverged" in by_ds[a.fs("two")]["error"]
+    assert qa["counts"] == {"synced": 2, "failed": 1}
+    assert recs["qb"]["ok"] and recs["qb"]["result"]["datasets"] == []  # qb masters nothing
+
+
+def test_failover_and_takeover_through_both_queues(
+    q: tuple[Fleet, Producer, dict[str, Service]],
+) -> None:
+    f, p, _ = q
+    a, b = setup_pair(f, p)
+    rec = done(p.failover(a.fs("prod"), host="qa"))
+    assert rec["ok"], rec
+    # The result is the other side's: qb's worker ran `takeover -L`.
+    assert rec["result"]["role"] == "master" and rec["result"]["host"] == "qb"
+    assert b.zfs.get("zrep:master", b.fs("prod")) == "yes"
+    assert a.zfs.get("zrep:master", a.fs("prod")) == "-"
+    again = done(p.failover(a.fs("prod"), host="qa"))  # re-delivered / repeated
+    assert again["ok"] and "already standby" in again["result"]["message"]
+    back = done(p.takeover(a.fs("prod"), host="qa"))  # asks qb to fail over, back to qa
+    assert back["ok"], back
+    assert a.zfs.get("zrep:master", a.fs("prod")) == "yes"
+    assert b.zfs.get("zrep:master", b.fs("prod")) == "-"
+
+
+def test_status_and_refresh_through_the_queue(
+    q: tuple[Fleet, Producer, dict[str, Service]],
+) -> None:
+    f, p, _ = q
+    a, b = setup_pair(f, p)
+    a.zfs.write(a.fs("prod"), "pulled", b"x")
+    assert done(p.refresh(b.fs("prod"), host="qb"))["ok"]
+    assert b.zfs.read(b.fs("prod"), "pulled") == b"x"
+    rec = done(p.status("qa"))
+    assert rec["result"]["text"].startswith(f"{a.fs('prod'):<52} last: 20")
+    assert rec["result"]["rows"][0]["last_sent"] == f"{a.fs('prod')}@zrep_000001"
+
+
+def test_hostile_and_malformed_messages_are_rejected(
+    q: tuple[Fleet, Producer, dict[str, Service]],
+    redis_server: RedisServer,
+) -> None:
+    f, p, svcs = q
+    app = p.app
+    calls_before = len(f["qa"].zfs.calls())
+    bad = [
+        {"host": "qa", "fs": "poolqa/x; zfs destroy -r poolqa"},
+        {"host": "qa", "fs": "$(reboot)"},
+        {"host": "qa", "fs": "poolqa/x", "extra": "field"},
+        {"host": "qa", "fs": ["not", "a", "string"]},
+        {"host": "qb", "fs": "poolqa/x"},  # a task for qb sent to qa's queue
+    ]
+    for kwargs in bad:
+        r = app.send_task(c.SYNC, kwargs=kwargs, queue=c.queue_for("qa"))
+        r.get(timeout=30, propagate=False)
+        assert r.state == "FAILURE"
+        assert isinstance(r.result, TaskFailed)
+        assert r.result.record["kind"] == "validation"
+    # A pickled message is never executed: the worker refuses the content type.
+    r = app.send_task(c.STATUS, kwargs={"host": "qa"}, queue=c.queue_for("qa"), serializer="pickle")
+    time.sleep(2)
+    assert r.state == "PENDING"
+    assert "ContentDisallowed" in svcs["qa"].output() or "disallowed" in svcs["qa"].output()
+    assert len(f["qa"].zfs.calls()) == calls_before  # nothing ran zfs
+
+
+def test_producer_errors_are_clear(q: tuple[Fleet, Producer, dict[str, Service]]) -> None:
+    f, p, _ = q
+    with pytest.raises(c.ValidationError, match="unknown host 'nosuch'"):
+        p.sync("poolx/fs", host="nosuch")
+    with pytest.raises(c.ValidationError, match="invalid dataset name"):
+        p.sync("poolqa/a;b", host="qa")
+    with pytest.raises(c.ValidationError, match="which host"):
+        p.sync("poolqa/prod")
+    dead = Producer(app=make_app({"ZREPQ_BROKER_URL": "redis://127.0.0.1:1/0"}), connect_timeout=1)
+    with pytest.raises(c.HostUnreachable, match="cannot reach the broker at redis://127.0.0.1:1"):
+        dead.sync("poolqa/prod", host="qa")
+    rec = done(p.sync("poolqa/nothere", host="qa"))
+    assert not rec["ok"] and "does not exist" in rec["error"]["message"]
+
+
+def test_cli_waits_prints_zrep_text_and_exits_with_status(
+    q: tuple[Fleet, Producer, dict[str, Service]],
+    redis_server: RedisServer,
+) -> None:
+    f, p, _ = q
+    a, _b = setup_pair(f, p)
+    env = {**os.environ, "ZREPQ_BROKER_URL": redis_server.url, "PYTHONPATH": str(REPO)}
+
+    def zrepq(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "producer.cli", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    res = zrepq("-S", f"qa:{a.fs('prod')}", "--wait")
+    assert res.returncode == 0, res.stderr
+    assert "synced" in res.stdout and "zrep_000001" in res.stdout
+    res = zrepq("-H", "qa", "status")
+    assert res.returncode == 0 and res.stdout.startswith(f"{a.fs('prod'):<52} last: ")
+    res = zrepq("-H", "qa", "--json", "sync", "--wait", "poolqa/missing")
+    assert res.returncode == 1 and '"ok": false' in res.stdout
+    res = zrepq("sync", "poolqa/prod")  # no host given
+    assert res.returncode == 1 and "which host" in res.stderr
+    res = zrepq("-H", "qa", "sync", "poolqa/prod")  # no --wait: returns the task id at once
+    assert res.returncode == 0 and "queued as" in res.stdout
+
+
+def test_outcome_of_a_failed_task_is_its_record(
+    q: tuple[Fleet, Producer, dict[str, Service]],
+) -> None:
+    f, p, _ = q
+    r = p.sync("poolqa/notconfigured", host="qa")
+    r.get(timeout=60, propagate=False)
+    rec = outcome(r)
+    assert rec["ok"] is False and rec["error"]["host"] == "qa"
