@@ -1219,6 +1219,18 @@ class Model:
         elif obj.get("hasrecvd") and prop not in mask:
             mask.append(prop)
 
+    def drop_stale_send_holds(self) -> None:
+        for d in self.ds.values():
+            for s in d["snaps"]:
+                for tag in [t for t in s["holds"] if t.startswith(".send-")]:
+                    try:
+                        pid = int(tag.split("-")[1])
+                        os.kill(pid, 0)
+                    except (ValueError, IndexError, ProcessLookupError):
+                        del s["holds"][tag]
+                    except PermissionError:
+                        pass
+
     # -- destroy helpers
     def remove_fs(self, name: str) -> None:
         d = self.ds.pop(name)
@@ -1265,6 +1277,7 @@ class Session:
     def __enter__(self) -> Model:
         self.host.lock()
         self.model = Model(self.host, self.host.load())
+        self.model.drop_stale_send_holds()
         return self.model
 
     def __exit__(self, exc_type, exc, tb):
@@ -2812,6 +2825,42 @@ def run_send(host, head, plans, dry, parsable, verbosity) -> int:
         out.flush()
     if dry:
         return 0
+    tag = hold_for_send(host, plans)
+    try:
+        return stream_out(host, head, plans, parsable, verbosity)
+    finally:
+        release_send_holds(host, tag)
+
+
+def hold_for_send(host: Host, plans) -> str:
+    """OpenZFS keeps what it sends from being destroyed while the stream runs (temporary
+    `.send-<pid>-<n>` holds, or the kernel's hold on the dataset): model both with a
+    temporary hold, dropped at the end or when the sending process is gone."""
+    tag = ".send-%d-1" % os.getpid()
+    with Session(host) as m:
+        for fs, sec, _from in plans:
+            d = m.ds.get(fs)
+            for g in (sec["toguid"], sec["fromguid"]):
+                if not g:
+                    continue
+                s = None
+                for x in d["snaps"] if d else []:
+                    if x["guid"] == g:
+                        s = x
+                if s is None:
+                    raise fail("warning: cannot send '%s': dataset does not exist" % sec["toname"])
+                s["holds"][tag] = int(time.time())
+    return tag
+
+
+def release_send_holds(host: Host, tag: str) -> None:
+    with Session(host) as m:
+        for d in m.ds.values():
+            for s in d["snaps"]:
+                s["holds"].pop(tag, None)
+
+
+def stream_out(host: Host, head: dict, plans, parsable: bool, verbosity: int) -> int:
     w = Writer(1)
     try:
         w.write(MAGIC)
@@ -2831,7 +2880,8 @@ def run_send(host, head, plans, dry, parsable, verbosity) -> int:
         if head["package"]:
             w.record(b"END!", jdump({"crc": "%08x" % crc, "sections": len(plans)}))
     except BrokenPipeError:
-        # the C zfs dies of SIGPIPE when the reader goes away; do the same
+        # the C zfs dies of SIGPIPE when the reader goes away; do the same (the temporary
+        # holds are dropped by the next call that finds this process gone)
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGPIPE)
         return 1
