@@ -50,6 +50,8 @@ class Ctx:
         self,
         results: dict[str, AsyncResult[Any]],
         render: Callable[[Any], str] | None = None,
+        *,
+        bars: bool = True,
     ) -> None:
         if not self.wait:
             for key, r in results.items():
@@ -59,7 +61,7 @@ class Ctx:
                     else f"{key}: queued as {r.id}"
                 )
             return
-        done = wait(results, timeout=self.timeout, show=not self.json)
+        done = wait(results, timeout=self.timeout, show=bars and not self.json)
         failed = False
         for key, rec in done.items():
             if self.json:
@@ -79,6 +81,11 @@ class Ctx:
 
 
 def _default_text(key: str, result: Any) -> str:
+    if isinstance(result, dict) and "dest_fs" in result and "status" not in result:
+        return (
+            f"{key}: initialized {result['snapshot']} -> {result['dest_host']}:"
+            f"{result['dest_fs']} ({result['bytes_sent']} bytes)"
+        )
     if isinstance(result, dict) and "status" in result:
         snap = result.get("snapshot") or ""
         extra = f" ({result['bytes_sent']} bytes)" if result.get("bytes_sent") else ""
@@ -92,9 +99,10 @@ def _default_text(key: str, result: Any) -> str:
 
 
 def _summary_text(host: str, result: dict[str, Any]) -> str:
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(result.get("counts", {}).items()))
     lines = [
-        f"{host}: {json.dumps(result.get('counts', {}))}, {result.get('bytes', 0)} bytes, "
-        f"{result.get('seconds', 0)} s"
+        f"{host}: {counts or 'no master filesystems'}; {result.get('bytes', 0)} bytes "
+        f"in {result.get('seconds', 0)} s"
     ]
     for row in result.get("datasets", []):
         tail = row.get("error") or row.get("snapshot") or ""
@@ -274,6 +282,7 @@ def status(c: Ctx, verbose: bool, all_: bool, fs: Sequence[str]) -> None:
     c.finish(
         {host: c.producer.status(host, list(fs), all=all_, verbose=verbose)},
         render=lambda r: r["text"],
+        bars=False,
     )
 
 
@@ -294,6 +303,7 @@ def list_(c: Ctx, verbose: bool, masters_only: bool, snapshots: bool, fs: Sequen
             )
         },
         render=lambda r: r["text"],
+        bars=False,
     )
 
 
@@ -303,7 +313,7 @@ def list_(c: Ctx, verbose: bool, masters_only: bool, snapshots: bool, fs: Sequen
 def lastsent(c: Ctx, target: str) -> None:
     """lastsent fs."""
     c.wait = True
-    c.finish({target: c.producer.lastsent(target)}, render=lambda r: f"{r or ''}")
+    c.finish({target: c.producer.lastsent(target)}, render=lambda r: f"{r or ''}", bars=False)
 
 
 @cli.command()

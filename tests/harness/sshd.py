@@ -51,6 +51,7 @@ class SshdHost:
     config_file: Path  # the shared client ssh_config (every host)
     known_hosts: Path  # the shared client known_hosts
     identity_file: Path
+    sshd_config: tuple[str, ...] = ()  # extra sshd_config lines
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -99,13 +100,23 @@ class SshdCluster:
         # sshd needs its privilege separation directory; fresh containers lack it.
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
 
-    def host(self, name: str, env: dict[str, str] | None = None) -> SshdHost:
-        """The sshd host `name`, started on first use. `env` is laid over the defaults."""
+    def host(
+        self, name: str, env: dict[str, str] | None = None, sshd_config: tuple[str, ...] = ()
+    ) -> SshdHost:
+        """The sshd host `name`, started on first use.
+
+        `env` is laid over the default session environment; `sshd_config` lines come before
+        the harness's own (sshd takes the first value of a keyword), e.g. ("MaxSessions 3",).
+        """
+        if isinstance(sshd_config, str):
+            raise TypeError("sshd_config is a tuple of lines")
         with self._lock:
             existing = self.hosts.get(name)
             if existing is not None:
                 if env is not None and {**existing.env, **env} != existing.env:
                     raise ValueError(f"host {name} already runs with env {existing.env}")
+                if sshd_config and sshd_config != existing.sshd_config:
+                    raise ValueError(f"host {name} already runs with {existing.sshd_config}")
                 return existing
             workdir = self.base / "hosts" / name
             root = workdir / "root"
@@ -128,6 +139,7 @@ class SshdCluster:
                 config_file=self.config_file,
                 known_hosts=self.known_hosts,
                 identity_file=self.identity_file,
+                sshd_config=tuple(sshd_config),
             )
             _keygen(host.host_key, f"{name}-host")
             self._start(host)
@@ -221,6 +233,7 @@ class SshdCluster:
         setenv = " ".join(_quote_setenv(k, v) for k, v in host.env.items())
         return "\n".join(
             [
+                *host.sshd_config,
                 f"Port {host.port}",
                 "ListenAddress 127.0.0.1",
                 f"HostKey {host.host_key}",

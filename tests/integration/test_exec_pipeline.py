@@ -411,3 +411,43 @@ def test_transport_runs_local_ends_without_ssh(
         assert _sha256(out) == payload[1]
     finally:
         transport.close()
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
+def test_standin_zfs_send_recv_over_ssh(
+    sshd_host: Callable[..., SshdHost], tmp_path: Path, direction: str
+) -> None:
+    """The real thing, with the stand-in `zfs` on both ends: `zfs send -v -P | ssh zfs recv`."""
+    from tests.harness.standin import StandinHost
+
+    remote_sshd = sshd_host("standinb")
+    for child in remote_sshd.root.iterdir():  # fresh remote state for each run
+        subprocess.run(["rm", "-rf", str(child)], check=True)
+    here = StandinHost(tmp_path / "hosta", LOCAL)
+    there = StandinHost(remote_sshd.root, "standinb")
+    here.create_pool("poola")
+    there.create_pool("poolb")
+    src, dst = (here, there) if direction == "push" else (there, here)
+    src_pool, dst_pool = ("poola", "poolb") if direction == "push" else ("poolb", "poola")
+    src.zfs("create", f"{src_pool}/fs")
+    src.write(f"{src_pool}/fs", "data.bin", os.urandom(2 << 20))
+    src.zfs("snapshot", f"{src_pool}/fs@zrep_000001")
+    spec = StreamSpec(
+        src.name, ("zfs", "send", "-v", "-P", f"{src_pool}/fs@zrep_000001"),
+        dst.name, ("zfs", "recv", f"{dst_pool}/fs"),
+    )  # fmt: skip
+    events: list[StreamProgress] = []
+    transport = SshTransport(LOCAL, remote_sshd.ssh_options(), local_env=here.env)
+    try:
+        result = transport.stream(spec, on_progress=events.append)
+        assert dst.snapshots(f"{dst_pool}/fs") == [f"{dst_pool}/fs@zrep_000001"]
+        assert dst.tree(f"{dst_pool}/fs") == src.tree(f"{src_pool}/fs")
+        assert events and events[-1].total is not None
+        if direction == "push":
+            assert result.bytes_sent >= 2 << 20
+        # Again: the destination exists now, and the error says so and names recv.
+        with pytest.raises(PipelineError) as info:
+            transport.stream(spec)
+    finally:
+        transport.close()
+    assert str(info.value).startswith(f"recv on {dst.name} failed (exit 1): cannot receive")

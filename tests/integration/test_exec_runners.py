@@ -184,6 +184,45 @@ def test_one_connection_for_many_commands(hostb: SshdHost) -> None:
     assert len(set(seen)) == 1  # same client port: one TCP connection
 
 
+def test_sessions_are_capped_to_what_sshd_allows(sshd_host: Callable[..., SshdHost]) -> None:
+    host = sshd_host("fewsessions", sshd_config=("MaxSessions 3",))
+    errors: list[BaseException] = []
+    ports: set[str] = set()
+    burst_cmd = ["sleep 0.2; echo $SSH_CONNECTION"]
+
+    def burst(r: ParamikoRunner) -> None:
+        def one() -> None:
+            try:
+                ports.add(r.run(["sh", "-c", burst_cmd[0]]).stdout)
+            except HostUnreachable as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=one) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    capped = ParamikoRunner("fewsessions", host.ssh_options(), max_sessions=3)
+    try:
+        burst(capped)
+    finally:
+        capped.close()
+    assert errors == [] and len(ports) == 1
+
+    # Without the cap sshd refuses sessions for longer than the runner waits; the commands
+    # that got one, on the same connection, still finish.
+    ports.clear()
+    greedy = ParamikoRunner("fewsessions", host.ssh_options(), max_sessions=8)
+    try:
+        burst_cmd[0] = "sleep 1.5; echo $SSH_CONNECTION"
+        burst(greedy)
+    finally:
+        greedy.close()
+    assert errors and all("keeps refusing new sessions" in str(e) for e in errors)
+    assert len(ports) == 1 and len(errors) < 8
+
+
 def test_reconnects_once_when_the_connection_died(hostb: SshdHost) -> None:
     r = ParamikoRunner("hostb", hostb.ssh_options())
     try:

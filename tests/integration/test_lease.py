@@ -136,6 +136,8 @@ def test_a_sigkilled_holder_frees_the_key_within_the_ttl(
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
     killed = time.monotonic()
     assert wait_until(lambda: locks.holder("k") is None, timeout=2.0)
     assert time.monotonic() - killed <= 1.0 + 0.2  # the TTL, plus polling slack

@@ -95,7 +95,7 @@ def test_progress_is_visible_in_result_backend_and_flower(
 ) -> None:
     f, p, svcs = q
     a, _ = setup_pair(f, p)
-    a.zfs.write(a.fs("prod"), "big.bin", os.urandom(12_000_000))  # ~3 s through pv -L 4m
+    a.zfs.write(a.fs("prod"), "big.bin", os.urandom(20_000_000))  # ~5 s through pv -L 4m
     r = p.sync(a.fs("prod"), host="qa")
     flower = f"http://127.0.0.1:{svcs['flower'].port}"
     seen_backend: dict[str, Any] = {}
@@ -212,7 +212,9 @@ def test_producer_errors_are_clear(q: tuple[Fleet, Producer, dict[str, Service]]
     with pytest.raises(c.ValidationError, match="which host"):
         p.sync("poolqa/prod")
     dead = Producer(app=make_app({"ZREPQ_BROKER_URL": "redis://127.0.0.1:1/0"}), connect_timeout=1)
-    with pytest.raises(c.HostUnreachable, match=r"cannot reach the broker at redis://127\.0\.0\.1:1"):
+    with pytest.raises(
+        c.HostUnreachable, match=r"cannot reach the broker at redis://127\.0\.0\.1:1"
+    ):
         dead.sync("poolqa/prod", host="qa")
     rec = done(p.sync("poolqa/nothere", host="qa"))
     assert not rec["ok"] and "does not exist" in rec["error"]["message"]
@@ -257,3 +259,25 @@ def test_outcome_of_a_failed_task_is_its_record(
     r.get(timeout=60, propagate=False)
     rec = outcome(r)
     assert rec["ok"] is False and rec["error"]["host"] == "qa"
+
+
+def test_other_services_trigger_tasks_through_flowers_api(
+    q: tuple[Fleet, Producer, dict[str, Service]],
+) -> None:
+    f, p, svcs = q
+    a, _b = setup_pair(f, p)
+    # Flower passes every body field but args/kwargs to send_task as an option.
+    body = json.dumps(
+        {"kwargs": {"host": "qa", "fs": a.fs("prod")}, "queue": c.queue_for("qa")}
+    ).encode()
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{svcs['flower'].port}/api/task/send-task/{c.SYNC}",
+        data=body,
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        task_id = json.loads(resp.read())["task-id"]
+    rec = done(p.app.AsyncResult(task_id))
+    assert rec["ok"], rec
+    assert rec["result"]["snapshot"] == f"{a.fs('prod')}@zrep_000001"

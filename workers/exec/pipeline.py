@@ -304,9 +304,9 @@ class _Run:
         self.start = 0.0
         self.last_emit = 0.0
         self.last_bytes = -1
-        # For a local `zfs send`: the bytes it wrote, from /proc (exact), see `_local_send_bytes`.
         self.send_index = next(i for i, s in enumerate(stages) if s.steps[0].role == "send")
-        self.send_written: int | None = None
+        # A local `zfs send`'s write count when it exited (see `_bytes`).
+        self.send_wchar: int | None = None
 
     def execute(self) -> StreamResult:
         log.info("stream: %s", shell_line(self.stages))
@@ -358,11 +358,13 @@ class _Run:
                         process_group=self.pgid,
                         preexec_fn=die_with_parent(),  # see workers.exec.procs for why
                     )
-                except OSError as exc:
+                except BaseException as exc:
                     for fd in (err_r, out_r):
                         if fd is not None:
                             os.close(fd)
-                    raise self._spawn_error(stage, exc) from None
+                    if isinstance(exc, OSError):
+                        raise self._spawn_error(stage, exc) from None
+                    raise
                 finally:
                     os.close(err_w)
                     if out_w != err_w:
@@ -447,17 +449,16 @@ class _Run:
                 info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
                 if info is None:
                     continue
-                self.send_written = self._local_send_bytes()
+                self.send_wchar = self._local_send_wchar()
             proc.poll()
 
-    def _local_send_bytes(self) -> int | None:
-        """What a local `zfs send` wrote to its stdout: its write count less its stderr."""
+    def _local_send_wchar(self) -> int | None:
+        """All a local `zfs send` has written so far (stream and stderr), from /proc."""
         try:
             with open(f"/proc/{self.procs[self.send_index].pid}/io") as f:
                 for line in f:
                     if line.startswith("wchar:"):
-                        written = int(line.split()[1])
-                        return max(0, written - self.captures[self.send_index].nbytes)
+                        return int(line.split()[1])
         except (OSError, ValueError):
             pass
         return None
@@ -465,13 +466,20 @@ class _Run:
     # -- progress ---------------------------------------------------------------------------
 
     def _bytes(self) -> int:
-        if self.send_written is not None:
-            return self.send_written
-        if not self.progress.seen and not self.stages[self.send_index].remote:
-            live = self._local_send_bytes()  # no -P lines: fall back to /proc
-            if live is not None:
-                return live
-        return self.progress.bytes
+        """Bytes sent so far: the -P count, or for a local send what /proc says it wrote.
+
+        /proc's count is exact and current for `zfs send` (it writes only the stream and its
+        stderr); -P lags by up to a second and never reports a sub-second send at all. The
+        larger of the two wins, so a program that writes other files too can only over-count
+        by what it wrote there.
+        """
+        counted = self.progress.bytes
+        if not self.stages[self.send_index].remote:
+            wchar = self.send_wchar if self.send_wchar is not None else self._local_send_wchar()
+            if wchar is not None:
+                # Less its stderr, as far as read: at the end, all of it.
+                counted = max(counted, wchar - self.captures[self.send_index].nbytes)
+        return counted
 
     def _emit(self, now: float, *, force: bool = False) -> None:
         if self.on_progress is None:

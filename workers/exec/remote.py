@@ -28,6 +28,7 @@ from workers.exec.ssh_options import ResolvedHost, SshOptions
 log = logging.getLogger(__name__)
 
 _READ_SIZE = 65536
+_SESSION_RETRIES = 10  # ~1 s of waiting for sshd to free a session slot
 _NETWORK_ERRORS = (OSError, EOFError, paramiko.SSHException)
 
 
@@ -36,11 +37,17 @@ class ParamikoRunner:
 
     A dead connection is replaced once per call, and only when the command had not started
     (the channel could not be opened), so a mutating command never runs twice.
+
+    At most `max_sessions` commands run at once on the connection (sshd refuses more than its
+    MaxSessions, 10 by default); further callers wait for a free session.
     """
 
-    def __init__(self, host: str, options: SshOptions | None = None) -> None:
+    def __init__(
+        self, host: str, options: SshOptions | None = None, *, max_sessions: int = 10
+    ) -> None:
         self._host = host
         self._options = options or SshOptions()
+        self._sessions = threading.BoundedSemaphore(max_sessions)
         self._lock = threading.Lock()
         self._client: paramiko.SSHClient | None = None
         self._resolved: ResolvedHost | None = None
@@ -63,11 +70,12 @@ class ParamikoRunner:
         command = remote_command(argv, stdin_null=True)
         log.debug("run on %s: %s", self._host, command)
         start = time.monotonic()
-        channel = self._open_channel(argv, command)
-        try:
-            status, out, err = self._collect(channel, argv, timeout)
-        finally:
-            channel.close()
+        with self._sessions:
+            channel = self._open_channel(argv, command)
+            try:
+                status, out, err = self._collect(channel, argv, timeout)
+            finally:
+                channel.close()
         result = CommandResult(self._host, argv, status, _text(out), _text(err))
         log.debug(
             "%s on %s: %s in %.3fs",
@@ -89,7 +97,16 @@ class ParamikoRunner:
     # -- connection ------------------------------------------------------------------------
 
     def _open_channel(self, argv: tuple[str, ...], command: str) -> paramiko.Channel:
-        for attempt in (1, 2):
+        """A channel running `command`.
+
+        A dead connection is replaced once. sshd refusing a session (its MaxSessions: a slot is
+        freed a moment after a channel closes, so even a runner capped at the server's limit
+        can be refused briefly) is waited out on the same connection. Neither retry can run a
+        command twice: both happen before sshd confirmed it started the command.
+        """
+        reconnected = False
+        refusals = 0
+        while True:
             client = self._connected()
             transport = client.get_transport()
             try:
@@ -97,19 +114,29 @@ class ParamikoRunner:
                     raise paramiko.SSHException("connection is closed")
                 channel = transport.open_session(timeout=self._options.connect_timeout)
             except _NETWORK_ERRORS as exc:
+                if transport is not None and transport.is_active():
+                    # Refused (a ChannelException; paramiko hands it to just one of several
+                    # concurrent waiters, the others get a bare "Unable to open channel").
+                    refusals = self._refused(refusals, exc)
+                    continue
                 self._discard(client)
-                if attempt == 2:
+                if reconnected:
                     raise HostUnreachable(
                         f"cannot open a session on {self._describe()}: {_reason(exc)}",
                         host=self._host,
                     ) from None
                 log.info("connection to %s was lost (%s); reconnecting", self._host, exc)
+                reconnected = True
                 continue
             try:
                 channel.exec_command(command)
             except _NETWORK_ERRORS as exc:
-                # The command may have started: do not run it a second time.
                 channel.close()
+                if transport.is_active():
+                    # sshd closed this one channel without starting the command.
+                    refusals = self._refused(refusals, exc)
+                    continue
+                # The connection died: the command may have started, do not run it again.
                 self._discard(client)
                 raise HostUnreachable(
                     f"lost the connection to {self._describe()} while starting "
@@ -117,7 +144,17 @@ class ParamikoRunner:
                     host=self._host,
                 ) from None
             return channel
-        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _refused(self, refusals: int, exc: BaseException) -> int:
+        """Wait a little after sshd refused a session; give up after a few tries."""
+        if refusals >= _SESSION_RETRIES:
+            raise HostUnreachable(
+                f"{self._describe()} keeps refusing new sessions ({_reason(exc)}); "
+                "is its MaxSessions below this runner's max_sessions?",
+                host=self._host,
+            ) from None
+        time.sleep(0.02 * (refusals + 1))
+        return refusals + 1
 
     def _connected(self) -> paramiko.SSHClient:
         with self._lock:

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up and run the demo on a fresh Debian 12 machine (run as root): two storage hosts
+# (stand-in ZFS behind real sshd), Redis, a zrepq worker per host and Flower, all started
+# here; then init, sync with progress, sync all, failover and takeover through the queue.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+exec .venv/bin/python scripts/demo.py "$@"
