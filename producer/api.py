@@ -150,6 +150,7 @@ class Producer:
         changed_only: bool = False,
         quiet_secs: int | None = None,
         snapshot: bool = True,
+        ignore_pause: bool = False,
     ) -> AsyncResult[Any]:
         h, fs = self._target(fs, host)
         return self.send(
@@ -161,7 +162,25 @@ class Producer:
             changed_only=changed_only,
             quiet_secs=quiet_secs,
             snapshot=snapshot,
+            ignore_pause=ignore_pause,
         )
+
+    def pause(
+        self,
+        fs: str,
+        *,
+        host: str | None = None,
+        reason: str = "",
+        by: str | None = None,
+        expire: bool = False,
+    ) -> AsyncResult[Any]:
+        """Pause replication of fs: `sync all` skips it, a direct sync refuses."""
+        h, fs = self._target(fs, host)
+        return self.send(c.PAUSE, h, fs=fs, reason=reason, by=by, expire=expire)
+
+    def resume(self, fs: str, *, host: str | None = None) -> AsyncResult[Any]:
+        h, fs = self._target(fs, host)
+        return self.send(c.RESUME, h, fs=fs)
 
     def sync_all(
         self,

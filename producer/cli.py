@@ -160,6 +160,7 @@ def init(
 @click.option("-q", "quiet", type=int, default=None, help="quietly skip busy fs synced within SECS")
 @click.option("-v", "verbose", is_flag=True, hidden=True)
 @click.option("--host", "hosts", multiple=True, help="with `all`: only these hosts")
+@click.option("--ignore-pause", is_flag=True, help="sync a paused fs anyway")
 @click.argument("targets", nargs=-1, required=True)
 @pass_ctx
 def sync(
@@ -170,6 +171,7 @@ def sync(
     quiet: int | None,
     verbose: bool,
     hosts: Sequence[str],
+    ignore_pause: bool,
     targets: Sequence[str],
 ) -> None:
     """sync [-f] [-r] [-c] [-q SECS] (fs ...|all|fs@snap)."""
@@ -183,7 +185,7 @@ def sync(
         results = c.producer.sync_all(list(hosts) or ([c.host] if c.host else None), **flags)
         c.finish(results, render=None if c.json else _render_summary(results))
         return
-    c.finish({t: c.producer.sync(t, **flags) for t in targets})
+    c.finish({t: c.producer.sync(t, ignore_pause=ignore_pause, **flags) for t in targets})
 
 
 def _render_summary(results: dict[str, Any]) -> Callable[[Any], str]:
@@ -364,6 +366,32 @@ def changeconfig(
 def sentsync(c: Ctx, local_only: bool, snapshot: str) -> None:
     """sentsync [-L] fs@snap: declare the last sent snapshot (recovery)."""
     c.finish({snapshot: c.producer.sentsync(snapshot, local_only=local_only)})
+
+
+@cli.command()
+@click.option("-r", "--reason", default="", help="why (shown by status)")
+@click.option("--expire", is_flag=True, help="pause expire too")
+@click.argument("target")
+@pass_ctx
+def pause(c: Ctx, reason: str, expire: bool, target: str) -> None:
+    """pause [-r REASON] [--expire] fs: sync all skips it; a direct sync refuses."""
+    c.finish(
+        {target: c.producer.pause(target, reason=reason, expire=expire)},
+        render=lambda r: f"{target}: paused",
+        bars=False,
+    )
+
+
+@cli.command(name="resume")
+@click.argument("target")
+@pass_ctx
+def resume_(c: Ctx, target: str) -> None:
+    """resume fs: undo pause."""
+    c.finish(
+        {target: c.producer.resume(target)},
+        render=lambda r: f"{target}: {'resumed' if r else 'was not paused'}",
+        bars=False,
+    )
 
 
 @cli.command()

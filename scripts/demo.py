@@ -47,8 +47,13 @@ def main() -> int:
             z = StandinHost(sshd.root, name)
             z.create_pool("pool" + name[-1])
             hosts[name] = z
-            env = worker_env(name, redis_srv.url, standin_env(sshd.root),
-                             str(cluster.config_file), ZREP_INFILTER="pv -q -L 40m")
+            env = worker_env(
+                name,
+                redis_srv.url,
+                standin_env(sshd.root),
+                str(cluster.config_file),
+                ZREP_INFILTER="pv -q -L 40m",
+            )
             services.append(start_worker(name, env, base / "logs"))
         flower = start_flower(redis_srv.url, base / "logs")
         services.append(flower)

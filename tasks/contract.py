@@ -69,6 +69,7 @@ class SyncArgs(Args):
     changed_only: bool = False
     quiet_secs: int | None = Field(default=None, ge=30)
     snapshot: bool = True  # False: synconly
+    ignore_pause: bool = False  # sync a paused fs anyway
     record_errors: bool = False  # return a failure record instead of failing (sync all)
 
 
@@ -123,6 +124,13 @@ class ChangeConfigArgs(Args):
     dest_side: bool = False
 
 
+class PauseArgs(Args):
+    fs: Dataset
+    reason: str = Field(default="", max_length=200)
+    by: str | None = Field(default=None, max_length=100)
+    expire: bool = False  # pause expire too
+
+
 class SentSyncArgs(Args):
     snapshot: Snapshot
     local_only: bool = False
@@ -145,6 +153,8 @@ UPTODATE = "zrep.uptodate"
 CLEAR = "zrep.clear"
 CHANGECONFIG = "zrep.changeconfig"
 SENTSYNC = "zrep.sentsync"
+PAUSE = "zrep.pause"
+RESUME = "zrep.resume"
 
 SCHEMAS: dict[str, type[Args]] = {
     INIT: InitArgs,
@@ -162,6 +172,8 @@ SCHEMAS: dict[str, type[Args]] = {
     CLEAR: FsArgs,
     CHANGECONFIG: ChangeConfigArgs,
     SENTSYNC: SentSyncArgs,
+    PAUSE: PauseArgs,
+    RESUME: FsArgs,
 }
 
 

@@ -187,9 +187,16 @@ def _sync_body(e: Engine, a: c.SyncArgs) -> dict[str, Any]:
     if "@" in a.fs:
         return e.sync_to_snapshot(a.fs).to_dict()
     if not a.snapshot:
-        return e.synconly(a.fs, force=a.force, resume=a.resume).to_dict()
+        return e.synconly(
+            a.fs, force=a.force, resume=a.resume, ignore_pause=a.ignore_pause
+        ).to_dict()
     return e.sync(
-        a.fs, force=a.force, resume=a.resume, changed_only=a.changed_only, quiet_secs=a.quiet_secs
+        a.fs,
+        force=a.force,
+        resume=a.resume,
+        changed_only=a.changed_only,
+        quiet_secs=a.quiet_secs,
+        ignore_pause=a.ignore_pause,
     ).to_dict()
 
 
@@ -242,6 +249,10 @@ def sync_all_summary(results: list[dict[str, Any]], host: str, started: float) -
     return c.ok(_summary(results, host, started))
 
 
+# Failures that are not failures of the pair: reported, but not as "failed".
+_STATUS_OF_KIND = {"locked": "skipped", "duplicate": "skipped", "paused": "paused"}
+
+
 def _summary(results: list[dict[str, Any]], host: str, started: float) -> dict[str, Any]:
     rows = []
     for r in results:
@@ -263,7 +274,7 @@ def _summary(results: list[dict[str, Any]], host: str, started: float) -> dict[s
             rows.append(
                 {
                     "dataset": err.get("dataset") or r.get("dataset"),
-                    "status": "skipped" if kind in ("locked", "duplicate") else "failed",
+                    "status": _STATUS_OF_KIND.get(kind or "", "failed"),
                     "error": err.get("message"),
                     "kind": kind,
                     "bytes": 0,
@@ -391,6 +402,18 @@ def sentsync(self: Task[Any, Any], /, **kwargs: Any) -> dict[str, Any]:
     return _run(
         self, c.SENTSYNC, kwargs, lambda e, a: e.sentsync(a.snapshot, local_only=a.local_only)
     )
+
+
+@app.task(name=c.PAUSE, bind=True)
+def pause(self: Task[Any, Any], /, **kwargs: Any) -> dict[str, Any]:
+    return _run(
+        self, c.PAUSE, kwargs, lambda e, a: e.pause(a.fs, reason=a.reason, by=a.by, expire=a.expire)
+    )
+
+
+@app.task(name=c.RESUME, bind=True)
+def resume(self: Task[Any, Any], /, **kwargs: Any) -> dict[str, Any]:
+    return _run(self, c.RESUME, kwargs, lambda e, a: e.resume(a.fs))
 
 
 @worker_ready.connect

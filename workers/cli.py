@@ -24,13 +24,14 @@ VERSION = "zrepq 0.1.0 (zrep 2.0.2 compatible)"
 USAGE = """\
 usage: zrepq-local [-t TAG] [--json] COMMAND ...
   init|-i [-f] [-r] fs desthost destfs
-  sync|-S [-f] [-r] [-c] [-q SECS] (fs ...|all|fs@snap)
+  sync|-S [-f] [-r] [-c] [-P] [-q SECS] (fs ...|all|fs@snap)   (-P: even if paused)
   snaponly (fs ...|all)      synconly [-f] [-r] (fs ...|all)
   refresh [-f] [-r] destfs
   expire|-e [-L] [all|fs ...]
   failover [-L] fs[@snap] [host]      takeover [-L] [-F] fs[@snap] [host]
   status|-s [-v] [-a|fs ...]          list|-l [-v|-L|-s] [fs ...]
   lastsent fs    uptodate fs    clear [-f] fs    sentsync [-L] fs@snap
+  pause [-r REASON] [-E] fs      resume fs       (-E: pause expire too)
   changeconfig|-C [-f] fs desthost destfs | changeconfig|-C [-f] -d destfs srchost srcfs
   version
 """
@@ -158,6 +159,8 @@ def _dispatch(eng: Engine, cmd: str, args: list[str], out: TextIO) -> tuple[int,
         "changeconfig": _changeconfig,
         "-C": _changeconfig,
         "sentsync": _sentsync,
+        "pause": _pause,
+        "resume": _resume,
         "version": _version,
     }
     handler = table.get(cmd)
@@ -175,13 +178,19 @@ def _all_or(eng: Engine, args: list[str]) -> list[str]:
     return eng.masters() if args == ["all"] else args
 
 
-def _run_each(items: list[str], fn: Callable[[str], dict[str, Any]]) -> tuple[int, Any]:
+def _run_each(
+    items: list[str], fn: Callable[[str], dict[str, Any]], skip_kinds: Sequence[str] = ()
+) -> tuple[int, Any]:
     """Run per fs and keep going: one bad fs must not stop `all` (zrep's loop stops)."""
     results, code = [], 0
     for fs in items:
         try:
             results.append({"ok": True, **fn(fs)})
         except ZrepqError as e:
+            if e.kind in skip_kinds:
+                print(f"{fs}: {e.kind}, skipped", file=sys.stderr)
+                results.append({"ok": True, "dataset": fs, "status": e.kind})
+                continue
             print(f"Error: {e}", file=sys.stderr)
             results.append({"ok": False, "dataset": fs, "error": e.to_record()})
             code = 1
@@ -196,7 +205,7 @@ def _init(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
 
 
 def _sync(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
-    f, rest = _flags(args, "fvrc", valued="q")
+    f, rest = _flags(args, "fvrcP", valued="q")
     _need(rest, 1, "filesystem (or all)")
     if len(rest) == 1 and "@" in rest[0]:
         return 0, eng.sync_to_snapshot(rest[0]).to_dict()
@@ -209,7 +218,9 @@ def _sync(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
             resume=True if "r" in f else None,
             changed_only="c" in f,
             quiet_secs=quiet,
+            ignore_pause="P" in f,
         ).to_dict(),
+        skip_kinds=("paused",) if rest == ["all"] else (),
     )
 
 
@@ -315,6 +326,17 @@ def _sentsync(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
     _need(rest, 1, "fs@snap")
     eng.sentsync(rest[0], local_only="L" in f)
     return 0, None
+
+
+def _pause(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
+    f, rest = _flags(args, "E", valued="r")
+    _need(rest, 1, "filesystem")
+    return 0, eng.pause(rest[0], reason=f.get("r", ""), expire="E" in f)
+
+
+def _resume(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
+    _need(args, 1, "filesystem")
+    return 0, eng.resume(args[0])
 
 
 def _version(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:

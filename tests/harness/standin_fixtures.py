@@ -4,8 +4,9 @@
 - `standin_host`: factory, `standin_host("hosta")` -> a `StandinHost` with its own state root
   under the test's tmp_path and one pool (`poola` for "hosta", `poolb` for "hostb", ...;
   override with `pool=`, or `pool=None` for none).
-- `zfs_backend`: the `ZfsBackend` the contract tests run against: the stand-in now; a backend
-  for real OpenZFS (a QEMU guest) can be selected here later without touching the tests.
+- `zfs_backend`: the `ZfsBackend` the contract tests run against: the stand-in, or real
+  OpenZFS in a QEMU guest when `--zfs`/`ZREPQ_REALZFS` asks for it (tests/realzfs/plugin.py
+  parametrizes this fixture then).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import pytest
 
 from tests.harness.standin import STANDIN_BIN, StandinHost
 from tests.harness.zfs_backend import StandinBackend, ZfsBackend
+
+pytest_plugins = ["tests.realzfs.plugin"]  # --zfs=real-2.1,real-2.3
 
 _UNSET = object()
 
@@ -67,7 +70,14 @@ def _standin_backend_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def zfs_backend(tmp_path: Path, _standin_backend_template: Path) -> ZfsBackend:
+def zfs_backend(
+    request: pytest.FixtureRequest, tmp_path: Path, _standin_backend_template: Path
+) -> ZfsBackend:
+    kind = getattr(request, "param", "standin")
+    if kind != "standin":  # an OpenZFS line, e.g. "2.3": a pool pair in a QEMU guest
+        from tests.realzfs.plugin import real_backend
+
+        return real_backend(request, kind)
     root = tmp_path / "standin-backend"
     clone_root(_standin_backend_template, root)
     return StandinBackend(StandinHost(root, "backend"), fresh=False)

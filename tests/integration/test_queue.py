@@ -281,3 +281,40 @@ def test_other_services_trigger_tasks_through_flowers_api(
     rec = done(p.app.AsyncResult(task_id))
     assert rec["ok"], rec
     assert rec["result"]["snapshot"] == f"{a.fs('prod')}@zrep_000001"
+
+
+def test_pause_resume_and_status_truth_through_the_queue(
+    q: tuple[Fleet, Producer, dict[str, Service]],
+) -> None:
+    f, p, _ = q
+    a, b = f["qa"], f["qb"]
+    for leaf in ("p1", "p2", "p3"):
+        a.zfs.zfs("create", a.fs(leaf))
+        a.zfs.write(a.fs(leaf), "f", leaf.encode())
+        assert done(p.init(a.fs(leaf), "qb", b.fs(leaf), host="qa"))["ok"]
+    assert done(p.pause(a.fs("p2"), host="qa", reason="maintenance"))["ok"]
+    # A paused fs in the middle of sync all: skipped and reported as paused, not failed.
+    recs = wait(p.sync_all(["qa"]), timeout=120, show=False)
+    rows = {r["dataset"]: r for r in recs["qa"]["result"]["datasets"]}
+    assert rows[a.fs("p2")]["status"] == "paused"
+    assert rows[a.fs("p1")]["status"] == rows[a.fs("p3")]["status"] == "synced"
+    assert recs["qa"]["result"]["failed"] == 0
+    # A direct sync says it is paused and does nothing.
+    rec = done(p.sync(a.fs("p2"), host="qa"))
+    assert not rec["ok"] and rec["error"]["kind"] == "paused"
+    assert "maintenance" in rec["error"]["message"]
+    # A failed sync raises the error flag; status shows it, apart from a deliberate rollback.
+    b.zfs.zfs("snapshot", f"{b.fs('p1')}@stray")
+    assert not done(p.sync(a.fs("p1"), host="qa"))["ok"]
+    assert done(p.sync(f"{a.fs('p3')}@zrep_000000", host="qa"))["ok"]  # deliberate rollback
+    st = {r["dataset"]: r for r in done(p.status("qa"))["result"]["rows"]}
+    assert st[a.fs("p1")]["error"]["message"].startswith("destination")
+    assert st[a.fs("p2")]["paused"]["reason"] == "maintenance"
+    assert st[a.fs("p3")]["error"] is None
+    assert st[a.fs("p3")]["rolled_back"]["snapshot"] == f"{a.fs('p3')}@zrep_000000"
+    # The next good sync lowers the flag; resume puts p2 back.
+    b.zfs.zfs("destroy", f"{b.fs('p1')}@stray")
+    assert done(p.sync(a.fs("p1"), host="qa"))["ok"]
+    assert done(p.resume(a.fs("p2"), host="qa"))["result"] is True
+    st = {r["dataset"]: r for r in done(p.status("qa"))["result"]["rows"]}
+    assert st[a.fs("p1")]["error"] is None and st[a.fs("p2")]["paused"] is None

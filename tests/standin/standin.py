@@ -198,6 +198,9 @@ def zfs_usage(requested: bool = False) -> Exit:
     else:
         out.append("usage:\n")
         out.append(ZFS_USAGE[cmd])
+    if zversion() < (2, 3, 0):  # no JSON output before 2.3
+        text = "".join(out).replace(" [-j [--json-int]]", "").replace(" [-j]\n", "\n")
+        out = [text]
     if cmd in ("set", "get", "inherit", "list"):
         out.append("\nThe following properties are supported:\n")
         out.append("\n\t%-21s %s  %s   %s\n\n" % ("PROPERTY", "EDIT", "INHERIT", "VALUES"))
@@ -1177,18 +1180,19 @@ class Model:
         """Returns (canonical prop, canonical value) or raises with OpenZFS's message."""
         kind = "snapshot" if "@" in name else "filesystem"
         native = canon_prop(prop)
-        if native is None:
-            if not is_user_prop(prop):
-                raise fail("%s: invalid property '%s'" % (errbuf, prop))
+        if native is None and is_user_prop(prop):
             if len(value) >= 8192:
                 raise fail("%s: property value '%s' is too long" % (errbuf, value))
             return prop, value
+        # same order of checks as libzfs zfs_valid_proplist()
+        if kind == "snapshot":
+            raise fail("%s: this property can not be modified for snapshots" % errbuf)
+        if native is None:
+            raise fail("%s: invalid property '%s'" % (errbuf, prop))
         p = NATIVE[native]
-        if p.kind == "ro" or native == "name":
-            raise fail("%s: '%s' is readonly" % (errbuf, native))
         if kind not in p.types:
             raise fail("%s: '%s' does not apply to datasets of this type" % (errbuf, native))
-        if p.kind == "onetime":
+        if p.kind in ("ro", "onetime") or native == "name":
             raise fail("%s: '%s' is readonly" % (errbuf, native))
         if native in ENUMS:
             if value not in ENUMS[native]:
@@ -1211,7 +1215,7 @@ class Model:
             if n is None:
                 raise fail("%s: bad numeric value '%s'" % (errbuf, value))
             if n < 512 or n > (16 << 20) or n & (n - 1):
-                raise fail("%s: 'recordsize' must be a power of 2 from 512B to 1M"
+                raise fail("%s: 'recordsize' must be power of 2 from 512B to 16M"
                            % errbuf)  # fmt: skip
             return native, str(n)
         return native, value
@@ -2318,8 +2322,11 @@ def cmd_mount(host: Host, args) -> int:
         if d["inconsistent"]:
             raise fail("cannot mount '%s': Invalid argument" % name)
         mp = m.get_prop(name, "mountpoint")[0]
-        if mp in ("none", "legacy"):
-            raise fail("cannot mount '%s': %s mountpoint" % (name, mp))
+        if mp == "legacy":
+            err("cannot mount '%s': legacy mountpoint" % name)
+            raise fail("use mount(8) to mount this filesystem")
+        if mp == "none":
+            raise fail("cannot mount '%s': no mountpoint set" % name)
         d["mounted"] = True
         m.relocate_dirs()
     return 0
@@ -2588,34 +2595,36 @@ def token_encode(payload: dict) -> str:
     return "1-%x-%x-%s" % (ck, len(raw), comp.hex())
 
 
-def token_decode(token: str) -> dict | None:
+def token_decode(token: str):
+    """(payload, None) or (None, libzfs's complaint), checked in zfs_send_resume_token_to_nvlist()
+    order."""
     parts = token.split("-", 3)
-    if len(parts) != 4 or parts[0] != "1":
-        return None
     try:
+        version = int(parts[0])
         ck = int(parts[1], 16)
         ln = int(parts[2], 16)
+        if len(parts) != 4:
+            raise ValueError
+    except (ValueError, IndexError):
+        return None, "resume token is corrupt (invalid format)"
+    if version != 1:
+        return None, "resume token is corrupt (invalid version %u)" % version
+    try:
         comp = bytes.fromhex(parts[3])
     except ValueError:
-        return None
+        return None, "resume token is corrupt (payload is not hex-encoded)"
     if zlib.crc32(comp) & 0xFFFFFFFF != ck:
-        return None
+        return None, "resume token is corrupt (incorrect checksum)"
     try:
         raw = zlib.decompress(comp)
     except zlib.error:
-        return None
+        raw = b""
     if len(raw) != ln:
-        return None
-    return json.loads(raw)
-
-
-def token_error(token: str) -> str:
-    parts = token.split("-", 3)
-    if len(parts) < 1 or parts[0] != "1":
-        return "resume token is corrupt (invalid format)"
-    if len(parts) != 4:
-        return "resume token is corrupt (invalid format)"
-    return "resume token is corrupt (checksum mismatch)"
+        return None, "resume token is corrupt (decompression failed)"
+    try:
+        return json.loads(raw), None
+    except ValueError:
+        return None, "resume token is corrupt (nvlist_unpack failed)"
 
 
 # ----------------------------------------------------------------------------- zfs send
@@ -2743,6 +2752,8 @@ def cmd_send(host: Host, args) -> int:
                 if "@" in fi or "/" in fi:
                     raise usage_err("invalid incremental source")
                 fromsnap = fi
+            if fromsnap is not None:
+                m.open("%s@%s" % (fs, fromsnap), ("snapshot",))
             fslist = [fs] + (m.children(fs) if replicate else [])
             _d0, s0 = m.snap(target)
             if s0 is None:
@@ -2914,9 +2925,9 @@ def stream_out(host: Host, head: dict, plans, parsable: bool, verbosity: int) ->
 
 
 def send_resume(host: Host, token: str, dry: bool, parsable: bool, verbosity: int) -> int:
-    tok = token_decode(token)
+    tok, problem = token_decode(token)
     if tok is None:
-        raise fail("cannot resume send: %s" % token_error(token))
+        raise fail("cannot resume send: %s" % problem)
     out = sys.stdout if (verbosity and dry) else sys.stderr
     if verbosity:
         out.write("resume token contents:\nnvlist version: 0\n")
@@ -3728,6 +3739,12 @@ def zpool_main(args) -> int:
         return 0
     if cmd == "version":
         return cmd_version(host, rest)
+    if cmd == "sync":  # every stand-in change is on disk when the command returns
+        with Session(host, write=False) as m:
+            for p in rest:
+                if p not in m.st["pools"]:
+                    raise fail("cannot open '%s': no such pool" % p)
+        return 0
     err("unrecognized command '%s'" % cmd)
     sys.stderr.write("usage: zpool command args ...\n")
     return 2

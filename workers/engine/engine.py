@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from . import admin, expire, init, report, roles, sync
+from . import admin, expire, init, pause, report, roles, sync
 from .config import EngineConfig
 from .errors import Cancelled, LockHeld, LockLost, ValidationError, ZrepqError
 from .events import (
@@ -248,13 +248,37 @@ class Engine:
         resume: bool | None = None,
         changed_only: bool = False,
         quiet_secs: int | None = None,
+        ignore_pause: bool = False,
     ) -> SyncResult:
         return sync.sync(
-            self, fs, force=force, resume=resume, changed_only=changed_only, quiet_secs=quiet_secs
+            self,
+            fs,
+            force=force,
+            resume=resume,
+            changed_only=changed_only,
+            quiet_secs=quiet_secs,
+            ignore_pause=ignore_pause,
         )
 
-    def synconly(self, fs: str, *, force: bool = False, resume: bool | None = None) -> SyncResult:
-        return sync.sync(self, fs, force=force, resume=resume, make_snapshot=False)
+    def pause(
+        self, fs: str, *, reason: str = "", by: str | None = None, expire: bool = False
+    ) -> dict[str, str]:
+        return pause.pause(self, fs, reason=reason, by=by, expire=expire)
+
+    def resume(self, fs: str) -> bool:
+        return pause.resume(self, fs)
+
+    def synconly(
+        self,
+        fs: str,
+        *,
+        force: bool = False,
+        resume: bool | None = None,
+        ignore_pause: bool = False,
+    ) -> SyncResult:
+        return sync.sync(
+            self, fs, force=force, resume=resume, make_snapshot=False, ignore_pause=ignore_pause
+        )
 
     def sync_to_snapshot(self, snapshot: str) -> SyncResult:
         return sync.sync_to_snapshot(self, snapshot)

@@ -13,6 +13,7 @@ from .errors import CommandError, SplitBrain, StateError
 from .events import SnapshotsExpired
 from .model import DatasetInfo, last_sent
 from .names import validate_dataset, validate_host
+from .pause import check_not_paused
 from .plan import expire_candidates
 from .results import ExpireResult
 from .zfs import ZfsHost
@@ -27,6 +28,7 @@ def expire(eng: Engine, fs: str, *, local_only: bool = False) -> ExpireResult:
     validate_dataset(fs)
     local = eng.local
     info = local.require(fs)
+    check_not_paused(info, eng.host, for_expire=True)
     with eng.lock([(eng.host, fs)], "expire", local_info=info):
         if not info.is_master or local_only:
             destroyed = expire_side(eng, local, fs, info)

@@ -36,8 +36,38 @@ def status_line(
     return f"{src:<52} last: {date}"
 
 
-def status_text(rows: Iterable[StatusRow], **kw: Any) -> str:
-    return "".join(status_line(r, **kw) + "\n" for r in rows)
+def status_details(row: StatusRow, dateformat: str = "%Y/%m/%d-%H:%M:%S") -> list[str]:
+    """zrepq's extra facts for `status -v`, as indented lines under zrep's own line."""
+    lines = [f"    last sent: {row.last_sent or '[NEVER]'}  savecount: {row.savecount or '-'}"]
+    if row.paused:
+        p = row.paused
+        since = _date(p["since"], dateformat) if p.get("since") else "?"
+        what = "sync and expire" if p.get("expire") else "sync"
+        why = f": {p['reason']}" if p.get("reason") else ""
+        lines.append(f"    PAUSED ({what}) since {since} by {p.get('by') or '?'}{why}")
+    if row.error:
+        e = row.error
+        when = _date(e["time"], dateformat) if e.get("time") else "?"
+        lines.append(
+            f"    ERROR: last sync failed at {when}"
+            f"{' sending ' + e['snapshot'] if e.get('snapshot') else ''}: {e['message']}"
+        )
+    if row.rolled_back:
+        r = row.rolled_back
+        when = _date(r["time"], dateformat) if r.get("time") else "?"
+        lines.append(f"    rolled back on purpose to {r['snapshot']} at {when} (not an error)")
+    return lines
+
+
+def status_text(rows: Iterable[StatusRow], *, verbose: bool = False, **kw: Any) -> str:
+    """zrep's lines; with -v, zrepq's extra facts follow each line, indented."""
+    out = []
+    for r in rows:
+        out.append(status_line(r, verbose=verbose, **kw) + "\n")
+        if verbose:
+            fmt = kw.get("dateformat", "%Y/%m/%d-%H:%M:%S")
+            out.extend(line + "\n" for line in status_details(r, fmt))
+    return "".join(out)
 
 
 def list_verbose_text(entries: Sequence[dict[str, Any]], *, blank_between: bool) -> str:

@@ -11,6 +11,23 @@ from .names import SnapName, parse_snapname
 PAIR_PROPS = ("src-fs", "src-host", "dest-fs", "dest-host", "savecount", "master")
 LOCK_PROPS = ("lock-pid", "lock-time")
 NATIVE_PROPS = ("type", "readonly", "written", "mounted", "receive_resume_token", "mountpoint")
+# zrepq's own state, `zrepq:<tag>:<name>` on the master fs: upstream zrep never reads these.
+# Keyed in DatasetInfo.props as "q:<name>".
+ZREPQ_PROPS = (
+    "paused",  # epoch seconds when paused
+    "paused-by",
+    "paused-reason",
+    "paused-expire",  # "yes": expire is paused too
+    "last-error",  # first line of the last failed sync's error
+    "last-error-time",
+    "last-error-snapshot",
+    "rolled-back-to",  # a deliberate `sync fs@snap`: not an error
+    "rolled-back-time",
+)
+
+
+def zrepq_prop(tag: str, name: str) -> str:
+    return f"zrepq:{tag}:{name}"
 
 
 @dataclass(frozen=True)
@@ -99,6 +116,15 @@ class DatasetInfo:
             return int(p.value)
         except ValueError:
             return None
+
+    def q(self, name: str) -> str | None:
+        """One of zrepq's own properties (`zrepq:<tag>:<name>`), when set locally."""
+        p = self.props.get(f"q:{name}")
+        return p.value if p is not None and p.is_set and p.source == "local" else None
+
+    @property
+    def paused(self) -> bool:
+        return self.q("paused") is not None
 
     @property
     def type(self) -> str | None:

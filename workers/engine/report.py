@@ -62,9 +62,43 @@ def status(eng: Engine, fs: Sequence[str] = (), *, all_fs: bool = False) -> list
                 last_sent=snap.name if snap else None,
                 last_sent_time=snap.sent if snap else None,
                 savecount=info.savecount,
+                **extras(info),
             )
         )
     return rows
+
+
+def _int(v: str | None) -> int | None:
+    try:
+        return int(v) if v is not None else None
+    except ValueError:
+        return None
+
+
+def extras(info: DatasetInfo) -> dict[str, Any]:
+    """Pause, error flag and deliberate rollback, from zrepq's own properties."""
+    out: dict[str, Any] = {}
+    if info.paused:
+        reason = info.q("paused-reason")
+        out["paused"] = {
+            "since": _int(info.q("paused")),
+            "by": info.q("paused-by"),
+            "reason": None if reason in (None, "-") else reason,
+            "expire": info.q("paused-expire") == "yes",
+        }
+    if info.q("last-error") is not None:
+        snap = info.q("last-error-snapshot")
+        out["error"] = {
+            "message": info.q("last-error"),
+            "time": _int(info.q("last-error-time")),
+            "snapshot": None if snap in (None, "-") else snap,
+        }
+    if info.q("rolled-back-to") is not None:
+        out["rolled_back"] = {
+            "snapshot": info.q("rolled-back-to"),
+            "time": _int(info.q("rolled-back-time")),
+        }
+    return out
 
 
 def list_names(eng: Engine, fs: Sequence[str] = (), *, masters_only: bool = False) -> list[str]:

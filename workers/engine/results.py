@@ -75,3 +75,6 @@ class StatusRow(Result):
     last_sent: str | None
     last_sent_time: int | None  # zrep:sent seconds, or the snapshot's creation as zrep falls back
     savecount: int | None
+    paused: dict[str, Any] | None = None  # {since, by, reason, expire}
+    error: dict[str, Any] | None = None  # {message, time, snapshot}: the last sync failed
+    rolled_back: dict[str, Any] | None = None  # {snapshot, time}: a deliberate sync fs@snap

@@ -91,9 +91,7 @@ def failover(
                 dst.rollback(f"{remote_fs}@{short}", flags="-r")
                 result.rolled_back_to = f"{fs}@{short}"
             else:
-                res = replicate(
-                    eng, local, fs, dst, remote_fs, handle, src_info_written=info.written
-                )
+                res = replicate(eng, local, fs, dst, remote_fs, handle, src_info=info)
                 result.synced = res.snapshot
         except ZrepqError as err:
             # Failover failed: stay master, writable as before.

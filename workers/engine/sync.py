@@ -14,7 +14,7 @@ A sync, step by step (all under the source fs's lease, and for refresh the desti
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
     Conflict,
@@ -26,8 +26,9 @@ from .errors import (
     ZrepqError,
 )
 from .expire import expire_pair
-from .model import Snapshot, last_sent, latest_zrep, next_snapname
+from .model import DatasetInfo, Snapshot, last_sent, latest_zrep, next_snapname
 from .names import validate_dataset, validate_host, validate_snapshot
+from .pause import check_not_paused, clear_error, record_error, record_rollback
 from .plan import SyncPlan, is_unchanged, plan_sync
 from .ports import LockHandle
 from .results import SyncResult
@@ -46,6 +47,7 @@ def sync(
     changed_only: bool = False,
     quiet_secs: int | None = None,
     make_snapshot: bool = True,
+    ignore_pause: bool = False,
 ) -> SyncResult:
     validate_dataset(fs)
     if quiet_secs is not None and quiet_secs < 30:
@@ -61,6 +63,8 @@ def sync(
             host=eng.host,
         )
     dest_host, dest_fs = _pair_dest(info.dest_host, info.dest_fs, fs)
+    if not ignore_pause:
+        check_not_paused(info, eng.host)
     try:
         with eng.lock([(eng.host, fs)], "sync", local_info=info) as handle:
             return replicate(
@@ -74,7 +78,7 @@ def sync(
                 resume=resume,
                 changed_only=changed_only,
                 make_snapshot=make_snapshot,
-                src_info_written=info.written,
+                src_info=info,
             )
     except LockHeld:
         if quiet_secs is None:
@@ -113,6 +117,7 @@ def refresh(eng: Engine, fs: str, *, force: bool = False, resume: bool | None = 
     sinfo = src.require(src_fs)
     if not sinfo.is_master:
         raise StateError(f"{src_host}:{src_fs} is not master; nothing to refresh from", dataset=fs)
+    check_not_paused(sinfo, src_host)
     with eng.lock([(src_host, src_fs), (eng.host, fs)], "refresh", local_info=info) as handle:
         return replicate(
             eng,
@@ -124,12 +129,50 @@ def refresh(eng: Engine, fs: str, *, force: bool = False, resume: bool | None = 
             force=force,
             resume=resume,
             make_snapshot=True,
-            src_info_written=sinfo.written,
+            src_info=sinfo,
             check_dest_master=False,
         )
 
 
 def replicate(
+    eng: Engine,
+    src: ZfsHost,
+    src_fs: str,
+    dst: ZfsHost,
+    dst_fs: str,
+    handle: LockHandle,
+    *,
+    src_info: DatasetInfo,
+    **kw: Any,
+) -> SyncResult:
+    """Steps 1-5 above for one pair, keeping the master's error flag up to date.
+
+    A failed sync raises the flag (`zrepq:TAG:last-error*` on the master fs); the next good
+    one lowers it, together with the mark of a deliberate rollback.
+    """
+    state: dict[str, str] = {}
+    try:
+        result = _replicate(
+            eng,
+            src,
+            src_fs,
+            dst,
+            dst_fs,
+            handle,
+            src_info_written=src_info.written,
+            state=state,
+            **kw,
+        )
+    except LockHeld:
+        raise  # someone else is syncing it: not a failure of this pair
+    except ZrepqError as err:
+        record_error(src, src_fs, state.get("snapshot"), err)
+        raise
+    clear_error(src, src_info)
+    return result
+
+
+def _replicate(
     eng: Engine,
     src: ZfsHost,
     src_fs: str,
@@ -143,8 +186,8 @@ def replicate(
     make_snapshot: bool = True,
     src_info_written: int | None = None,
     check_dest_master: bool = True,
+    state: dict[str, str],
 ) -> SyncResult:
-    """Steps 1-5 above for one pair. The caller holds the lease(s)."""
     t0 = time.monotonic()
     resume = eng.config.resume if resume is None else resume
     try:
@@ -224,6 +267,7 @@ def replicate(
             return result
         new_name = latest.name
     new_short = new_name.split("@", 1)[1]
+    state["snapshot"] = new_name
 
     send_args = [*_send_flags(eng), eng.config.inc_flag, base.name, new_name]
     recv_args = [*_recv_flags(eng, resume=resume, force=plan.force), dst_fs]
@@ -307,6 +351,7 @@ def sync_to_snapshot(eng: Engine, snapshot: str) -> SyncResult:
         if local_target.sent is None:
             eng.mark_sent(local, fs, dst, dest_fs, [local_target])
         eng.move_holds(local, fs, dst, dest_fs, short, [])
+        record_rollback(local, fs, snapshot)
     return SyncResult(
         fs,
         eng.host,

@@ -11,7 +11,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from .errors import CommandError, NotConfigured, StateError
-from .model import LOCK_PROPS, NATIVE_PROPS, PAIR_PROPS, DatasetInfo, Prop, Snapshot
+from .model import (
+    LOCK_PROPS,
+    NATIVE_PROPS,
+    PAIR_PROPS,
+    ZREPQ_PROPS,
+    DatasetInfo,
+    Prop,
+    Snapshot,
+    zrepq_prop,
+)
 from .ports import CommandResult, Runner
 
 _MISSING = ("dataset does not exist", "could not find any snapshots to destroy")
@@ -36,6 +45,19 @@ class ZfsHost:
 
     def _p(self, name: str) -> str:
         return f"{self.tag}:{name}"
+
+    def _user_keys(self) -> list[str]:
+        return [self._p(k) for k in (*PAIR_PROPS, *LOCK_PROPS)] + [
+            zrepq_prop(self.tag, k) for k in ZREPQ_PROPS
+        ]
+
+    def _key(self, prop: str) -> str:
+        """`zrep:src-fs` -> `src-fs`; `zrepq:zrep:paused` -> `q:paused`; natives as they are."""
+        qprefix = f"zrepq:{self.tag}:"
+        if prop.startswith(qprefix):
+            return "q:" + prop[len(qprefix) :]
+        prefix = f"{self.tag}:"
+        return prop[len(prefix) :] if prop.startswith(prefix) else prop
 
     def zfs(self, *args: str, check: bool = True) -> CommandResult:
         return self.runner.run(("zfs", *args), check=check)
@@ -66,32 +88,29 @@ class ZfsHost:
 
     def info(self, name: str) -> DatasetInfo:
         """All zrep props (with sources) and the natives zrepq reads, in one `zfs get`."""
-        keys = [self._p(k) for k in (*PAIR_PROPS, *LOCK_PROPS)] + list(NATIVE_PROPS)
+        keys = self._user_keys() + list(NATIVE_PROPS)
         try:
             res = self.zfs("get", "-H", "-p", "-o", "property,value,source", ",".join(keys), name)
         except CommandError as e:
             raise (self._missing(e, name) or e) from None
         props: dict[str, Prop] = {}
-        prefix = f"{self.tag}:"
         for row in _rows(res.stdout):
             if len(row) < 3:
                 continue
-            key = row[0][len(prefix) :] if row[0].startswith(prefix) else row[0]
-            props[key] = Prop(row[1], row[2])
+            props[self._key(row[0])] = Prop(row[1], row[2])
         return DatasetInfo(name, self.tag, props)
 
     def all_configured(self) -> dict[str, DatasetInfo]:
         """Every filesystem/volume on the host with any zrep pair property, in one call."""
-        keys = ",".join(self._p(k) for k in (*PAIR_PROPS, *LOCK_PROPS))
+        keys = ",".join(self._user_keys())
         res = self.zfs(
             "get", "-H", "-p", "-t", "filesystem,volume", "-o", "name,property,value,source", keys
         )
         by_ds: dict[str, dict[str, Prop]] = {}
-        prefix = f"{self.tag}:"
         for row in _rows(res.stdout):
             if len(row) < 4:
                 continue
-            by_ds.setdefault(row[0], {})[row[1][len(prefix) :]] = Prop(row[2], row[3])
+            by_ds.setdefault(row[0], {})[self._key(row[1])] = Prop(row[2], row[3])
         return {
             name: info
             for name, props in by_ds.items()
@@ -160,6 +179,16 @@ class ZfsHost:
 
     def inherit(self, name: str, prop: str) -> None:
         self.zfs("inherit", prop, name)
+
+    def set_q(self, name: str, values: dict[str, str]) -> None:
+        """Set zrepq's own properties (`zrepq:<tag>:<key>`) on a dataset."""
+        self.set(name, {zrepq_prop(self.tag, k): v for k, v in values.items()})
+
+    def clear_q(self, info: DatasetInfo, *keys: str) -> None:
+        """Inherit those of zrepq's own properties that are set locally (no call otherwise)."""
+        for k in keys:
+            if info.q(k) is not None:
+                self.inherit(info.name, zrepq_prop(self.tag, k))
 
     def snapshot(self, name: str, *, recursive: bool = False) -> None:
         self.zfs("snapshot", *(["-r"] if recursive else []), name)

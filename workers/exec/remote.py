@@ -286,7 +286,11 @@ class ParamikoRunner:
         return status, bytes(out), bytes(err)
 
     def _abandon(self, channel: paramiko.Channel) -> None:
-        """Stop a timed-out command: ask sshd to kill it, then close the channel."""
+        """Stop a timed-out command: ask sshd to kill it, then close the channel.
+
+        sshd delivers signals only in privilege-separated sessions, i.e. not after a root
+        login; there the command runs on until it ends or writes to its closed output.
+        """
         _send_signal(channel, "KILL")
         channel.close()
 

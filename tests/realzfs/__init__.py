@@ -1,0 +1,1 @@
+"""Real OpenZFS in QEMU guests: image builder, guest harness, pytest backend (docs/realzfs.md)."""
