@@ -139,9 +139,7 @@ def start_worker(host: StorageHost, redis_port: int) -> None:
     )
 
 
-def wait_registered(
-    client: redis.Redis, hosts: list[StorageHost], timeout: float = 180
-) -> None:
+def wait_registered(client: redis.Redis, hosts: list[StorageHost], timeout: float = 180) -> None:
     """Until every host's worker has registered in Redis (it is consuming its queue)."""
     from workers.keys import HOSTS_KEY
 

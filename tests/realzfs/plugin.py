@@ -122,14 +122,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if _label(item):
             item.add_marker(pytest.mark.realzfs)
-    # the stand-in's items keep their place; each OpenZFS line follows as one block
-    items.sort(key=lambda it: -1 if _label(it) is None else order[_label(it)])  # type: ignore[index]
+
+    def rank(item: pytest.Item) -> int:
+        label = _label(item)
+        if label is not None:
+            return order[label]
+        # other realzfs tests (the end-to-end one boots guests of its own) come last
+        return len(order) if item.get_closest_marker("realzfs") else -1
+
+    # the rest keeps its place; each OpenZFS line follows as one block (one guest at a time)
+    items.sort(key=rank)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     config = session.config
     state = config.stash[STATE]
-    needed = [lb for lb in state.real if any(_label(it) == lb for it in session.items)]
+    labels = {_label(it) for it in session.items if it.get_closest_marker("realzfs")}
+    needed = [lb for lb in state.real if lb in labels or None in labels]
     if not needed or config.option.collectonly:
         return
     capman = config.pluginmanager.getplugin("capturemanager")
@@ -185,7 +194,7 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:  # type: ignore[no-untyped-def]
     state = config.stash.get(STATE, None)
-    if state is None or not state.real:
+    if state is None or not (state.pool.history or state.pool.errors):
         return
     tr = terminalreporter
     tr.section("real OpenZFS")

@@ -14,8 +14,9 @@ import time
 from typing import TYPE_CHECKING
 
 from .errors import StateError, ZrepqError
-from .model import next_snapname
+from .model import DatasetInfo, Snapshot, next_snapname
 from .names import first_snapname, validate_dataset, validate_host
+from .ports import LockHandle
 from .results import InitResult
 from .zfs import ZfsHost
 
@@ -112,22 +113,12 @@ def init(
             _clear_after_failure(eng, local, fs, dst, dest_fs, destroy_remote=not existed)
             err.message = f"Error transferring to {dest_host}:{dest_fs}: {err.message}. Resetting"
             raise
-        _finish(
-            eng,
-            local,
-            fs,
-            dst,
-            dest_fs,
-            snap,
-            info.get("mountpoint"),
-            mountpoint_local=info.props.get("mountpoint") is not None
-            and info.props["mountpoint"].source == "local",
-        )
+        _finish(eng, local, fs, dst, dest_fs, snap, info)
     return InitResult(fs, eng.host, dest_host, dest_fs, snap, nbytes, time.monotonic() - t0)
 
 
 def _resume_init(
-    eng: Engine, fs: str, dest_host: str, dest_fs: str, handle: object, t0: float
+    eng: Engine, fs: str, dest_host: str, dest_fs: str, handle: LockHandle, t0: float
 ) -> InitResult:
     local = eng.local
     dst = eng.zfs(dest_host)
@@ -152,48 +143,29 @@ def _resume_init(
         snapshot=snap,
         base=None,
         dest_fs=dest_fs,
-        handle=handle,  # type: ignore[arg-type]
+        handle=handle,
         resumed=True,
     )
-    info = local.info(fs)
-    mp = info.props.get("mountpoint")
-    _finish(
-        eng,
-        local,
-        fs,
-        dst,
-        dest_fs,
-        snap,
-        info.get("mountpoint"),
-        mountpoint_local=mp is not None and mp.source == "local",
-    )
+    _finish(eng, local, fs, dst, dest_fs, snap, local.info(fs))
     return InitResult(
         fs, eng.host, dest_host, dest_fs, snap, nbytes, time.monotonic() - t0, resumed=True
     )
 
 
 def _finish(
-    eng: Engine,
-    local: ZfsHost,
-    fs: str,
-    dst: ZfsHost,
-    dest_fs: str,
-    snap: str,
-    mountpoint: str | None,
-    *,
-    mountpoint_local: bool,
+    eng: Engine, local: ZfsHost, fs: str, dst: ZfsHost, dest_fs: str, snap: str, info: DatasetInfo
 ) -> None:
     if eng.config.create_flags:
         dst.set(dest_fs, {"readonly": "on"})
     for prop, value in eng.config.init_remote_properties:
         dst.set(dest_fs, {prop: value})
     short = snap.split("@", 1)[1]
-    if mountpoint_local:
+    mp = info.props.get("mountpoint")
+    if mp is not None and mp.source == "local":
+        # `send -p` carried it as a received property: the standby mounts where it likes.
         eng.say("clearing mountpoint value for remote", fs)
         dst.inherit(dest_fs, "mountpoint")
-    now = str(int(time.time()))
-    local.set(snap, {f"{eng.tag}:sent": now})
-    dst.set(f"{dest_fs}@{short}", {f"{eng.tag}:sent": now})
+    eng.mark_sent(local, fs, dst, dest_fs, [Snapshot(snap, "", 0, 0)])
     eng.move_holds(local, fs, dst, dest_fs, short, [])
     local.set(fs, {f"{eng.tag}:master": "yes"})
     eng.say(f"Initialization copy of {fs} to {dst.host}:{dest_fs} complete", fs)

@@ -487,16 +487,8 @@ def _resume(
     ssnaps = src.snapshots(src_fs)
     dsnaps = dst.snapshots(dst_fs)
     dinfo = dst.info(dst_fs)
-    new_plan = plan_sync(
-        ssnaps,
-        dsnaps,
-        eng.tag,
-        src_fs=src_fs,
-        dst_fs=dst_fs,
-        force=force,
-        resume=False,
-        dest_token=None,
-        dest_written=dinfo.written,
+    new_plan = _plan(
+        eng, ssnaps, dsnaps, src_fs, dst_fs, None, dinfo.written, force=force, resume=False
     )
     if dinfo.resume_token:
         raise Conflict(

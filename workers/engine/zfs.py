@@ -202,33 +202,28 @@ class ZfsHost:
     def rollback(self, snapshot: str, *, flags: str = "-r") -> None:
         self.zfs("rollback", *([flags] if flags else []), snapshot)
 
-    def hold(self, tag: str, snapshot: str) -> None:
-        """Idempotent: a hold we already have is fine."""
-        res = self.zfs("hold", tag, snapshot, check=False)
-        if res.returncode != 0 and "tag already exists" not in res.stderr:
+    def _tolerant(self, what: str, name: str, benign: tuple[str, ...], *args: str) -> None:
+        """Run `zfs ARGS`; an error whose stderr has one of `benign` means "already so"."""
+        res = self.zfs(*args, check=False)
+        if res.returncode != 0 and not any(m in res.stderr for m in benign):
             raise CommandError(
-                f"{self.host}: cannot hold {snapshot}: {res.stderr.strip()}",
+                f"{self.host}: cannot {what} {name}: {res.stderr.strip()}",
                 argv=res.argv,
                 returncode=res.returncode,
                 stderr=res.stderr,
-                dataset=snapshot,
+                dataset=name,
                 host=self.host,
             )
 
+    def hold(self, tag: str, snapshot: str) -> None:
+        """Idempotent: a hold we already have is fine."""
+        self._tolerant("hold", snapshot, ("tag already exists",), "hold", tag, snapshot)
+
     def release(self, tag: str, snapshot: str) -> None:
         """Idempotent: releasing a hold that is not there (or a gone snapshot) is fine."""
-        res = self.zfs("release", tag, snapshot, check=False)
-        if res.returncode != 0 and not any(
-            m in res.stderr for m in ("no such tag", "does not exist")
-        ):
-            raise CommandError(
-                f"{self.host}: cannot release {snapshot}: {res.stderr.strip()}",
-                argv=res.argv,
-                returncode=res.returncode,
-                stderr=res.stderr,
-                dataset=snapshot,
-                host=self.host,
-            )
+        self._tolerant(
+            "release", snapshot, ("no such tag", "does not exist"), "release", tag, snapshot
+        )
 
     def create(self, name: str, flags: Sequence[str] = ()) -> None:
         self.zfs("create", *flags, name)
