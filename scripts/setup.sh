@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" = 0 ] && [ -z "${ZREPQ_SKIP_APT:-}" ]; then
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q
-  apt-get install -y -q --no-install-recommends \
+  apt-get -o DPkg::Lock::Timeout=900 update -q
+  apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends \
     redis-server openssh-server openssh-client iproute2 procps zstd pv \
     python3 python3-venv python3-pip ca-certificates git >/dev/null
 fi

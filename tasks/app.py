@@ -1,7 +1,9 @@
 """The Celery app: JSON only, settings chosen for tasks that run for hours.
 
-Workers start it as `celery -A tasks.app worker` (see `workers/main.py`); producers import it
-to send by name. The task bodies live in `tasks.handlers`, imported by workers only.
+Workers start it as `celery -A tasks.app worker` (see `workers/main.py`), Flower and the
+scheduler as `celery -A tasks.app flower|beat`; producers import it to send by name. Its
+settings come from `workers.settings` (the TOML file and the environment); a bad setting
+stops the import with a `ConfigError` naming it. The task bodies live in `tasks.handlers`, imported by workers only.
 """
 
 from __future__ import annotations
@@ -9,35 +11,28 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from celery import Celery
 
-DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
+from workers.settings import Settings, load
+
+# Settings of the apps built here, so producers reach the same Redis (sentinel, TLS, password).
+_SETTINGS: WeakKeyDictionary[Celery, Settings] = WeakKeyDictionary()
 
 
 def settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    env = os.environ if env is None else env
-    broker = env.get("ZREPQ_BROKER_URL", DEFAULT_BROKER)
-    backend = env.get("ZREPQ_RESULT_BACKEND", broker)
+    """Celery settings from the configuration file and environment (`workers.settings`)."""
+    return _celery_settings(load(os.environ if env is None else env))
+
+
+def _celery_settings(cfg: Settings) -> dict[str, Any]:
     # Redis emulates acks: a message unacked for `visibility_timeout` is delivered again,
     # even while the first run goes on. A sync can take hours, so the timeout must be longer
     # than the longest one; a duplicate that still slips through meets the lease and is
-    # reported as a duplicate, not run twice.
-    visibility = float(env.get("ZREPQ_VISIBILITY_TIMEOUT", str(12 * 3600)))
-    transport = {
-        "visibility_timeout": visibility,
-        "socket_keepalive": True,
-        "socket_timeout": 30,
-        "socket_connect_timeout": 10,
-        "health_check_interval": 25,
-        "retry_on_timeout": True,
-    }
+    # reported as a duplicate, not run twice. (`cfg.celery()` sets it in all three places.)
     return {
-        "broker_url": broker,
-        "result_backend": backend,
-        "broker_transport_options": transport,
-        "result_backend_transport_options": dict(transport),
-        "visibility_timeout": visibility,
+        **cfg.celery(),
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
         # JSON only: a pickle from the queue would be code execution on a storage host.
@@ -57,7 +52,6 @@ def settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "worker_send_task_events": True,
         "task_track_started": True,
         "result_extended": True,
-        "result_expires": int(env.get("ZREPQ_RESULT_EXPIRES", str(7 * 86400))),
         "task_default_queue": "zrepq.default",
         "worker_hijack_root_logger": False,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
@@ -65,10 +59,21 @@ def settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     }
 
 
-def make_app(env: Mapping[str, str] | None = None) -> Celery:
+def make_app(env: Mapping[str, str] | None = None, *, config: Settings | None = None) -> Celery:
+    """The zrepq Celery app; raises `ConfigError` naming every bad setting."""
+    cfg = config or load(os.environ if env is None else env)
     app = Celery("zrepq", include=["tasks.handlers"])
-    app.conf.update(settings(env))
+    app.conf.update(_celery_settings(cfg))
+    _SETTINGS[app] = cfg
     return app
+
+
+def settings_of(app: Celery) -> Settings:
+    """The configuration `app` was built from (an app built elsewhere: its broker URL)."""
+    cfg = _SETTINGS.get(app)
+    if cfg is None:
+        cfg = load({"ZREPQ_CONFIG": "none", "ZREPQ_BROKER_URL": str(app.conf.broker_url)})
+    return cfg
 
 
 app = make_app()

@@ -1,8 +1,9 @@
 """Build an engine for this host from the environment: transport, leases, peer.
 
 One place turns settings into objects, so the direct CLI (`zrepq-local`) and the Celery
-worker build the same engine. Settings are environment variables for now (zrep's own names
-for engine behaviour, `ZREPQ_*` for what zrep never had).
+worker build the same engine. Settings come from `workers.settings` (the TOML file, overlaid
+by environment variables: zrep's own names for engine behaviour, `ZREPQ_*` for what zrep never
+had), and are read here in their canonical environment form (`Settings.env()`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from workers.engine import Engine, EngineConfig
 from workers.engine.events import Observer
@@ -19,6 +21,7 @@ from workers.engine.ports import Locks, Peer, Transport
 from workers.engine.zfs import ZfsHost
 from workers.exec.ssh_options import SshOptions
 from workers.exec.transport import SshTransport, local_host_name
+from workers.settings import load
 
 
 def ssh_options_from_env(env: Mapping[str, str]) -> SshOptions:
@@ -41,21 +44,29 @@ def ssh_options_from_env(env: Mapping[str, str]) -> SshOptions:
     )
 
 
+def settings_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`env` with the configuration file's settings filled in (raises `ConfigError`)."""
+    return load(os.environ if env is None else env).env()
+
+
 def transport_from_env(env: Mapping[str, str]) -> SshTransport:
-    host = env.get("ZREP_SRC_HOST") or local_host_name()
+    host = env.get("ZREP_SRC_HOST") or env.get("ZREPQ_HOST") or local_host_name()
     return SshTransport(host, ssh_options_from_env(env))
 
 
-def locks_from_env(env: Mapping[str, str], owner: str) -> Locks:
+def locks_from_env(env: Mapping[str, str], owner: str, client: Any = None) -> Locks:
+    """Redis leases on `client` (or on $ZREPQ_REDIS_URL); without Redis, local locks."""
     url = env.get("ZREPQ_REDIS_URL")
-    if not url:
+    if client is None and not url:
         return LocalLocks(owner)
     import redis
 
     from workers.lease import RedisLocks
 
-    ttl = float(env.get("ZREPQ_LEASE_TTL", "60"))
-    return RedisLocks(redis.Redis.from_url(url), owner=owner, ttl=ttl)
+    ttl = float(env.get("ZREPQ_LEASE_TTL") or "60")
+    if client is None:
+        client = redis.Redis.from_url(str(url))
+    return RedisLocks(client, owner=owner, ttl=ttl)
 
 
 @dataclass
@@ -80,7 +91,7 @@ def engine_from_env(
     peer: Peer | None = None,
     transport: Transport | None = None,
 ) -> Engine:
-    env = os.environ if env is None else env
+    env = settings_env(env)
     config = EngineConfig.from_env(env)
     transport = transport or transport_from_env(env)
     if peer is None:
@@ -90,4 +101,4 @@ def engine_from_env(
     return Engine(transport, config=config, locks=locks, observer=observer, peer=peer)
 
 
-__all__ = ["CommandPeer", "ZfsHost", "engine_from_env", "ssh_options_from_env"]
+__all__ = ["CommandPeer", "ZfsHost", "engine_from_env", "settings_env", "ssh_options_from_env"]
