@@ -139,7 +139,8 @@ class Engine:
             try:
                 yield handle
             finally:
-                if zlocal is not None and local_info is not None:
+                # After a lost lease the props may be the new holder's: leave them alone.
+                if zlocal is not None and local_info is not None and not handle.lost.is_set():
                     for prop in ("lock-time", "lock-pid"):
                         try:
                             zlocal.inherit(local_info.name, f"{self.tag}:{prop}")

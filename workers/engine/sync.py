@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import (
     Conflict,
     LockHeld,
+    LockLost,
     NotConfigured,
     PipelineError,
     SplitBrain,
@@ -163,8 +164,10 @@ def replicate(
             state=state,
             **kw,
         )
-    except LockHeld:
-        raise  # someone else is syncing it: not a failure of this pair
+    except (LockHeld, LockLost):
+        # Someone else is syncing it, or took over our lease: neither is a failure of the
+        # pair, and after a lost lease we must not write anything more (fencing).
+        raise
     except ZrepqError as err:
         record_error(src, src_fs, state.get("snapshot"), err)
         raise
@@ -285,6 +288,8 @@ def _replicate(
         )
         result.bytes_sent += nbytes
     except ZrepqError as err:
+        if isinstance(err, LockLost) or handle.lost.is_set():
+            raise  # the lease is someone else's now: no rename, no marks, nothing
         if not _landed(src, src_fs, dst, dst_fs, new_short):
             _after_failed_send(eng, src, new_name, err, resume=resume, made=make_snapshot)
             raise
