@@ -1,15 +1,20 @@
 """The zrepq demo: real replication between two hosts through the queue.
 
 Starts Redis, two storage hosts (each a stand-in ZFS state behind its own real sshd), a zrepq
-worker per host and Flower; then drives them with the `zrepq` CLI exactly as an admin would.
-Everything it starts, it stops at the end (or keeps running with --keep, until Ctrl-C).
+worker per host and Flower (basic auth); then drives them with the `zrepq` CLI exactly as an
+admin would. It leaves the stack running and prints Flower's URL; `scripts/demo.sh stop`
+stops everything (`--stop-after` stops it at the end instead).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
+import json
 import os
+import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -19,10 +24,31 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+
 from tests.harness.redis_server import RedisServer  # noqa: E402
 from tests.harness.services import start_flower, start_worker, worker_env  # noqa: E402
 from tests.harness.sshd import SshdCluster  # noqa: E402
 from tests.harness.standin import StandinHost, standin_env  # noqa: E402
+
+STATE = Path(os.environ.get("ZREPQ_DEMO_STATE", "/tmp/zrepq-demo.json"))
+
+
+def stop_stack() -> int:
+    """Stop a stack left running by an earlier demo (its process groups, by pid)."""
+    if not STATE.exists():
+        print("no demo stack is running")
+        return 0
+    state = json.loads(STATE.read_text())
+    for pgid in state["pgids"]:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGTERM)
+    time.sleep(2)
+    for pgid in state["pgids"]:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+    STATE.unlink()
+    print(f"stopped {len(state['pgids'])} process groups; data left in {state['base']}")
+    return 0
 
 
 def step(text: str) -> None:
@@ -31,10 +57,19 @@ def step(text: str) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--keep", action="store_true", help="keep the stack running until Ctrl-C")
+    ap.add_argument("--stop", action="store_true", help="stop a stack left running")
+    ap.add_argument("--stop-after", action="store_true", help="stop everything at the end")
     ap.add_argument("--size-mb", type=int, default=64, help="size of the demo data set")
     opts = ap.parse_args()
+    if opts.stop:
+        return stop_stack()
+    if STATE.exists():
+        stop_stack()  # one demo stack at a time
+    if not opts.stop_after:
+        os.environ["ZREPQ_HARNESS_DETACH"] = "1"  # the stack outlives this script
     base = Path(tempfile.mkdtemp(prefix="zrepq-demo-"))
+    password = secrets.token_urlsafe(9)
+    keep = False
     redis_srv = RedisServer(base / "redis")
     cluster = SshdCluster(base / "sshd")
     services = []
@@ -55,7 +90,7 @@ def main() -> int:
                 ZREP_INFILTER="pv -q -L 40m",
             )
             services.append(start_worker(name, env, base / "logs"))
-        flower = start_flower(redis_srv.url, base / "logs")
+        flower = start_flower(redis_srv.url, base / "logs", basic_auth=f"zrepq:{password}")
         services.append(flower)
         print(f"redis {redis_srv.url}; Flower http://127.0.0.1:{flower.port}/ ; logs {base}")
 
@@ -107,18 +142,26 @@ def main() -> int:
         zrepq("-H", "hosta", "status")
 
         step("done")
-        if opts.keep:
-            print(f"stack running; Flower at http://127.0.0.1:{flower.port}/ (Ctrl-C stops)")
-            while True:
-                time.sleep(3600)
+        if not opts.stop_after:
+            pgids = [svc.pid for svc in services] + [h.pid for h in cluster.hosts.values()]
+            pgids.append(redis_srv.pid or 0)
+            STATE.write_text(json.dumps({"pgids": [p for p in pgids if p], "base": str(base)}))
+            keep = True
+            print(
+                f"The stack keeps running. Flower: http://127.0.0.1:{flower.port}/ "
+                f"(user zrepq, password {password}); Redis {redis_srv.url}."
+            )
+            print(f"Try: ZREPQ_BROKER_URL={redis_srv.url} .venv/bin/zrepq -H hosta status -v")
+            print("Stop everything: bash scripts/demo.sh stop")
         return 0
     except KeyboardInterrupt:
-        return 0
+        return 130
     finally:
-        for svc in services:
-            svc.stop()
-        cluster.stop_all()
-        redis_srv.stop()
+        if not keep:
+            for svc in services:
+                svc.stop()
+            cluster.stop_all()
+            redis_srv.stop()
 
 
 if __name__ == "__main__":

@@ -101,3 +101,13 @@ def tail(path: Path, lines: int = 20) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+def child_preexec() -> Callable[[], None] | None:
+    """Children of the harness die with it, except for a demo stack meant to outlive it
+    (`ZREPQ_HARNESS_DETACH=1`, set by scripts/demo.py; stopped with `scripts/demo.sh stop`)."""
+    from workers.exec.procs import die_with_parent
+
+    if os.environ.get("ZREPQ_HARNESS_DETACH") == "1":
+        return None
+    return die_with_parent()

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import redis
 
-from tests.harness.netutil import free_port, stop_pid, tail, wait_for_port
-from workers.exec.procs import die_with_parent
+from tests.harness.netutil import child_preexec, free_port, stop_pid, tail, wait_for_port
 
 
 class RedisServer:
@@ -79,7 +78,7 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             process_group=0,
-            preexec_fn=die_with_parent(),  # a killed pytest must not leave it running
+            preexec_fn=child_preexec(),  # a killed pytest must not leave it running
         )
         if wait_for_port(self.port, self.proc) and self._ping():
             return True

@@ -19,8 +19,7 @@ from pathlib import Path
 
 import redis
 
-from tests.harness.netutil import REPO, free_port, wait_for_port
-from workers.exec.procs import die_with_parent
+from tests.harness.netutil import REPO, child_preexec, free_port, wait_for_port
 from workers.keys import HOSTS_KEY
 
 
@@ -65,7 +64,7 @@ def _spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
             stdin=subprocess.DEVNULL,
             cwd=REPO,
             process_group=0,
-            preexec_fn=die_with_parent(),
+            preexec_fn=child_preexec(),
         )
 
 
@@ -112,28 +111,21 @@ def start_flower(
     logdir: Path,
     *,
     port: int | None = None,
+    basic_auth: str | None = None,
     extra_args: list[str] | None = None,
     timeout: float = 60.0,
 ) -> Service:
+    """Flower with the app (`-A`, so send-task and async-apply work). With `basic_auth`
+    ("user:password") every page and API call needs it; without, the API is left open."""
     port = port or free_port()
-    env = {
-        **os.environ,
-        "ZREPQ_BROKER_URL": broker,
-        "PYTHONPATH": str(REPO),
-        "FLOWER_UNAUTHENTICATED_API": "1",
-    }
-    log = logdir / "flower.log"
-    argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "tasks.app",
-        "flower",
-        f"--port={port}",
-        "--address=127.0.0.1",
-        *(extra_args or []),
-    ]
+    env = {**os.environ, "ZREPQ_BROKER_URL": broker, "PYTHONPATH": str(REPO)}
+    args = [f"--port={port}", "--address=127.0.0.1", *(extra_args or [])]
+    if basic_auth:
+        args.append(f"--basic-auth={basic_auth}")
+    else:
+        env["FLOWER_UNAUTHENTICATED_API"] = "1"
+    log = logdir / f"flower-{port}.log"
+    argv = [sys.executable, "-m", "celery", "-A", "tasks.app", "flower", *args]
     proc = _spawn(argv, env, log)
     svc = Service("flower", proc, log, port=port)
     if not wait_for_port(port, proc, timeout=timeout):

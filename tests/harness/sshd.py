@@ -21,8 +21,15 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.harness.netutil import REPO, children_of, free_port, stop_pid, tail, wait_for_port
-from workers.exec.procs import die_with_parent
+from tests.harness.netutil import (
+    REPO,
+    child_preexec,
+    children_of,
+    free_port,
+    stop_pid,
+    tail,
+    wait_for_port,
+)
 from workers.exec.ssh_options import SshOptions
 
 SSHD = "/usr/sbin/sshd"  # sshd refuses to run (re-exec) unless started by absolute path
@@ -209,7 +216,7 @@ class SshdCluster:
                     stdout=log,
                     stderr=log,
                     process_group=0,
-                    preexec_fn=die_with_parent(),  # a killed pytest must not leave it running
+                    preexec_fn=child_preexec(),  # a killed pytest must not leave it running
                 )
             if wait_for_port(host.port, host.proc, banner=b"SSH-"):
                 return

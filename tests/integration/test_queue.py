@@ -11,8 +11,10 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -318,3 +320,87 @@ def test_pause_resume_and_status_truth_through_the_queue(
     assert done(p.resume(a.fs("p2"), host="qa"))["result"] is True
     st = {r["dataset"]: r for r in done(p.status("qa"))["result"]["rows"]}
     assert st[a.fs("p1")]["error"] is None and st[a.fs("p2")]["paused"] is None
+
+
+NO_ZREPQ_CLIENT = r"""
+import json, sys
+from celery import Celery
+broker = sys.argv[1]
+app = Celery(broker=broker, backend=broker)
+app.conf.update(task_serializer="json", accept_content=["json"], result_accept_content=["json"])
+r = app.send_task("zrep.lastsent", kwargs={"host": "qa", "fs": sys.argv[2]},
+                  queue="zrepq.host.qa")
+print(json.dumps(r.get(timeout=60)))
+"""
+
+
+def test_a_service_without_zrepq_code_triggers_by_name(
+    q: tuple[Fleet, Producer, dict[str, Service]],
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    f, p, _ = q
+    a, _b = setup_pair(f, p)
+    script = tmp_path / "client.py"
+    script.write_text(NO_ZREPQ_CLIENT)
+    # Run from an empty directory with no PYTHONPATH: only celery is importable, no zrepq.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    res = subprocess.run(
+        [sys.executable, "-I", str(script), redis_server.url, a.fs("prod")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == {"ok": True, "result": f"{a.fs('prod')}@zrep_000000"}
+
+
+def test_flower_with_basic_auth_starts_a_sync_and_shows_progress_and_result(
+    q: tuple[Fleet, Producer, dict[str, Service]],
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    import base64
+
+    f, p, _ = q
+    a, _b = setup_pair(f, p)
+    a.zfs.write(a.fs("prod"), "big.bin", os.urandom(16_000_000))  # ~4 s through pv -L 4m
+    flower = start_flower(redis_server.url, tmp_path, basic_auth="ops:s3cret")
+    try:
+        base = f"http://127.0.0.1:{flower.port}"
+        auth = {"Authorization": "Basic " + base64.b64encode(b"ops:s3cret").decode()}
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            urllib.request.urlopen(f"{base}/api/tasks", timeout=10)
+        assert denied.value.code == 401
+        body = json.dumps(
+            {"kwargs": {"host": "qa", "fs": a.fs("prod")}, "queue": c.queue_for("qa")}
+        ).encode()
+        req = urllib.request.Request(
+            f"{base}/api/task/send-task/{c.SYNC}",
+            data=body,
+            headers={**auth, "Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            task_id = json.loads(resp.read())["task-id"]
+        states, info = set(), {}
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            req = urllib.request.Request(f"{base}/api/task/info/{task_id}", headers=auth)
+            try:
+                with urllib.request.urlopen(req, timeout=10) as resp:
+                    info = json.loads(resp.read())
+            except urllib.error.HTTPError:
+                info = {}
+            states.add(info.get("state"))
+            if info.get("state") == "SUCCESS":
+                break
+            time.sleep(0.3)
+        assert "PROGRESS" in states, states
+        assert info["state"] == "SUCCESS"
+        assert f"{a.fs('prod')}@zrep_000001" in str(info["result"])
+    finally:
+        flower.stop()
