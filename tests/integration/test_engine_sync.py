@@ -325,3 +325,22 @@ def test_unknown_host_key_is_refused_not_accepted(
         eng.init(a.fs("prod"), "hostb", b.fs("prod"))
     assert prop(a, "zrep:dest-fs", a.fs("prod")) == "-"
     assert empty.read_text() == ""  # and nothing was written into known_hosts
+
+
+def test_stale_resume_token_is_aborted_and_sync_retried_plain(
+    pair: tuple[Fleet, Site, Site],
+) -> None:
+    """Resume on, but the token's snapshot is gone on the source: `send -t` cannot work."""
+    f, a, b = pair
+    init(f, a, b, ZREP_RESUME="1")
+    src, dst = a.fs("prod"), b.fs("prod")
+    a.zfs.write(src, "big2.bin", os.urandom(1_500_000))
+    with pytest.raises(PipelineError):
+        f.engine("hosta", {"ZREP_RESUME": "1", "ZREP_INFILTER": "head -c 700000"}).sync(src)
+    assert prop(b, "receive_resume_token", dst) not in ("-", "")
+    a.zfs.zfs("destroy", f"{src}@zrep_000001")  # e.g. an admin's clean-up
+    res = f.engine("hosta", {"ZREP_RESUME": "1"}).sync(src)
+    assert res.status == "synced" and not res.resumed
+    assert prop(b, "receive_resume_token", dst) == "-"
+    assert b.zfs.tree(dst) == a.zfs.tree(src)
+    assert any("stale" in getattr(e, "text", "") for e in f.events)
