@@ -261,3 +261,18 @@ def test_failed_init_without_resume_leaves_no_trace(fleet: Callable[..., Fleet])
     assert snaps(a, a.fs("x")) == []
     assert prop(a, "zrep:dest-fs", a.fs("x")) == "-"
     assert b.zfs.zfs("list", b.fs("x"), check=False).returncode != 0
+
+
+def test_changeconfig_on_the_standby_side(pair: tuple[Fleet, Site, Site]) -> None:
+    f, a, b = pair
+    dst = b.fs("prod")
+    f.engine("hostb").changeconfig(dst, "hosta", a.fs("prod"), dest_side=True)
+    for key, value in {
+        "src-fs": a.fs("prod"),
+        "src-host": "hosta",
+        "dest-fs": dst,
+        "dest-host": "hostb",
+        "savecount": "5",
+    }.items():
+        assert prop(b, f"zrep:{key}", dst) == value
+        assert prop(b, f"zrep:{key}", dst, "source") == "local"
