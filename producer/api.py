@@ -23,6 +23,7 @@ from celery.result import AsyncResult
 
 from tasks import contract as c
 from tasks.app import app as default_app
+from tasks.app import settings_of
 
 
 def redact(url: str) -> str:
@@ -62,7 +63,11 @@ class Producer:
         connect_timeout: float = 5.0,
     ) -> None:
         self.app = app or default_app
-        self.default_host = default_host or os.environ.get("ZREPQ_DEFAULT_HOST") or None
+        self.default_host = (
+            default_host
+            or os.environ.get("ZREPQ_DEFAULT_HOST")
+            or settings_of(self.app).model.producer.default_host
+        )
         self.tag = tag
         self.check_hosts = check_hosts
         self.connect_timeout = connect_timeout
@@ -77,11 +82,7 @@ class Producer:
     def hosts(self) -> dict[str, dict[str, Any]]:
         """Hosts whose workers have registered, from `zrepq:hosts` (also a broker check)."""
         try:
-            client = redis.Redis.from_url(
-                self.broker_url,
-                socket_connect_timeout=self.connect_timeout,
-                socket_timeout=self.connect_timeout,
-            )
+            client = settings_of(self.app).redis(socket_timeout=self.connect_timeout)
             raw = client.hgetall(c.HOSTS_KEY)
         except (redis.RedisError, OSError) as e:
             raise c.HostUnreachable(

@@ -4,6 +4,9 @@
     zrepq sync all [--host H ...] --wait   every master fs of every (or the named) host
     zrepq -i pool/fs hostb poolb/fs -H hosta
     zrepq status -H hosta [-v] [-a]        zrep's own text; --json for machine output
+    zrepq status --fleet                   every host: what runs, how far behind, what failed
+    zrepq schedule add|list|remove         periodic sync/expire (redbeat, kept in Redis)
+    zrepq scheduler | metrics | config     run the scheduler, the exporter; check settings
 
 A target is `HOST:pool/fs`, or `pool/fs` with `--host` (or ZREPQ_DEFAULT_HOST). Without
 `--wait` the task id is printed and the command returns at once.
@@ -12,16 +15,21 @@ A target is `HOST:pool/fs`, or `pool/fs` with `--host` (or ZREPQ_DEFAULT_HOST). 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from celery.result import AsyncResult
 
-from producer.api import Producer
 from producer.watch import wait
 from tasks.contract import ZrepqError
+
+if TYPE_CHECKING:
+    from producer.api import Producer
+
+EX_CONFIG = 78
 
 ALIASES = {
     "-S": "sync",
@@ -135,6 +143,10 @@ def cli(
     timeout: float | None,
 ) -> None:
     """zrep-style ZFS replication through a queue: zrep's verbs, run by each host's worker."""
+    # Imported here, not at the top: importing the app reads the configuration, and a bad
+    # setting must become a message naming it (see `main`), not a traceback.
+    from producer.api import Producer
+
     ctx.obj = Ctx(Producer(tag=tag or "zrep", default_host=host), host, wait_, as_json, timeout)
 
 
@@ -275,10 +287,24 @@ def _host(c: Ctx) -> str:
 @cli.command()
 @click.option("-v", "verbose", is_flag=True)
 @click.option("-a", "all_", is_flag=True)
+@click.option("--fleet", is_flag=True, help="every host: running, lag, paused, last failure")
 @click.argument("fs", nargs=-1)
 @pass_ctx
-def status(c: Ctx, verbose: bool, all_: bool, fs: Sequence[str]) -> None:
-    """status [-v] [-a|fs ...]: zrep's status lines, from the host's worker."""
+def status(c: Ctx, verbose: bool, all_: bool, fleet: bool, fs: Sequence[str]) -> None:
+    """status [-v] [-a|fs ...] | status --fleet: zrep's status lines, or the fleet view."""
+    if fleet:
+        from producer.fleet import fleet_status, fleet_text
+        from tasks.app import settings_of
+
+        data = fleet_status(c.producer, timeout=c.timeout or 30.0, tag=c.producer.tag)
+        if c.json:
+            click.echo(json.dumps(data, indent=2, default=str))
+        else:
+            click.echo(fleet_text(data, settings_of(c.producer.app).model.flower.url))
+        bad = any(d["state"] == "failed" for d in data["datasets"]) or any(
+            not h["alive"] for h in data["hosts"].values()
+        )
+        sys.exit(1 if bad else 0)
     c.wait = True
     host = _host(c)
     c.finish(
@@ -402,6 +428,192 @@ def hosts(c: Ctx) -> None:
     click.echo(json.dumps(known, indent=2) if c.json else "\n".join(sorted(known)))
 
 
+# ---- operations: schedules, scheduler, metrics, configuration ----------------------------
+
+
+@cli.group()
+def schedule() -> None:
+    """Periodic sync/expire, kept in Redis and fired by `zrepq scheduler`."""
+
+
+@schedule.command("add")
+@click.option("--every", default=None, help="interval: 30s, 15m, 6h, 1d")
+@click.option("--cron", default=None, help="'MIN HOUR DOM MON DOW' (UTC), e.g. '0 2 * * *'")
+@click.option("--host", "host_opt", default=None, help="only this host (default: -H, or all)")
+@click.option("--replace", is_flag=True, help="overwrite a schedule of that name")
+@click.option("-f", "force", is_flag=True, help="sync: receive with -F")
+@click.option("-r", "resume", is_flag=True, help="sync: resumable receive")
+@click.option("-c", "changed_only", is_flag=True, help="sync: skip when nothing changed")
+@click.option("-q", "quiet", type=int, default=None, help="sync: skip busy fs synced within SECS")
+@click.argument("name")
+@click.argument("verb", type=click.Choice(["sync", "expire"]))
+@click.argument("target", required=False)
+@pass_ctx
+def schedule_add(
+    c: Ctx,
+    every: str | None,
+    cron: str | None,
+    host_opt: str | None,
+    replace: bool,
+    force: bool,
+    resume: bool,
+    changed_only: bool,
+    quiet: int | None,
+    name: str,
+    verb: str,
+    target: str | None,
+) -> None:
+    """add NAME (sync|expire) [all|HOST:pool/fs] (--every D | --cron SPEC).
+
+    Without a host (-H/--host) `all` means every registered host, expanded when it fires.
+    """
+    from producer.api import split_host
+    from producer.schedule import add_schedule
+
+    host = host_opt or c.host
+    fs = None
+    if target and target != "all":
+        host, fs = split_host(target, host)
+    flags: dict[str, Any] = {}
+    if verb == "sync":
+        flags = {"force": force, "changed_only": changed_only}
+        if resume:
+            flags["resume"] = True
+        if quiet is not None:
+            flags["quiet_secs"] = quiet
+        flags = {k: v for k, v in flags.items() if v}
+    elif force or resume or changed_only or quiet is not None:
+        raise click.UsageError("-f, -r, -c and -q are sync flags")
+    d = add_schedule(
+        c.producer.app,
+        name,
+        verb=verb,
+        every=every,
+        cron=cron,
+        host=host,
+        fs=fs,
+        tag=c.producer.tag,
+        flags=flags,
+        replace=replace,
+    )
+    click.echo(json.dumps(d, indent=2) if c.json else f"added {_schedule_line(d)}")
+
+
+def _schedule_line(d: dict[str, Any]) -> str:
+    what = d["what"] + (f" {d['dataset']}" if d.get("dataset") else f" on {d['host']}")
+    flags = {k: v for k, v in d["kwargs"].items() if k not in ("host", "fs", "tag") and v}
+    extra = " " + " ".join(f"{k}={v}" for k, v in sorted(flags.items())) if flags else ""
+    last = d.get("last_run_at") or "never"
+    return (
+        f"{d['name']:<20} {d['schedule']:<22} {what}{extra}  "
+        f"(runs: {d['total_run_count']}, last: {last[:19]})"
+    )
+
+
+@schedule.command("list")
+@pass_ctx
+def schedule_list(c: Ctx) -> None:
+    """list the schedules."""
+    from producer.schedule import list_schedules
+
+    rows = list_schedules(c.producer.app)
+    if c.json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        click.echo("\n".join(_schedule_line(d) for d in rows) or "no schedules")
+
+
+@schedule.command("remove")
+@click.argument("names", nargs=-1, required=True)
+@pass_ctx
+def schedule_remove(c: Ctx, names: Sequence[str]) -> None:
+    """remove NAME ...."""
+    from producer.schedule import remove_schedule
+
+    missing = [n for n in names if not remove_schedule(c.producer.app, n)]
+    for n in names:
+        if n not in missing:
+            click.echo(f"removed {n}")
+    if missing:
+        click.echo(f"Error: no schedule named {', '.join(missing)}", err=True)
+        sys.exit(1)
+
+
+def scheduler_argv(loglevel: str, extra: Sequence[str] = ()) -> list[str]:
+    """The scheduler process: celery beat with zrepq's redbeat scheduler."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "tasks.app",
+        "beat",
+        "-S",
+        "tasks.beat:ZrepqScheduler",
+        "--pidfile=",  # no pid file: systemd / the container knows the pid
+        "--loglevel",
+        loglevel,
+        *extra,
+    ]
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("extra", nargs=-1, type=click.UNPROCESSED)
+def scheduler(extra: Sequence[str]) -> None:
+    """scheduler: run the beat that fires schedules (any number may run; one is active)."""
+    from tasks.app import app as default_app
+    from tasks.app import settings_of
+
+    cfg = settings_of(default_app)
+    argv = scheduler_argv(cfg.model.worker.loglevel, extra)
+    os.execv(argv[0], argv)  # noqa: S606 (argv list; no shell wanted)
+
+
+@cli.command()
+@click.option("--address", default=None, help="listen address ([metrics] address)")
+@click.option("--port", type=int, default=None, help="listen port ([metrics] port)")
+@click.option("--status-interval", type=float, default=None, help="seconds; 0: no polling")
+@pass_ctx
+def metrics(c: Ctx, address: str | None, port: int | None, status_interval: float | None) -> None:
+    """metrics: serve zrepq's Prometheus metrics (/metrics)."""
+    import logging
+
+    from producer.metrics import serve
+    from tasks.app import settings_of
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    m = settings_of(c.producer.app).model.metrics
+    serve(
+        c.producer,
+        address or m.address,
+        port or m.port,
+        m.status_interval if status_interval is None else status_interval,
+    )
+
+
+@cli.command()
+@pass_ctx
+def config(c: Ctx) -> None:
+    """config: check the settings and show them (secrets hidden)."""
+    from producer.api import redact
+    from tasks.app import settings_of
+
+    cfg = settings_of(c.producer.app)
+    shown = cfg.model.model_dump(mode="json")
+    shown["broker"]["effective_url"] = redact(cfg.broker_url())
+    if c.json:
+        click.echo(json.dumps({"file": str(cfg.path) if cfg.path else None, **shown}, indent=2))
+        return
+    click.echo(f"# configuration OK; file: {cfg.path or '(none; environment only)'}")
+    for table, values in shown.items():
+        if not values:
+            continue
+        click.echo(f"[{table}]")
+        for k, v in values.items():
+            if v is not None and v != [] and v != {}:
+                click.echo(f"{k} = {json.dumps(v)}")
+
+
 @cli.command()
 def version() -> None:
     click.echo("zrepq 0.1.0 (zrep 2.0.2 compatible)")
@@ -437,7 +649,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(e.exit_code)
     except ZrepqError as e:
         click.echo(f"Error: {e}", err=True)
-        sys.exit(1)
+        sys.exit(EX_CONFIG if e.kind == "config" else 1)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 Workers start it as `celery -A tasks.app worker` (see `workers/main.py`), Flower and the
 scheduler as `celery -A tasks.app flower|beat`; producers import it to send by name. Its
 settings come from `workers.settings` (the TOML file and the environment); a bad setting
-stops the import with a `ConfigError` naming it. The task bodies live in `tasks.handlers`, imported by workers only.
+stops the import with a `ConfigError` naming it. The task bodies live in `tasks.handlers`,
+imported by workers only.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def _celery_settings(cfg: Settings) -> dict[str, Any]:
 def make_app(env: Mapping[str, str] | None = None, *, config: Settings | None = None) -> Celery:
     """The zrepq Celery app; raises `ConfigError` naming every bad setting."""
     cfg = config or load(os.environ if env is None else env)
-    app = Celery("zrepq", include=["tasks.handlers"])
+    app = Celery("zrepq", include=["tasks.handlers", "tasks.ops"])
     app.conf.update(_celery_settings(cfg))
     _SETTINGS[app] = cfg
     return app

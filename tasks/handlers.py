@@ -17,10 +17,10 @@ from functools import lru_cache
 from typing import Any
 
 from celery import Task, chord
-from celery.signals import worker_ready
+from celery.signals import heartbeat_sent, worker_ready
 
 from tasks import contract as c
-from tasks.app import app
+from tasks.app import app, settings_of
 from tasks.errors import TaskFailed
 from workers.engine import Engine
 from workers.engine.errors import LockHeld, ValidationError, ZrepqError
@@ -28,7 +28,7 @@ from workers.engine.events import Event, Message, StreamFinished, StreamProgress
 from workers.engine.formats import list_verbose_text, names_text, status_text
 from workers.engine.ports import Locks, Transport
 from workers.keys import HOSTS_KEY
-from workers.runtime import engine_from_env, locks_from_env, transport_from_env
+from workers.runtime import engine_from_env, locks_from_env, settings_env, transport_from_env
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +37,8 @@ log = logging.getLogger(__name__)
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("ZREPQ_REDIS_URL", str(app.conf.broker_url))
-    return env
+    """The environment with the configuration file's settings filled in."""
+    return settings_env(os.environ)
 
 
 @lru_cache(maxsize=1)
@@ -47,7 +46,8 @@ def _context(pid: int) -> tuple[Transport, Locks]:
     """One transport (cached SSH connections) and one lease client per worker process."""
     env = _env()
     transport = transport_from_env(env)
-    return transport, locks_from_env(env, transport.local_host)
+    client = settings_of(app).redis()  # the broker's Redis: sentinel, TLS and password aware
+    return transport, locks_from_env(env, transport.local_host, client=client)
 
 
 def this_host() -> str:
@@ -158,7 +158,18 @@ def _run(
     try:
         args = c.validate(name, kwargs)
         eng = _engine(task, args)
-        return c.ok(body(eng, args))
+        try:
+            return c.ok(body(eng, args))
+        except LockHeld as e:
+            wait = _redelivery_wait(task, e, eng)
+            if wait is None:
+                raise
+            # The first delivery of this very message died holding the lease (its worker
+            # process was killed; Celery re-queued the message, acks late). Nobody renews that
+            # lease any more: wait for it to lapse, then run; the engine re-reads every state.
+            log.warning("%s: %s; the earlier run is gone, waiting up to %.0fs", name, e, wait)
+            eng.lock_wait = wait
+            return c.ok(body(eng, args))
     except ZrepqError as e:
         record = e.to_record()
         if isinstance(e, LockHeld) and task.request.id and task.request.id in (e.holder or ""):
@@ -168,6 +179,34 @@ def _run(
         if record_errors:
             return c.failed(record)
         raise TaskFailed(record) from None
+
+
+def _redelivery_wait(task: Task[Any, Any], e: LockHeld, eng: Engine) -> float | None:
+    """Seconds to wait for a lease held by an earlier, dead, delivery of this task; else None.
+
+    Lease tokens read `owner:pid:operation/task-id:uuid` (owner = this host's name). A holder
+    with this task's id whose process is alive on this host is a true duplicate (Redis
+    redelivered the message while the first run goes on): None, it is reported as one.
+    """
+    tid = task.request.id
+    if not tid or not e.holder or tid not in e.holder:
+        return None
+    owner, _, rest = e.holder.partition(":")
+    pid = rest.partition(":")[0]
+    if owner == eng.host and pid.isdigit() and _alive(int(pid)):
+        return None
+    ttl = getattr(eng.locks, "ttl", None)
+    return float(ttl) + 1.0 if ttl else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # ---- the tasks -------------------------------------------------------------------------
@@ -218,11 +257,15 @@ def sync_all(self: Task[Any, Any], /, **kwargs: Any) -> Any:
     They return failure records instead of raising, so one failed dataset never stops the
     summary.
     """
-    args = c.validate(c.SYNC_ALL, kwargs)
-    assert isinstance(args, c.SyncAllArgs)
-    eng = _engine(self, args)
     started = time.time()
-    fss = eng.masters()
+    try:
+        args = c.validate(c.SYNC_ALL, kwargs)
+        assert isinstance(args, c.SyncAllArgs)
+        eng = _engine(self, args)
+        fss = eng.masters()
+    except ZrepqError as e:  # fail with the contract's record, as every other task does
+        log.error("%s failed: %s", c.SYNC_ALL, e.message)
+        raise TaskFailed(e.to_record()) from None
     if not fss:
         return c.ok(_summary([], args.host, started))
     base = {
@@ -425,7 +468,7 @@ def _register_host(sender: Any = None, **_: Any) -> None:
 
     host = this_host()
     try:
-        client = redis.Redis.from_url(_env()["ZREPQ_REDIS_URL"])
+        client = settings_of(app).redis()
         client.hset(
             HOSTS_KEY,
             host,
@@ -439,3 +482,33 @@ def _register_host(sender: Any = None, **_: Any) -> None:
         )
     except redis.RedisError as e:
         log.error("could not register host %s in %s: %s", host, HOSTS_KEY, e)
+
+
+@lru_cache(maxsize=1)
+def _registry_client(pid: int) -> Any:
+    return settings_of(app).redis()
+
+
+@heartbeat_sent.connect
+def _stay_registered(sender: Any = None, **_: Any) -> None:
+    """Register again when `zrepq:hosts` lost this host.
+
+    A Redis restarted without its data forgets the registry while the workers reconnect by
+    themselves, and producers refuse hosts that are not registered. The worker's event
+    heartbeat (every 2 s) checks with one HEXISTS.
+    """
+    import types
+
+    import redis
+
+    host = this_host()
+    try:
+        if _registry_client(os.getpid()).hexists(HOSTS_KEY, host):
+            return
+    except redis.RedisError:
+        return
+    log.warning(
+        "host %s is missing from %s (Redis lost its data?); registering again", host, HOSTS_KEY
+    )
+    node = getattr(getattr(sender, "eventer", None), "hostname", None)
+    _register_host(types.SimpleNamespace(hostname=node))

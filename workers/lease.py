@@ -19,7 +19,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import redis
@@ -38,12 +38,35 @@ _MARGIN_FRACTION = 0.1
 _MARGIN_MAX = 1.0
 
 
+class _LostEvent(threading.Event):
+    """`handle.lost`: set by the renewal and watchdog threads, and also *reads* as set as soon
+    as the lease has run out by the clock, before the watchdog thread has had a chance to run.
+
+    That matters for a process that was paused (SIGSTOP, a frozen VM) past its lease: when it
+    is continued, its main thread may run before the watchdog does, and must not take one more
+    step as if it still held the lease.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._expired: Callable[[], bool] | None = None
+
+    def is_set(self) -> bool:
+        if super().is_set():
+            return True
+        expired = self._expired
+        if expired is not None and expired():
+            self.set()
+            return True
+        return False
+
+
 class LeaseHandle:
     """`ports.LockHandle`: the token, the `lost` event, and `check()` for convenience."""
 
     def __init__(self, token: str, names: Sequence[str]) -> None:
         self._token = token
-        self._lost = threading.Event()
+        self._lost = _LostEvent()
         self.names = tuple(names)
 
     @property
@@ -83,6 +106,11 @@ class RedisLocks:
         self._ttl = ttl
         self._prefix = prefix
 
+    @property
+    def ttl(self) -> float:
+        """Seconds a lease lives without renewal (the longest a dead holder keeps it)."""
+        return self._ttl
+
     def key(self, name: str) -> str:
         return self._prefix + name
 
@@ -98,9 +126,9 @@ class RedisLocks:
         names = sorted(set(keys))
         token = f"{self._owner}:{os.getpid()}:{operation}:{uuid.uuid4().hex}"
         handle = LeaseHandle(token, names)
-        started = time.monotonic()
-        locks = self._acquire(names, token, started + wait)
-        renewer = _Renewer(locks, self._ttl, handle.lost, ", ".join(names), started)
+        locks, taken = self._acquire(names, token, time.monotonic() + wait)
+        renewer = _Renewer(locks, self._ttl, handle.lost, ", ".join(names), taken)
+        handle._lost._expired = renewer.expired
         renewer.start()
         try:
             yield handle
@@ -118,8 +146,16 @@ class RedisLocks:
             return None
         return value.decode() if isinstance(value, bytes) else str(value)
 
-    def _acquire(self, names: Sequence[str], token: str, deadline: float) -> list[Lock]:
+    def _acquire(
+        self, names: Sequence[str], token: str, deadline: float
+    ) -> tuple[list[Lock], float]:
+        """The locks, and when the attempt that took the first of them began (monotonic).
+
+        The leases are valid from that moment, not from when waiting for them began: a lease
+        taken after waiting must not count the wait against its TTL.
+        """
         locks: list[Lock] = []
+        taken: float | None = None
         try:
             for name in names:
                 lock = Lock(
@@ -130,16 +166,21 @@ class RedisLocks:
                     thread_local=False,  # renewed from another thread than the one acquiring
                     raise_on_release_error=True,
                 )
-                remaining = max(0.0, deadline - time.monotonic())
-                if not lock.acquire(
-                    blocking=remaining > 0, blocking_timeout=remaining, token=token
-                ):
-                    holder = self.holder(name)
-                    waited = f" (waited {remaining:.0f}s)" if remaining else ""
-                    raise LockHeld(
-                        f"lease {name} is held by {holder or 'someone else'}{waited}",
-                        holder=holder,
-                    )
+                waited = max(0.0, deadline - time.monotonic())
+                while True:
+                    attempt = time.monotonic()
+                    if lock.acquire(blocking=False, token=token):
+                        break
+                    if attempt >= deadline:
+                        holder = self.holder(name)
+                        note = f" (waited {waited:.0f}s)" if waited else ""
+                        raise LockHeld(
+                            f"lease {name} is held by {holder or 'someone else'}{note}",
+                            holder=holder,
+                        )
+                    time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+                if taken is None:
+                    taken = attempt
                 locks.append(lock)
         except _REDIS_DOWN as exc:
             self._release(locks)
@@ -147,7 +188,7 @@ class RedisLocks:
         except BaseException:
             self._release(locks)
             raise
-        return locks
+        return locks, taken if taken is not None else time.monotonic()
 
     def _release(self, locks: Sequence[Lock]) -> None:
         for lock in reversed(locks):
@@ -199,6 +240,12 @@ class _Renewer:
         for t in self._threads:
             # A renewal stuck in a socket call is a daemon thread: do not wait for it.
             t.join(timeout=1.0)
+
+    def expired(self) -> bool:
+        """Has the lease run out by the clock (and we still hold it, i.e. not stopped)?"""
+        with self._mutex:
+            valid_until = self._valid_until
+        return not self._stopped.is_set() and time.monotonic() >= valid_until
 
     def _renew(self) -> None:
         interval = self._ttl / 3

@@ -119,6 +119,7 @@ def test_plan_uses_no_ssh_for_local_ends(hostb: SshdHost) -> None:
     )
     assert push[1].argv == (
         "ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10",
+        "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4",
         "-c", "aes128-gcm@openssh.com", "hostb", "zfs recv 'p/my fs'",
     )  # fmt: skip
 

@@ -83,7 +83,9 @@ def test_openssh_argv_follows_the_options(tmp_path: Path) -> None:
     )
     assert opts.openssh_argv("hostb") == [
         "ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new",
-        "-F", str(cfg), "-o", "ConnectTimeout=3", "-c", "aes128-gcm@openssh.com",
+        "-F", str(cfg), "-o", "ConnectTimeout=3",
+        "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4",
+        "-c", "aes128-gcm@openssh.com",
         "-o", 'UserKnownHostsFile=/k/one /k/two "/extra/known hosts"',
         "-i", "/keys/id", "-p", "2222", "-l", "zrep", "-o", "Compression=no", "hostb",
     ]  # fmt: skip

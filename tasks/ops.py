@@ -1,0 +1,167 @@
+"""Operations support on the workers: the liveness probe task and the sync records.
+
+- `zrepq.probe` runs nothing but proves that this host's queue is consumed
+  (`zrepq-worker --check` sends it).
+- After every `zrep.sync` / `zrep.init` the worker writes one record per dataset into the
+  Redis hash `zrepq:syncs` (field `TAG:HOST:FS`): last attempt, last success, bytes, duration,
+  failure counters and the last error. `zrepq metrics` turns them into Prometheus series and
+  `zrepq status --fleet` shows them. Writing a record never fails a task.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from functools import lru_cache
+from typing import Any
+
+from celery import Task
+from celery.signals import task_postrun
+
+from tasks import contract as c
+from tasks.app import app, settings_of
+from tasks.errors import TaskFailed
+from workers.keys import PREFIX
+
+log = logging.getLogger(__name__)
+
+PROBE = "zrepq.probe"
+SYNCS_KEY = PREFIX + "syncs"  # hash TAG:HOST:FS -> JSON record
+# Outcomes that are not a failure of the pair (as in `sync all`'s summary).
+NOT_FAILURES = {"locked", "duplicate", "paused"}
+
+
+def record_field(tag: str, host: str, fs: str) -> str:
+    return f"{tag}:{host}:{fs}"
+
+
+@app.task(name=PROBE, bind=True)
+def probe(self: Task[Any, Any], /, host: str = "", **_: Any) -> dict[str, Any]:
+    from tasks.handlers import this_host
+
+    me = this_host()
+    if host and host != me:
+        raise TaskFailed(
+            {"kind": "validation", "message": f"probe for {host} reached {me}", "host": me}
+        )
+    return {"ok": True, "result": {"host": me, "pid": os.getpid(), "time": time.time()}}
+
+
+@lru_cache(maxsize=1)
+def _client(pid: int) -> Any:
+    return settings_of(app).redis()
+
+
+def _outcome(retval: Any) -> tuple[bool | None, dict[str, Any]]:
+    """(success?, result or error record); None when it is neither (locked, paused...)."""
+    if isinstance(retval, TaskFailed):
+        err = retval.record
+    elif isinstance(retval, BaseException):
+        err = {"kind": "task", "message": f"{type(retval).__name__}: {retval}"}
+    elif isinstance(retval, dict) and retval.get("ok"):
+        res = retval.get("result")
+        return True, res if isinstance(res, dict) else {}
+    elif isinstance(retval, dict):
+        err = retval.get("error") or {}
+    else:
+        return None, {}
+    if err.get("kind") in NOT_FAILURES:
+        return None, err
+    return False, err
+
+
+def update_record(
+    old: dict[str, Any] | None,
+    *,
+    host: str,
+    fs: str,
+    tag: str,
+    success: bool | None,
+    data: dict[str, Any],
+    task_id: str | None,
+    now: float,
+) -> dict[str, Any]:
+    rec: dict[str, Any] = dict(old or {})
+    rec.update(host=host, dataset=fs, tag=tag, last_attempt=now, last_task=task_id)
+    rec.setdefault("failures", 0)
+    rec.setdefault("consecutive_failures", 0)
+    rec.setdefault("syncs", 0)
+    if success:
+        rec["syncs"] += 1
+        rec["consecutive_failures"] = 0
+        rec["last_status"] = data.get("status", "synced")
+        if data.get("dest_host"):
+            rec["dest"] = f"{data['dest_host']}:{data.get('dest_fs')}"
+        rec["last_success"] = now
+        rec["last_bytes"] = int(data.get("bytes_sent") or 0)
+        rec["last_seconds"] = float(data.get("seconds") or 0.0)
+        if data.get("snapshot"):
+            rec["last_snapshot"] = data["snapshot"]
+    elif success is False:
+        rec["failures"] += 1
+        rec["consecutive_failures"] += 1
+        rec["last_status"] = "failed"
+        rec["last_error"] = {
+            "kind": data.get("kind"),
+            "message": data.get("message"),
+            "time": now,
+            "task": task_id,
+        }
+    else:
+        rec["last_status"] = data.get("kind") or "skipped"
+    return rec
+
+
+@task_postrun.connect
+def _record_sync(
+    sender: Any = None,
+    task_id: str | None = None,
+    task: Any = None,
+    kwargs: dict[str, Any] | None = None,
+    retval: Any = None,
+    **_: Any,
+) -> None:
+    name = getattr(task, "name", None)
+    if name not in (c.SYNC, c.INIT) or not isinstance(kwargs, dict):
+        return
+    host, fs = kwargs.get("host"), kwargs.get("fs")
+    if not isinstance(host, str) or not isinstance(fs, str):
+        return
+    try:
+        from tasks.handlers import this_host
+
+        if host != this_host():
+            return  # a misrouted message: not ours to record
+        fs = fs.split("@", 1)[0]
+        tag = kwargs.get("tag") if isinstance(kwargs.get("tag"), str) else "zrep"
+        success, data = _outcome(retval)
+        client = _client(os.getpid())
+        field = record_field(str(tag), host, fs)
+        raw = client.hget(SYNCS_KEY, field)
+        old = json.loads(raw) if raw else None
+        rec = update_record(
+            old,
+            host=host,
+            fs=fs,
+            tag=str(tag),
+            success=success,
+            data=data,
+            task_id=task_id,
+            now=time.time(),
+        )
+        client.hset(SYNCS_KEY, field, json.dumps(rec))
+    except Exception as e:  # never let bookkeeping fail a task
+        log.warning("could not record the outcome of %s %s: %s", name, fs, e)
+
+
+def read_records(client: Any) -> list[dict[str, Any]]:
+    """Every sync record in Redis (for metrics and `status --fleet`)."""
+    out = []
+    for raw in client.hgetall(SYNCS_KEY).values():
+        try:
+            out.append(json.loads(raw))
+        except ValueError:
+            continue
+    return out
