@@ -251,6 +251,8 @@ def test_cli_waits_prints_zrep_text_and_exits_with_status(
     assert res.returncode == 1 and "which host" in res.stderr
     res = zrepq("-H", "qa", "sync", "poolqa/prod")  # no --wait: returns the task id at once
     assert res.returncode == 0 and "queued as" in res.stdout
+    # Let that background sync finish before the next test wipes the hosts under it.
+    p.app.AsyncResult(res.stdout.split("queued as ")[1].strip()).get(timeout=120, propagate=False)
 
 
 def test_outcome_of_a_failed_task_is_its_record(
