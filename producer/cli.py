@@ -650,6 +650,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ZrepqError as e:
         click.echo(f"Error: {e}", err=True)
         sys.exit(EX_CONFIG if e.kind == "config" else 1)
+    except (OSError, ValueError) as e:
+        # From kombu/redis below us (a malformed broker URL, a refused connection): a message
+        # an admin can act on, not a traceback. ZREPQ_DEBUG=1 shows the traceback.
+        if os.environ.get("ZREPQ_DEBUG"):
+            raise
+        click.echo(f"Error: {type(e).__name__}: {e} (broker {_broker_hint()})", err=True)
+        sys.exit(1)
+
+
+def _broker_hint() -> str:
+    from producer.api import redact
+
+    return redact(os.environ.get("ZREPQ_BROKER_URL", "(from the configuration file)"))
 
 
 if __name__ == "__main__":

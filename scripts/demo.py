@@ -149,7 +149,7 @@ def main() -> int:
             keep = True
             print(
                 f"The stack keeps running. Flower: http://127.0.0.1:{flower.port}/ "
-                f"(user zrepq, password {password}); Redis {redis_srv.url}."
+                f"(user zrepq, password {password}); Redis: {redis_srv.url}"
             )
             print(f"Try: ZREPQ_BROKER_URL={redis_srv.url} .venv/bin/zrepq -H hosta status -v")
             print("Stop everything: bash scripts/demo.sh stop")
