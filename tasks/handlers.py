@@ -55,12 +55,21 @@ def this_host() -> str:
 
 
 class Progress:
-    """Engine events → PROGRESS state + `task-progress` event, rate-limited."""
+    """Engine events → PROGRESS state + `task-progress` event, rate-limited.
 
-    def __init__(self, task: Task[Any, Any], interval: float = 1.0) -> None:
+    A stream that is over within `quiet` seconds publishes nothing: for the many empty
+    incrementals of a `sync all`, the state and event writes (four Redis round trips) cost
+    more than the stream itself, and the task's STARTED and SUCCESS states say it all. A
+    longer stream shows up at its first progress tick (under a second in) and then about
+    once a second, ending with stage "finishing".
+    """
+
+    def __init__(self, task: Task[Any, Any], interval: float = 1.0, quiet: float = 0.5) -> None:
         self.task = task
         self.interval = interval
+        self.quiet = quiet
         self._last = 0.0
+        self._shown = False  # anything published for the current stream
         self._lock = threading.Lock()
         self.meta: dict[str, Any] = {}
 
@@ -82,7 +91,7 @@ class Progress:
                 "resumed": event.resumed,
                 "stage": "sending",
             }
-            self._publish(force=True)
+            self._shown = False
         elif isinstance(event, StreamProgress):
             self.meta.update(
                 bytes_sent=event.bytes_sent,
@@ -91,12 +100,17 @@ class Progress:
                 eta=event.eta,
                 elapsed=round(event.elapsed, 2),
             )
-            self._publish()
+            if self._shown:
+                self._publish()
+            elif event.elapsed >= self.quiet:
+                self._shown = True
+                self._publish(force=True)
         elif isinstance(event, StreamFinished):
             self.meta.update(
                 bytes_sent=event.bytes_sent, elapsed=round(event.elapsed, 2), stage="finishing"
             )
-            self._publish(force=True)
+            if self._shown:
+                self._publish(force=True)
 
     def _publish(self, force: bool = False) -> None:
         now = time.monotonic()

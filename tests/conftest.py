@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.harness.sshd_fixtures",
     "tests.harness.redis_fixtures",
     "tests.harness.fleet",
+    "tests.realzfs.plugin",  # real OpenZFS in QEMU guests; inert unless --zfs/ZREPQ_REALZFS
 ]

@@ -2,7 +2,8 @@
 
 One guest per OpenZFS line serves the whole session (`GuestPool`, booted on first use).
 Every test gets two fresh file-backed pools, `za<N>` and `zb<N>` (512 MiB sparse files in the
-guest's /var/tmp), with an empty `ct` filesystem on each, destroyed after the test. Commands
+guest's /var/tmp), with an empty `ct` filesystem on each, destroyed after the test (in the
+background, while the next test runs on new pools). Commands
 run over ssh, so exit codes and stderr are OpenZFS's own.
 """
 
@@ -46,24 +47,29 @@ class RealZfsBackend:
 
     def zfs(self, *args: str, input: bytes | None = None) -> ZfsResult:
         argv = ("zfs", *args)
-        return self._wrap(argv, self.guest.ssh(shlex.join(argv), input=input))
+        return self._wrap(argv, self.guest.run(list(argv), input=input))
 
     def zpool(self, *args: str) -> ZfsResult:
         argv = ("zpool", *args)
-        return self._wrap(argv, self.guest.ssh(shlex.join(argv)))
+        return self._wrap(argv, self.guest.run(list(argv)))
 
     def sh(self, script: str, input: bytes | None = None) -> ZfsResult:
-        return self._wrap(("/bin/sh", "-c", script), self.guest.sh(script, input=input))
+        argv = ("/bin/sh", "-c", script)
+        return self._wrap(argv, self.guest.run(list(argv), input=input))
 
     def close(self) -> None:
-        """Destroy this test's pools and their files (best effort: a leftover pool is only
-        disk space in a throw-away overlay)."""
-        script = "; ".join(
-            [f"zpool destroy -f {p} 2>/dev/null" for p in (self.pool, self.pool2)]
+        """Destroy this test's pools and their files, in the background (the next test's pools
+        have other names; a destroy that fails is logged in the guest's
+        /var/tmp/pool-cleanup.log and costs only space in a throw-away overlay)."""
+        cleanup = " ; ".join(
+            [f"zpool destroy -f {p}" for p in (self.pool, self.pool2)]
             + [f"rm -f {' '.join(self._vdevs)}"]
         )
+        script = (
+            f"setsid sh -c {shlex.quote(cleanup)} </dev/null >>/var/tmp/pool-cleanup.log 2>&1 &"
+        )
         try:
-            res = self.guest.sh(script, timeout=120)
+            res = self.guest.run(["/bin/sh", "-c", script], timeout=60)
             if res.returncode != 0:
                 log(f"{self.guest.name}: cleanup of {self.pool}/{self.pool2}: {res.stderr}")
         except GuestError as e:

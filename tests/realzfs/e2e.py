@@ -4,8 +4,9 @@
   guest's /etc/hosts), so replication data goes guest to guest over ssh with the image's
   shared root key, as between two real storage hosts.
 - zrepq is installed in each guest from this checkout: the package sources are copied in and
-  `pip install`ed into /opt/zrepq, offline, from a wheelhouse of its dependencies built on this
-  machine (`pip download`, cached under the image cache, keyed on pyproject.toml).
+  `pip install`ed into /opt/zrepq, offline, from a wheelhouse of its dependencies downloaded
+  on this machine by Debian's python3 (the guest's version; `pip download`, cached under the
+  image cache, keyed on pyproject.toml and that Python version).
 - Each guest runs `zrepq-worker` against this machine's Redis, which a guest reaches at
   10.0.2.2 (QEMU's user network maps it to the host's loopback).
 """
@@ -14,10 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shlex
 import subprocess
-import sys
 import time
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,23 +30,40 @@ from tests.realzfs.guest import Guest, GuestError, boot_all, free_port
 from tests.realzfs.image import CACHE_ROOT, Image, log
 
 GUEST_VENV = "/opt/zrepq"
+HOST_PYTHON = os.environ.get("ZREPQ_ZFSVM_HOST_PYTHON", "/usr/bin/python3")
 PACKAGE_FILES = ("pyproject.toml", "README.md", "producer", "tasks", "workers")
 
 
-def wheelhouse() -> Path:
-    """Wheels of zrepq's dependencies (and its build backend), downloaded once per
-    pyproject.toml."""
+def wheelhouse(python_version: str) -> Path:
+    """Wheels of zrepq's dependencies and its build backend for the guest's Python, downloaded
+    once per pyproject.toml and Python version. Debian's own python3 on this machine (the
+    guest's version on a Debian 12 host) resolves them, so environment markers and binary
+    wheels match the guest."""
     pyproject = (REPO / "pyproject.toml").read_bytes()
-    d = CACHE_ROOT / "wheels" / hashlib.sha256(pyproject).hexdigest()[:16]
+    digest = hashlib.sha256(pyproject + python_version.encode()).hexdigest()[:16]
+    d = CACHE_ROOT / "wheels" / digest
     if (d / ".complete").exists():
         return d
+    probe = subprocess.run(
+        [HOST_PYTHON, "-c", "import platform; print(platform.python_version())"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if probe.stdout.strip() != python_version:
+        raise GuestError(
+            f"the guest has Python {python_version}, {HOST_PYTHON} here is "
+            f"{probe.stdout.strip() or probe.stderr.strip()}: set ZREPQ_ZFSVM_HOST_PYTHON to a "
+            "python of the guest's version (with pip) to build the wheelhouse"
+        )
     d.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    pip = [sys.executable, "-m", "pip", "download", "-q", "--dest", str(d)]
-    subprocess.run([*pip, str(REPO)], check=True, capture_output=True)
-    subprocess.run([*pip, "setuptools>=68", "wheel"], check=True, capture_output=True)
-    for sdist in d.glob("zrepq-*"):
-        sdist.unlink()  # the checkout itself is installed from source in the guest
+    deps = tomllib.loads(pyproject.decode())["project"]["dependencies"]
+    res = subprocess.run(
+        [HOST_PYTHON, "-m", "pip", "download", "-q", "--dest", str(d), "--only-binary=:all:",
+         *deps, "setuptools>=68", "wheel"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if res.returncode != 0:
+        raise GuestError(f"pip download for the guest failed:\n{res.stderr[-3000:]}")
     (d / ".complete").touch()
     log(f"wheelhouse {d} in {time.monotonic() - t0:.0f}s")
     return d
@@ -73,7 +92,10 @@ class StorageHost:
         return [n.split("@", 1)[1] for n in out.split()]
 
     def checksums(self, fs: str) -> dict[str, str]:
-        """{relative path: sha256} of the mounted filesystem's files."""
+        """{relative path: sha256} of the filesystem's files (mounted first if it is not: a
+        received standby is readonly, so reading it changes nothing)."""
+        if self.get("mounted", fs) != "yes":
+            self.zfs("mount", fs)
         mp = self.get("mountpoint", fs)
         out = self.sh(f"cd {shlex.quote(mp)} && find . -type f -exec sha256sum {{}} + | sort -k2")
         return {line.split(None, 1)[1]: line.split()[0] for line in out.splitlines()}

@@ -6,13 +6,14 @@ Runs only when real OpenZFS is requested (`--zfs=real-2.3`, `ZREPQ_REALZFS=2.3`)
 requested line (the newest), after the contract tests' guests have stopped.
 
 Covered: init, sync with data verified by checksum (and snapshot guids), status in zrep's
-format. Still to write (issue 5): `sync all`, expire, failover and takeover back, a resumed
-sync after a stream cut.
+format, `sync all`, expire, failover and takeover back, a sync whose stream is cut (the
+standby's `zfs recv -s` killed) and then resumed from the receive_resume_token.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -54,11 +55,12 @@ def hosts(
     label = state.real[-1]
     try:
         image = state.pool.image(label)
-        wheels = wheelhouse()
         guests = boot_pair(image)
     except Exception as e:
-        pytest.fail(f"OpenZFS {label}: cannot set up two guests: {e}", pytrace=False)
+        pytest.fail(f"OpenZFS {label}: cannot boot two guests: {e}", pytrace=False)
     try:
+        pyver = guests[0].ssh("python3 -c 'import platform; print(platform.python_version())'")
+        wheels = wheelhouse(pyver.stdout.strip())
         with concurrent.futures.ThreadPoolExecutor(2) as ex:
             list(ex.map(lambda g: install_zrepq(g, wheels), guests))
         sites = [StorageHost(g, g.name, f"pool{i}") for i, g in enumerate(guests, 1)]
@@ -116,3 +118,74 @@ def test_init_sync_and_checksums(hosts: list[StorageHost], producer: Producer) -
     rec = done(producer.status(a.name, [src], verbose=True), hosts)
     text = rec["result"]["text"]
     assert src in text and b.name in text, text
+
+
+def test_sync_all_and_expire(hosts: list[StorageHost], producer: Producer) -> None:
+    a, b = hosts
+    src, dst = f"{a.pool}/second", f"{b.pool}/second"
+    a.zfs("create", src)
+    a.write_random(src, "s.bin", 2)
+    done(producer.init(src, b.name, dst, host=a.name), hosts)
+    for i in range(6):  # more syncs than zrep's default ZREP_SAVE_COUNT (5)
+        a.write_random(src, f"more{i}.bin", 1)
+        a.write_random(f"{a.pool}/prod", f"more{i}.bin", 1)
+        rec = done(producer.sync_all([a.name])[a.name], hosts)
+        summary = rec["result"]
+        assert summary["failed"] == 0, summary
+        assert {d["dataset"] for d in summary["datasets"]} == {src, f"{a.pool}/prod"}
+    for s, d in ((src, dst), (f"{a.pool}/prod", f"{b.pool}/prod")):
+        assert b.checksums(d) == a.checksums(s)
+    done(producer.expire(src, host=a.name), hosts)
+    left_a, left_b = a.snapshots(src), b.snapshots(dst)
+    assert 1 <= len(left_a) <= 5 and 1 <= len(left_b) <= 5, (left_a, left_b)
+    # the last sent snapshot survives expiry on both sides
+    assert left_a[-1] in left_b
+
+
+def test_failover_and_takeover_back(hosts: list[StorageHost], producer: Producer) -> None:
+    a, b = hosts
+    src, dst = f"{a.pool}/prod", f"{b.pool}/prod"
+    done(producer.failover(src, host=a.name), hosts)
+    assert b.get("zrep:master", dst) == "yes"
+    assert a.get("zrep:master", src) != "yes"
+    assert a.get("readonly", src) == "on"
+    # the new master takes writes and syncs back the other way
+    assert b.get("readonly", dst) == "off"
+    b.write_random(dst, "from-b.bin", 2)
+    rec = done(producer.sync(dst, host=b.name), hosts)
+    assert rec["result"]["status"] == "synced"
+    assert a.checksums(src) == b.checksums(dst)
+    # and back: a takes over, b is the standby again
+    done(producer.takeover(src, host=a.name), hosts)
+    assert a.get("zrep:master", src) == "yes"
+    assert b.get("zrep:master", dst) != "yes"
+    a.write_random(src, "after.bin", 1)
+    rec = done(producer.sync(src, host=a.name), hosts)
+    assert rec["result"]["status"] == "synced"
+    assert b.checksums(dst) == a.checksums(src)
+
+
+def test_resumed_sync_after_stream_cut(hosts: list[StorageHost], producer: Producer) -> None:
+    a, b = hosts
+    src, dst = f"{a.pool}/prod", f"{b.pool}/prod"
+    a.write_random(src, "big.bin", 40)  # ~6-8 MB/s between guests: several seconds of stream
+    r = producer.sync(src, host=a.name, resume=True)
+    # cut the stream: kill the standby's receiving `zfs recv -s`, by its pid, mid-way
+    deadline = time.monotonic() + 300
+    pid = ""
+    while not pid and time.monotonic() < deadline and not r.ready():
+        pid = b.guest.ssh(f"pgrep -f '^zfs recv.* -s .*{dst}' | head -1").stdout.strip()
+        time.sleep(0.3)
+    assert pid, f"no receive seen on {b.name}; task: {r.state} {r.info}"
+    time.sleep(2)  # let part of the stream land first
+    b.guest.ssh(f"kill -9 {pid}")
+    first = wait({"t": r}, timeout=600, show=False)["t"]
+    if first.get("ok"):  # the task itself resumed after the cut
+        assert first["result"]["resumed"], first
+    else:
+        token = b.get("receive_resume_token", dst)
+        assert token != "-", (first, token)
+        rec = done(producer.sync(src, host=a.name, resume=True), hosts)
+        assert rec["result"]["resumed"], rec
+    assert b.get("receive_resume_token", dst) == "-"
+    assert b.checksums(dst) == a.checksums(src)

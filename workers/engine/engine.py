@@ -223,7 +223,8 @@ class Engine:
         tag = self.config.hold_tag
         src.hold(tag, f"{src_fs}@{new}")
         dst.hold(tag, f"{dst_fs}@{new}")
-        for short in old:
+        # `old` often names the base twice (plan base and last sent): one release each.
+        for short in dict.fromkeys(old):
             if short != new:
                 src.release(tag, f"{src_fs}@{short}")
                 dst.release(tag, f"{dst_fs}@{short}")

@@ -161,6 +161,7 @@ def replicate(
             dst_fs,
             handle,
             src_info_written=src_info.written,
+            src_info=src_info,
             state=state,
             **kw,
         )
@@ -188,6 +189,7 @@ def _replicate(
     changed_only: bool = False,
     make_snapshot: bool = True,
     src_info_written: int | None = None,
+    src_info: DatasetInfo | None = None,
     check_dest_master: bool = True,
     state: dict[str, str],
 ) -> SyncResult:
@@ -307,7 +309,8 @@ def _replicate(
     result.snapshot, result.base = new_name, base.name
     if not eng.config.skip_expire:
         eng.say(f"Expiring zrep snaps on {src_fs}", src_fs)
-        exp = expire_pair(eng, src, src_fs, dst, dst_fs)
+        # The source's savecount as read at the start, under the same lease: no re-read.
+        exp = expire_pair(eng, src, src_fs, dst, dst_fs, info=src_info)
         result.expired = exp.destroyed + exp.remote_destroyed
     result.seconds = time.monotonic() - t0
     return result

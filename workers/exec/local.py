@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 
 from workers.engine.errors import CommandError
 from workers.engine.ports import CommandResult
-from workers.exec.procs import describe_status, die_with_parent, stop_group
+from workers.exec.procs import child_argv, describe_status, stop_group
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +46,15 @@ class LocalRunner:
             raise CommandError("empty command", host=self._host)
         log.debug("run on %s: %s", self._host, shlex.join(argv))
         try:
+            spawn, preexec = child_argv(argv, self._env)  # dies with us: see workers.exec.procs
             proc = subprocess.Popen(
-                argv,
+                spawn,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=self._env,
                 process_group=0,
-                preexec_fn=die_with_parent(),  # see workers.exec.procs for why
+                preexec_fn=preexec,
             )
         except OSError as exc:
             # Same shape as a shell's "command not found", which is what a remote runner sees.

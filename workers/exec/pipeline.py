@@ -42,7 +42,7 @@ from workers.engine.errors import (
     ZrepqError,
 )
 from workers.engine.ports import StreamProgress, StreamResult, StreamSpec
-from workers.exec.procs import describe_status, die_with_parent, stop_group
+from workers.exec.procs import child_argv, describe_status, stop_group
 from workers.exec.quoting import filter_argv, is_status_line, remote_pipeline, stage_statuses
 from workers.exec.ssh_options import SshOptions
 
@@ -349,14 +349,15 @@ class _Run:
                 if out_r is not None:
                     _grow_pipe(out_w)
                 try:
+                    spawn, preexec = child_argv(stage.argv, self.env)  # see workers.exec.procs
                     proc = subprocess.Popen(
-                        stage.argv,
+                        spawn,
                         stdin=upstream if upstream is not None else subprocess.DEVNULL,
                         stdout=out_w,
                         stderr=err_w,
                         env=self.env,
                         process_group=self.pgid,
-                        preexec_fn=die_with_parent(),  # see workers.exec.procs for why
+                        preexec_fn=preexec,
                     )
                 except BaseException as exc:
                     for fd in (err_r, out_r):

@@ -15,10 +15,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
+import functools
 import os
+import shutil
 import signal
+import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 _PR_SET_PDEATHSIG = 1
@@ -55,6 +59,64 @@ def die_with_parent() -> Callable[[], None]:
             os._exit(126)
 
     return preexec
+
+
+@functools.cache
+def _setpriv() -> str | None:
+    """util-linux's `setpriv` if it can set the parent-death signal (2.33 and later)."""
+    path = shutil.which("setpriv")
+    if path is None:
+        return None
+    try:
+        probe = subprocess.run(
+            [path, "--pdeathsig", "KILL", "--", path, "--version"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return path if probe.returncode == 0 else None
+
+
+def _check_program(program: str, env: Mapping[str, str] | None) -> None:
+    """Raise what `Popen` would for a program that cannot be run (not found, not executable)."""
+    if os.sep in program:
+        candidates = [program]
+    else:
+        path = (os.environ if env is None else env).get("PATH", os.defpath)
+        candidates = [os.path.join(d or ".", program) for d in path.split(os.pathsep)]
+    denied = False
+    for candidate in candidates:
+        if os.path.isfile(candidate):
+            if os.access(candidate, os.X_OK):
+                return
+            denied = True
+    code = errno.EACCES if denied else errno.ENOENT
+    raise (PermissionError if denied else FileNotFoundError)(code, os.strerror(code), program)
+
+
+def child_argv(
+    argv: Sequence[str], env: Mapping[str, str] | None = None
+) -> tuple[list[str], Callable[[], None] | None]:
+    """The argv and `preexec_fn` that start `argv` as a child dying with this thread.
+
+    With util-linux `setpriv` the child is `setpriv --pdeathsig KILL -- argv...` (it sets the
+    signal and execs the program, same pid) and no `preexec_fn` is needed, so `Popen` can use
+    vfork. A `preexec_fn` forces a full fork of the worker, which costs several milliseconds
+    per command for a worker-sized process (measured: 8.5 ms vs 1.2 ms per spawn idle, 25 ms
+    vs 4.5 ms on a loaded 2-core machine), and a sync runs a dozen commands. The one thing
+    lost is `die_with_parent`'s check for a parent that died before the signal was set: a
+    window of microseconds, after which an orphaned stage still dies of SIGPIPE.
+
+    Without `setpriv`, `die_with_parent()` as before. A program that cannot be run raises
+    here what `Popen` would raise, so callers report it the same way either way.
+    """
+    wrapper = _setpriv()
+    if wrapper is None or not argv:
+        return list(argv), die_with_parent()
+    _check_program(argv[0], env)
+    return [wrapper, "--pdeathsig", "KILL", "--", *argv], None
 
 
 def describe_status(status: int | None) -> str:

@@ -1,0 +1,65 @@
+"""Fixtures of the fault tier: `netbed(3)` gives three storage hosts in network namespaces.
+
+The bed (namespaces, bridge, Redis, one sshd and one zrepq worker per host) is made once per
+session and shared: each test uses its own datasets, and `netbed()` first repairs whatever a
+previous test broke on purpose (a stopped worker, a link down, Redis down, a changed host key).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.harness.netns import NetBed, netns_unavailable
+
+HOST_NAMES = ("na", "nb", "nc", "nd", "ne")
+LEASE_TTL = "4"  # seconds; renewed every TTL/3. Short, so the fault tests wait little.
+# Streams through `pv -L` are slow enough to interrupt at a chosen point, fast enough to wait for.
+STREAM_RATE = "4m"
+
+
+@pytest.fixture(scope="session")
+def _netbed_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetBed]:
+    reason = netns_unavailable()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"the namespace test bed cannot run in CI: {reason}", pytrace=False)
+        pytest.skip(f"network namespace test bed unavailable: {reason}")
+    bed = NetBed(tmp_path_factory.mktemp("netbed"))
+    try:
+        bed.start(
+            {
+                "ZREPQ_LEASE_TTL": LEASE_TTL,
+                "ZREP_INFILTER": f"pv -q -L {STREAM_RATE}",
+            }
+        )
+        yield bed
+    finally:
+        bed.close()
+
+
+@pytest.fixture
+def netbed(_netbed_session: NetBed) -> Callable[..., NetBed]:
+    """`bed = netbed(3)`: at least three hosts (na, nb, nc), each with sshd and a worker."""
+
+    def make(n: int = 3) -> NetBed:
+        bed = _netbed_session
+        for name in HOST_NAMES[:n]:
+            bed.add_host(name)
+        bed.healthy()
+        bed.wipe_datasets()
+        return bed
+
+    return make
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests.faults.helpers import FIGURES
+
+    if not FIGURES:
+        return
+    terminalreporter.section("fault tier: measured figures")
+    for name, values in sorted(FIGURES.items()):
+        terminalreporter.write_line(f"{name}: {values}")
