@@ -1,7 +1,7 @@
 """Run every zrepq benchmark, print one table, write docs/benchmarks.md.
 
-    /opt/zrepq-venv/bin/python -m bench            # full set (~15 min on 2 idle cores)
-    /opt/zrepq-venv/bin/python -m bench --quick    # smaller sizes, ~5 min; prints only
+    /opt/zrepq-venv/bin/python -m bench            # full set (~20 min on 2 idle cores)
+    /opt/zrepq-venv/bin/python -m bench --quick    # smaller sizes (~8 min); prints only
     /opt/zrepq-venv/bin/python -m bench --only 2,4 # some sections
 
 Needs root (the harness's sshd hosts), redis-server, sshd, zstd, pv. A full run rewrites the
@@ -29,6 +29,7 @@ from bench.common import (
     loadavg,
     machine,
     metered,
+    stop_on_sigterm,
     table_markdown,
     table_text,
 )
@@ -106,7 +107,7 @@ def write_doc(path: Path, block: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="smaller sizes (~5 min)")
+    ap.add_argument("--quick", action="store_true", help="smaller sizes (~8 min)")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: does everything run?")
     ap.add_argument("--only", default="1,2,3,4", help="sections to run, e.g. 1,4")
     ap.add_argument(
@@ -117,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args(argv)
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    stop_on_sigterm()
     wanted = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = [s for s in wanted if s not in SECTIONS]
     if unknown:

@@ -375,6 +375,17 @@ def fmt_ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms" if seconds < 0.1 else f"{seconds * 1000:.0f} ms"
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM ends the run like Ctrl-C: every `Lab` stops what it started and removes its
+    directory (the default SIGTERM would leave both behind)."""
+    import signal
+
+    def _raise(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _raise)
+
+
 def section_main(run: Callable[[str], Section], argv: Sequence[str] | None = None) -> int:
     """`python -m bench.<name> [--quick|--smoke]`: one benchmark alone, its rows printed."""
     import argparse
@@ -384,6 +395,7 @@ def section_main(run: Callable[[str], Section], argv: Sequence[str] | None = Non
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: does it still run?")
     args = ap.parse_args(argv)
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    stop_on_sigterm()
     t0 = time.monotonic()
     sec = run(mode)
     sec.seconds = time.monotonic() - t0

@@ -53,6 +53,11 @@ def _celery_settings(cfg: Settings) -> dict[str, Any]:
         "worker_send_task_events": True,
         "task_track_started": True,
         "result_extended": True,
+        # A result written while Redis restarts is retried, not lost: a lost member result
+        # would fail the whole `sync all` summary (ChordError) although the syncs ran.
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": 30,
+        "result_backend_max_sleep_between_retries_ms": 2000,
         "task_default_queue": "zrepq.default",
         "worker_hijack_root_logger": False,
         "worker_cancel_long_running_tasks_on_connection_loss": False,

@@ -28,7 +28,7 @@ import pytest
 
 from tests.realzfs.backend import GuestPool, RealZfsBackend
 from tests.realzfs.guest import GuestError
-from tests.realzfs.image import FLAVOURS, BuildError, resolve, upstream
+from tests.realzfs.image import FLAVOURS, resolve, upstream
 
 STANDIN = "standin"
 
@@ -150,7 +150,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         try:
             with capman.global_and_fixture_disabled():  # the build logs its steps live
                 img = state.pool.image(label)
-        except (BuildError, OSError, SystemExit) as e:
+        except (Exception, SystemExit) as e:  # every test of this line fails with it
             state.pool.errors[label] = f"OpenZFS {label}: no guest image: {e}"
             if tr:
                 tr.write_line(f"realzfs: {state.pool.errors[label]}", red=True)
