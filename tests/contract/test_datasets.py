@@ -12,6 +12,7 @@ from tests.harness.zfs_backend import (
     read_file,
     snapshots,
     write_file,
+    zfs_version,
 )
 
 
@@ -96,9 +97,12 @@ def test_held_snapshot_cannot_be_destroyed(b: ZfsBackend) -> None:
     ok(b, "snapshot", f"{fs}@s1")
     ok(b, "hold", "keep", f"{fs}@s1")
     res = b.zfs("destroy", f"{fs}@s1")
-    # 2.1 .. 2.3.2 say "dataset is busy"; 2.3.3+ say "it's being held. Run 'zfs holds ..."
-    assert_fails(res, f"cannot destroy snapshot {fs}@s1:")
-    assert "dataset is busy" in res.stderr or "being held" in res.stderr
+    # 2.1 says "dataset is busy"; Debian's 2.3.2 already says "it's being held. Run 'zfs
+    # holds -r ...' to see holders." (2.3.0/2.3.1 not checked)
+    if zfs_version(b) >= (2, 3, 2):
+        assert_fails(res, f"cannot destroy snapshot {fs}@s1: it's being held.")
+    else:
+        assert_fails(res, f"cannot destroy snapshot {fs}@s1: dataset is busy")
     assert exists(b, f"{fs}@s1")
     assert get(b, "userrefs", f"{fs}@s1") == "1"
     ok(b, "release", "keep", f"{fs}@s1")
@@ -259,8 +263,8 @@ def test_rollback_refused_when_newer_snapshot_is_held(b: ZfsBackend) -> None:
     ok(b, "snapshot", f"{fs}@s2")
     ok(b, "hold", "pin", f"{fs}@s2")
     res = b.zfs("rollback", "-r", f"{fs}@s1")
-    assert res.returncode == 1
-    assert f"cannot destroy snapshot {fs}@s2" in res.stderr
+    # rollback destroys the newer snapshots one by one: its wording, not destroy's
+    assert_fails(res, f"cannot destroy '{fs}@s2': dataset is busy")
     assert "s2" in snapshots(b, fs)
 
 

@@ -12,6 +12,7 @@ from tests.harness.zfs_backend import (
     get_src,
     ok,
     send_recv,
+    set_failure_code,
 )
 
 
@@ -50,21 +51,29 @@ def test_snapshot_user_properties(b: ZfsBackend) -> None:
     assert_fails(
         b.zfs("set", "readonly=on", f"{fs}@s1"),
         f"cannot set property for '{fs}@s1': this property can not be modified for snapshots",
+        code=set_failure_code(b),
     )
     # a native property that does not apply to the type is refused before "readonly"
-    assert_fails(b.zfs("set", "userrefs=1", fs), "'userrefs' does not apply to datasets")
+    assert_fails(
+        b.zfs("set", "userrefs=1", fs),
+        "'userrefs' does not apply to datasets",
+        code=set_failure_code(b),
+    )
 
 
 def test_set_invalid_properties(b: ZfsBackend) -> None:
     fs = f"{b.base}/inv"
     ok(b, "create", fs)
+    code = set_failure_code(b)
     assert_fails(
-        b.zfs("set", "bogus=1", fs), f"cannot set property for '{fs}': invalid property 'bogus'"
+        b.zfs("set", "bogus=1", fs),
+        f"cannot set property for '{fs}': invalid property 'bogus'",
+        code=code,
     )
     # user property names are lowercase; uppercase makes it a (bad) native name
-    assert_fails(b.zfs("set", "Zrepq:X=1", fs), "invalid property 'Zrepq:X'")
-    assert_fails(b.zfs("set", "guid=5", fs), "'guid' is readonly")
-    assert_fails(b.zfs("set", "readonly=maybe", fs), "cannot set property for")
+    assert_fails(b.zfs("set", "Zrepq:X=1", fs), "invalid property 'Zrepq:X'", code=code)
+    assert_fails(b.zfs("set", "guid=5", fs), "'guid' is readonly", code=code)
+    assert_fails(b.zfs("set", "readonly=maybe", fs), "cannot set property for", code=code)
     res = b.zfs("get", "bogus", fs)
     assert res.returncode == 2
     assert "bad property list: invalid property 'bogus'" in res.stderr

@@ -58,7 +58,8 @@ def test_incremental_carries_modified_added_and_deleted_files(b: ZfsBackend) -> 
     src = make_source(b)
     ok(b, "snapshot", f"{src}@s1")
     dst = f"{b.base2}/dst"
-    send_recv(b, f"{src}@s1", dst).check()
+    # readonly, as zrep receives: reading a writable dst below would modify it (atime)
+    send_recv(b, f"{src}@s1", f"-o readonly=on {dst}").check()
     write_file(b, src, "top.txt", b"top level, modified\n")
     write_file(b, src, "added/new.bin", os.urandom(5000))
     remove(b, src, "dir/nested.bin")
@@ -75,6 +76,29 @@ def test_incremental_carries_modified_added_and_deleted_files(b: ZfsBackend) -> 
     ok(b, "snapshot", f"{src}@s3")
     send_recv(b, f"-i {src}@s2 {src}@s3", dst).check()
     assert read_file(b, dst, "top.txt") == b"third\n"
+
+
+def test_reading_a_writable_received_filesystem_modifies_it(b: ZfsBackend) -> None:
+    """Found on OpenZFS 2.1 and 2.3: the first read of a file (relatime: atime not newer
+    than mtime) writes its atime, so the next incremental without -F is refused. A standby
+    received readonly=on (zrep's way) or with atime=off stays unmodified when read."""
+    src = make_source(b)
+    ok(b, "snapshot", f"{src}@s1")
+    rw, ro, noatime = f"{b.base2}/rw", f"{b.base2}/ro", f"{b.base2}/noatime"
+    send_recv(b, f"{src}@s1", rw).check()
+    send_recv(b, f"{src}@s1", f"-o readonly=on {ro}").check()
+    send_recv(b, f"{src}@s1", f"-o atime=off {noatime}").check()
+    write_file(b, src, "top.txt", b"changed\n")
+    ok(b, "snapshot", f"{src}@s2")
+    for fs in (rw, ro, noatime):
+        assert read_file(b, fs, "top.txt") == b"top level\n"
+    assert_fails(send_recv(b, f"-i @s1 {src}@s2", rw), f"destination {rw} has been modified")
+    for fs in (ro, noatime):
+        send_recv(b, f"-i @s1 {src}@s2", fs).check()
+        assert read_file(b, fs, "top.txt") == b"changed\n"
+    # -F rolls the read back first
+    send_recv(b, f"-i @s1 {src}@s2", f"-F {rw}").check()
+    assert snapshots(b, rw) == ["s1", "s2"]
 
 
 def test_incremental_I_brings_intermediate_snapshots(b: ZfsBackend) -> None:

@@ -195,6 +195,20 @@ def assert_fails(res: ZfsResult, *fragments: str, code: int = 1) -> None:
         assert norm(frag) in err, f"{frag!r} not in stderr:\n{res.stderr}"
 
 
+def zfs_version(b: ZfsBackend) -> tuple[int, int, int]:
+    """The OpenZFS version `zfs version` reports (the stand-in reports the one it models)."""
+    first = ok(b, "version").split()[0]  # zfs-2.3.2-2~bpo12+2
+    m = re.match(r"zfs-(\d+)\.(\d+)\.(\d+)", first)
+    assert m, f"cannot parse `zfs version`: {first!r}"
+    return int(m[1]), int(m[2]), int(m[3])
+
+
+def set_failure_code(b: ZfsBackend) -> int:
+    """Exit status of a `zfs set` that OpenZFS refuses: 1 up to 2.2, 255 from 2.3 (its
+    property callback returns -1)."""
+    return 255 if zfs_version(b) >= (2, 3, 0) else 1
+
+
 def send_recv(b: ZfsBackend, send_args: str, recv_args: str) -> ZfsResult:
     """`zfs send SEND_ARGS | zfs recv RECV_ARGS`; the result is the receive's, with the
     send's stderr in front."""

@@ -639,7 +639,7 @@ class Host:
         if store:
             side = SideWriter(self.tmpfile(), st.st_size)  # copy + hash while this reads
             try:
-                with open(path, "rb") as src:
+                with open_noatime(path) as src:
                     while True:
                         b = src.read(CHUNK)
                         if not b:
@@ -652,7 +652,7 @@ class Host:
             self.commit_obj(side.path, sha)
         else:
             h = hashlib.sha256()
-            with open(path, "rb") as src:
+            with open_noatime(path) as src:
                 while True:
                     b = src.read(CHUNK)
                     if not b:
@@ -665,6 +665,16 @@ class Host:
             cache[path] = [*key, sha, now]
             self._hashcache_dirty = True
         return sha
+
+
+def open_noatime(path: str):
+    """Open a live file for reading without touching its atime (see Model.atime_touched):
+    the stand-in's own reads are not a user's. O_NOATIME needs the owner or root."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOATIME", 0))
+    except PermissionError:
+        fd = os.open(path, os.O_RDONLY)
+    return os.fdopen(fd, "rb")
 
 
 def get_host() -> Host:
@@ -971,7 +981,39 @@ class Model:
 
     def modified_since(self, name: str, s: dict | None) -> bool:
         base = self.snap_manifest(s) if s else {}
-        return self.live(name) != base
+        return self.live(name) != base or self.atime_touched(name)
+
+    def mark_quiet(self, name: str) -> None:
+        """The live tree was just snapshotted or written by us: reads after this count."""
+        self.ds[name]["quiet"] = time.time_ns()
+
+    def atime_touched(self, name: str) -> bool:
+        """OpenZFS writes a file's atime when it is read (relatime: if the atime is not
+        newer than the mtime), and that write dirties the filesystem: the next incremental
+        receive without -F is refused as "modified". Not with atime=off or readonly=on.
+        The stand-in sees reads through the host's own atime (its own reads use O_NOATIME;
+        on a host mounted noatime it sees none). Directory reads are not modelled."""
+        d = self.ds[name]
+        quiet = d.get("quiet")
+        if quiet is None or not os.path.isdir(d["dir"]):
+            return False
+        if self.get_prop(name, "atime")[0] != "on" or self.get_prop(name, "readonly")[0] == "on":
+            return False
+        exclude = self.exclude_for(name)
+        stack = [d["dir"]]
+        while stack:
+            try:
+                entries = list(os.scandir(stack.pop()))
+            except FileNotFoundError:
+                continue
+            for e in entries:
+                st = e.stat(follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    if e.path not in exclude:
+                        stack.append(e.path)
+                elif stat.S_ISREG(st.st_mode) and st.st_atime_ns > max(st.st_mtime_ns, quiet):
+                    return True
+        return False
 
     # -- properties
     def _own(self, obj: dict, prop: str):
@@ -1431,7 +1473,7 @@ def cmd_destroy(host: Host, args) -> int:
                 if s["holds"]:
                     rv = 1
                     snapname = "%s@%s" % (f, s["name"])
-                    if zversion() >= (2, 3, 3):
+                    if zversion() >= (2, 3, 2):  # Debian's 2.3.2 already says "held"
                         err("cannot destroy snapshot %s: it's being held. Run 'zfs holds -r "
                             "%s' to see holders." % (snapname, snapname))  # fmt: skip
                     else:
@@ -1496,6 +1538,7 @@ def take_snapshots(m: Model, names: list, props: dict) -> None:
         fs, _, sn = full.partition("@")
         manifest = m.live(fs, store=True)
         mid = m.host.put_manifest(manifest)
+        m.mark_quiet(fs)
         m.ds[fs]["snaps"].append(
             {
                 "name": sn,
@@ -1581,6 +1624,7 @@ def do_rollback(m: Model, fs: str, s: dict) -> None:
     d = m.ds[fs]
     apply_manifest(m.host, d["dir"], m.snap_manifest(s), m.exclude_for(fs))
     m._live_cache.clear()
+    m.mark_quiet(fs)
 
 
 def cmd_rollback(host: Host, args) -> int:
@@ -1609,7 +1653,8 @@ def cmd_rollback(host: Host, args) -> int:
         failed = False
         for x in younger:
             if x["holds"]:
-                err("cannot destroy snapshot %s@%s: dataset is busy" % (fs, x["name"]))
+                # rollback destroys one by one, through zfs_destroy: its own wording
+                err("cannot destroy '%s@%s': dataset is busy" % (fs, x["name"]))
                 failed = True
             else:
                 d["snaps"].remove(x)
@@ -2129,7 +2174,8 @@ def cmd_set(host: Host, args) -> int:
             try:
                 checked = [m.validate_set(name, k, v, errbuf) for k, v in props.items()]
             except Exit:
-                ret = 1
+                # 2.3 returns -1 from its property callback: the process exits 255
+                ret = 255 if zversion() >= (2, 3, 0) else 1
                 continue
             for k, v in checked:
                 m.set_local(name, k, v)
@@ -3633,6 +3679,7 @@ class Receiver:
         m.relocate_dirs()
         apply_manifest(host, d["dir"], sec["manifest"], m.exclude_for(fsname), self.prewritten)
         m._live_cache.clear()
+        m.mark_quiet(fsname)
 
 
 # ----------------------------------------------------------------------------- version
