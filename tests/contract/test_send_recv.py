@@ -128,6 +128,31 @@ def test_incremental_i_skips_intermediate_snapshots(b: ZfsBackend) -> None:
     assert snapshots(b, dst) == ["s1", "s3"]
 
 
+def test_incremental_across_early_and_late_snaps_with_stuff_in_the_middle(b: ZfsBackend) -> None:
+    """The seed's to-do, at the ZFS level: base early, new late, and between them a foreign
+    snapshot, a zrep snapshot renamed `_unsent` after a failed send, and another foreign one.
+    -I carries every one of them under its current name and guid; -i only the end."""
+    src = make_source(b)
+    ok(b, "snapshot", f"{src}@zrep_000000")
+    every, ends = f"{b.base2}/every", f"{b.base2}/ends"
+    for dst in (every, ends):
+        send_recv(b, f"{src}@zrep_000000", f"-o readonly=on {dst}").check()
+    middle = ["hourly-1", "zrep_000001", "daily-1"]
+    for i, name in enumerate([*middle, "zrep_000002"]):
+        write_file(b, src, f"f{i}", f"{i}\n".encode())
+        ok(b, "snapshot", f"{src}@{name}")
+    ok(b, "rename", f"{src}@zrep_000001", f"{src}@zrep_000001_unsent")
+    send_recv(b, f"-I @zrep_000000 {src}@zrep_000002", every).check()
+    want = ["zrep_000000", "hourly-1", "zrep_000001_unsent", "daily-1", "zrep_000002"]
+    assert snapshots(b, every) == want
+    for name in want:
+        assert guid(b, f"{every}@{name}") == guid(b, f"{src}@{name}")
+    send_recv(b, f"-i @zrep_000000 {src}@zrep_000002", ends).check()
+    assert snapshots(b, ends) == ["zrep_000000", "zrep_000002"]
+    for dst in (every, ends):
+        assert tree(b, dst) == tree(b, src)
+
+
 def test_incremental_requires_latest_base(b: ZfsBackend) -> None:
     src = make_source(b)
     ok(b, "snapshot", f"{src}@s1")

@@ -45,10 +45,9 @@ from pathlib import Path
 import redis
 
 from tests.harness.netutil import REPO, stop_pid, tail
-from tests.harness.services import Service
-from tests.harness.sshd import SSHD, _keygen, _quote_setenv
+from tests.harness.services import Service, spawn_logged
+from tests.harness.sshd import SSHD, _keygen, sshd_config_text
 from tests.harness.standin import StandinHost, standin_env
-from workers.exec.procs import die_with_parent
 from workers.keys import HOSTS_KEY
 
 PREFIX = "zq"
@@ -161,21 +160,6 @@ def _wait_tcp(address: str, port: int, proc: subprocess.Popen[bytes], timeout: f
     return False
 
 
-def _spawn(argv: list[str], env: dict[str, str] | None, log: Path) -> subprocess.Popen[bytes]:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as fh:
-        return subprocess.Popen(
-            argv,
-            env=env,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=REPO,
-            process_group=0,  # one killpg stops it and everything it forks
-            preexec_fn=die_with_parent(),  # a killed pytest leaves nothing running
-        )
-
-
 # -- redis on the root namespace's end of the link --------------------------------------------
 
 
@@ -212,7 +196,7 @@ class NetRedis:
             "--daemonize", "no",
             "--logfile", str(self.workdir / "redis.log"),
         ]  # fmt: skip
-        self.proc = _spawn(argv, None, self.workdir / "redis.out")
+        self.proc = spawn_logged(argv, None, self.workdir / "redis.out")
         if not _wait_tcp(self.address, self.port, self.proc, 10):
             raise RuntimeError(f"redis-server did not start:\n{tail(self.workdir / 'redis.log')}")
 
@@ -452,40 +436,23 @@ class NetBed:
             "ZFS_STANDIN_ROOT": str(host.root),
             "HOME": str(host.workdir),
         }
-        setenv = " ".join(_quote_setenv(k, v) for k, v in env.items())
-        return "\n".join(
-            [
-                "Port 22",
-                f"ListenAddress {host.address}",
-                f"HostKey {host.host_key}",
-                f"PidFile {host.workdir / 'sshd.pid'}",
-                f"AuthorizedKeysFile {self.authorized_keys}",
-                "PermitRootLogin prohibit-password",
-                "PubkeyAuthentication yes",
-                "PasswordAuthentication no",
-                "KbdInteractiveAuthentication no",
-                "UsePAM no",
-                "StrictModes no",
-                "UseDNS no",
-                "PrintMotd no",
-                "PrintLastLog no",
-                "MaxSessions 100",
-                "MaxStartups 100",
-                # A client that vanished (link down, then its ssh gone) is noticed in ~6 s, so
-                # a receive waiting on it ends and leaves its resume token.
-                "ClientAliveInterval 2",
-                "ClientAliveCountMax 3",
-                "LogLevel VERBOSE",
-                f"SetEnv {setenv}",
-                "",
-            ]
+        return sshd_config_text(
+            listen=host.address,
+            port=22,
+            host_key=host.host_key,
+            workdir=host.workdir,
+            authorized_keys=self.authorized_keys,
+            env=env,
+            # A client that vanished (link down, then its ssh gone) is noticed in ~6 s, so a
+            # receive waiting on it ends and leaves its resume token.
+            extra=("ClientAliveInterval 2", "ClientAliveCountMax 3"),
         )
 
     def _start_sshd(self, host: NetHost) -> None:
         config = host.workdir / "sshd_config"
         config.write_text(self._sshd_config(host))
         log = host.workdir / "sshd.log"
-        host.sshd = _spawn(host.exec_argv(SSHD, "-D", "-e", "-f", str(config)), None, log)
+        host.sshd = spawn_logged(host.exec_argv(SSHD, "-D", "-e", "-f", str(config)), None, log)
         # The test process is in the root namespace: it reaches the host through the bridge.
         if not _wait_tcp(host.address, 22, host.sshd, 15):
             raise RuntimeError(f"sshd for {host.name} did not start:\n{tail(log)}")
@@ -592,7 +559,7 @@ class NetBed:
         client = self.redis.client()
         client.hdel(HOSTS_KEY, name)
         log = self.logdir / f"worker-{name}.log"
-        proc = _spawn(host.exec_argv(sys.executable, "-m", "workers.main"), env, log)
+        proc = spawn_logged(host.exec_argv(sys.executable, "-m", "workers.main"), env, log)
         svc = Service(name, proc, log)
         host.worker = svc
         deadline = time.monotonic() + timeout
@@ -620,7 +587,7 @@ class NetBed:
             env = self.worker_environment(host, **extra)
             host.worker_env = env
             log = self.logdir / f"worker-{name}.log"
-            proc = _spawn(host.exec_argv(sys.executable, "-m", "workers.main"), env, log)
+            proc = spawn_logged(host.exec_argv(sys.executable, "-m", "workers.main"), env, log)
             host.worker = Service(name, proc, log)
             pending.append(name)
         deadline = time.monotonic() + 90

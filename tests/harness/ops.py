@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.harness.netutil import REPO, free_port, stop_pid, tail, wait_for_port
-from tests.harness.services import Service, _spawn
+from tests.harness.services import Service, spawn_logged
 from workers.exec.procs import die_with_parent
 
 
@@ -51,7 +51,7 @@ def zrepq(
 def start_scheduler(env: dict[str, str], logdir: Path, name: str = "scheduler") -> Service:
     """`zrepq scheduler` (celery beat + redbeat); returns once it runs (lock or waiting)."""
     log = logdir / f"{name}.log"
-    proc = _spawn([*SCRIPTS["zrepq"], "scheduler"], env, log)
+    proc = spawn_logged([*SCRIPTS["zrepq"], "scheduler"], env, log)
     svc = Service(name, proc, log)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -68,7 +68,7 @@ def start_metrics(env: dict[str, str], logdir: Path, *args: str) -> Service:
     port = free_port()
     log = logdir / "metrics.log"
     argv = [*SCRIPTS["zrepq"], "metrics", "--port", str(port), *args]
-    proc = _spawn(argv, env, log)
+    proc = spawn_logged(argv, env, log)
     svc = Service("metrics", proc, log, port=port)
     if not wait_for_port(port, proc, timeout=60):
         svc.stop()

@@ -14,13 +14,19 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import redis
 
 from tests.harness.netutil import REPO, child_preexec, free_port, wait_for_port
+from tests.harness.standin import standin_env
 from workers.keys import HOSTS_KEY
+
+if TYPE_CHECKING:
+    from tests.harness.sshd import SshdCluster
 
 
 @dataclass
@@ -53,7 +59,9 @@ class Service:
             os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-def _spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def spawn_logged(argv: list[str], env: dict[str, str] | None, log: Path) -> subprocess.Popen[bytes]:
+    """Start a service with its output appended to `log`, in its own process group (one
+    killpg stops it and everything it forks), dying with the harness (`child_preexec`)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as fh:
         return subprocess.Popen(
@@ -92,7 +100,7 @@ def start_worker(host: str, env: dict[str, str], logdir: Path, timeout: float = 
     client = redis.Redis.from_url(env["ZREPQ_BROKER_URL"])
     client.hdel(HOSTS_KEY, host)
     log = logdir / f"worker-{host}.log"
-    proc = _spawn([sys.executable, "-m", "workers.main"], env, log)
+    proc = spawn_logged([sys.executable, "-m", "workers.main"], env, log)
     svc = Service(host, proc, log)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -126,9 +134,33 @@ def start_flower(
         env["FLOWER_UNAUTHENTICATED_API"] = "1"
     log = logdir / f"flower-{port}.log"
     argv = [sys.executable, "-m", "celery", "-A", "tasks.app", "flower", *args]
-    proc = _spawn(argv, env, log)
+    proc = spawn_logged(argv, env, log)
     svc = Service("flower", proc, log, port=port)
     if not wait_for_port(port, proc, timeout=timeout):
         svc.stop()
         raise RuntimeError(f"flower did not start:\n{svc.output()}")
     return svc
+
+
+def start_site_workers(
+    cluster: SshdCluster, hosts: Iterable[str], broker: str, logdir: Path, **extra: str
+) -> dict[str, Service]:
+    """One worker per simulated host of `cluster`: its own stand-in root, the cluster's ssh
+    client config, `extra` added to its environment. All or none: a failure stops the rest."""
+    started: dict[str, Service] = {}
+    try:
+        for name in hosts:
+            sshd = cluster.host(name)
+            env = worker_env(
+                name, broker, standin_env(sshd.root), str(cluster.config_file), **extra
+            )
+            started[name] = start_worker(name, env, logdir)
+    except BaseException:
+        stop_all(started)
+        raise
+    return started
+
+
+def stop_all(services: dict[str, Service]) -> None:
+    for svc in services.values():
+        svc.stop()

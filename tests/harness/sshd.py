@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -237,31 +238,56 @@ class SshdCluster:
                 os.kill(pid, signal.SIGKILL)
 
     def _sshd_config(self, host: SshdHost) -> str:
-        setenv = " ".join(_quote_setenv(k, v) for k, v in host.env.items())
-        return "\n".join(
-            [
-                *host.sshd_config,
-                f"Port {host.port}",
-                "ListenAddress 127.0.0.1",
-                f"HostKey {host.host_key}",
-                f"PidFile {host.workdir / 'sshd.pid'}",
-                f"AuthorizedKeysFile {self.authorized_keys}",
-                "PermitRootLogin prohibit-password",
-                "PubkeyAuthentication yes",
-                "PasswordAuthentication no",
-                "KbdInteractiveAuthentication no",
-                "UsePAM no",
-                "StrictModes no",
-                "UseDNS no",
-                "PrintMotd no",
-                "PrintLastLog no",
-                "MaxSessions 100",
-                "MaxStartups 100",
-                "LogLevel VERBOSE",
-                f"SetEnv {setenv}",
-                "",
-            ]
+        return sshd_config_text(
+            listen="127.0.0.1",
+            port=host.port,
+            host_key=host.host_key,
+            workdir=host.workdir,
+            authorized_keys=self.authorized_keys,
+            env=host.env,
+            first=host.sshd_config,
         )
+
+
+def sshd_config_text(
+    *,
+    listen: str,
+    port: int,
+    host_key: Path,
+    workdir: Path,
+    authorized_keys: Path,
+    env: Mapping[str, str],
+    first: Sequence[str] = (),
+    extra: Sequence[str] = (),
+) -> str:
+    """A test sshd's config: key-only root login, no PAM/DNS/motd, many sessions, `env` set
+    for every session. sshd takes the first value of a keyword: `first` overrides."""
+    setenv = " ".join(_quote_setenv(k, v) for k, v in env.items())
+    return "\n".join(
+        [
+            *first,
+            f"Port {port}",
+            f"ListenAddress {listen}",
+            f"HostKey {host_key}",
+            f"PidFile {workdir / 'sshd.pid'}",
+            f"AuthorizedKeysFile {authorized_keys}",
+            "PermitRootLogin prohibit-password",
+            "PubkeyAuthentication yes",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "UsePAM no",
+            "StrictModes no",
+            "UseDNS no",
+            "PrintMotd no",
+            "PrintLastLog no",
+            "MaxSessions 100",
+            "MaxStartups 100",
+            *extra,
+            "LogLevel VERBOSE",
+            f"SetEnv {setenv}",
+            "",
+        ]
+    )
 
 
 def _stanza(name: str, port: int, cluster: SshdCluster, known_hosts: Path) -> str:

@@ -27,7 +27,7 @@ import yaml
 
 from tests.harness.netutil import REPO, free_port, wait_until
 from tests.harness.ops import SCRIPTS, ConfiguredRedis
-from tests.harness.services import Service, _spawn
+from tests.harness.services import Service, spawn_logged
 
 pytestmark = pytest.mark.integration
 
@@ -200,7 +200,9 @@ def test_compose_commands_run_against_a_password_protected_redis(tmp_path: Path)
         ]
         flower = Service(
             "flower",
-            _spawn(_as_tests_run_it(argv), _env_of(svc["flower"], url), tmp_path / "flower.log"),
+            spawn_logged(
+                _as_tests_run_it(argv), _env_of(svc["flower"], url), tmp_path / "flower.log"
+            ),
             tmp_path / "flower.log",
             port=port,
         )
@@ -215,7 +217,7 @@ def test_compose_commands_run_against_a_password_protected_redis(tmp_path: Path)
         env = _env_of(svc["scheduler"], url)
         sched = Service(
             "scheduler",
-            _spawn(_as_tests_run_it(svc["scheduler"]["command"]), env, sched_log),
+            spawn_logged(_as_tests_run_it(svc["scheduler"]["command"]), env, sched_log),
             sched_log,
         )
         started.append(sched)
@@ -226,7 +228,9 @@ def test_compose_commands_run_against_a_password_protected_redis(tmp_path: Path)
         argv += ["--port", str(mport)]
         mlog = tmp_path / "metrics.log"
         metrics = Service(
-            "metrics", _spawn(_as_tests_run_it(argv), _env_of(svc["metrics"], url), mlog), mlog
+            "metrics",
+            spawn_logged(_as_tests_run_it(argv), _env_of(svc["metrics"], url), mlog),
+            mlog,
         )
         started.append(metrics)
 

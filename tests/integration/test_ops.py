@@ -36,7 +36,14 @@ from tests.harness.ops import (
     zrepq,
 )
 from tests.harness.redis_server import RedisServer
-from tests.harness.services import Service, _spawn, start_worker, worker_env
+from tests.harness.services import (
+    Service,
+    spawn_logged,
+    start_site_workers,
+    start_worker,
+    stop_all,
+    worker_env,
+)
 from tests.harness.sshd import SshdCluster
 from tests.harness.standin import StandinHost, standin_env
 from workers.keys import HOSTS_KEY, queue_name
@@ -72,24 +79,19 @@ def services(
     ops_env: dict[str, str],
     logdir: Path,
 ) -> Iterator[dict[str, Service]]:
-    started: dict[str, Service] = {}
+    started = start_site_workers(
+        sshd_cluster,
+        HOSTS,
+        redis_server.url,
+        logdir,
+        ZREPQ_CONFIG="none",
+        ZREPQ_CHECK_TIMEOUT="8",
+    )
     try:
-        for name in HOSTS:
-            sshd = sshd_cluster.host(name)
-            env = worker_env(
-                name,
-                redis_server.url,
-                standin_env(sshd.root),
-                str(sshd_cluster.config_file),
-                ZREPQ_CONFIG="none",
-                ZREPQ_CHECK_TIMEOUT="8",
-            )
-            started[name] = start_worker(name, env, logdir)
         started["scheduler"] = start_scheduler(ops_env, logdir)
         yield started
     finally:
-        for svc in started.values():
-            svc.stop()
+        stop_all(started)
 
 
 @pytest.fixture
@@ -137,7 +139,7 @@ def start_configured_worker(
     client = load(env).redis()
     client.hdel(HOSTS_KEY, host)
     log = logdir / f"worker-{host}.log"
-    svc = Service(host, _spawn([sys.executable, "-m", "workers.main"], env, log), log)
+    svc = Service(host, spawn_logged([sys.executable, "-m", "workers.main"], env, log), log)
     ok = wait_until(
         lambda: svc.proc.poll() is not None or bool(client.hget(HOSTS_KEY, host)), timeout, 0.2
     )

@@ -27,9 +27,8 @@ from tasks.errors import TaskFailed
 from tests.harness.fleet import Fleet, Site
 from tests.harness.netutil import REPO
 from tests.harness.redis_server import RedisServer
-from tests.harness.services import Service, start_flower, start_worker, worker_env
+from tests.harness.services import Service, start_flower, start_site_workers, stop_all
 from tests.harness.sshd import SshdCluster
-from tests.harness.standin import standin_env
 
 HOSTS = ("qa", "qb")
 
@@ -39,23 +38,14 @@ def services(
     sshd_cluster: SshdCluster, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Service]]:
     logdir = tmp_path_factory.mktemp("services")
-    started: dict[str, Service] = {}
+    started = start_site_workers(
+        sshd_cluster, HOSTS, redis_server.url, logdir, ZREP_INFILTER="pv -q -L 4m"
+    )
     try:
-        for name in HOSTS:
-            sshd = sshd_cluster.host(name)
-            env = worker_env(
-                name,
-                redis_server.url,
-                standin_env(sshd.root),
-                str(sshd_cluster.config_file),
-                ZREP_INFILTER="pv -q -L 4m",
-            )
-            started[name] = start_worker(name, env, logdir)
         started["flower"] = start_flower(redis_server.url, logdir)
         yield started
     finally:
-        for svc in started.values():
-            svc.stop()
+        stop_all(started)
 
 
 @pytest.fixture
