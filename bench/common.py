@@ -317,7 +317,7 @@ def start_workers(
 
     import redis
 
-    from tests.harness.services import Service, _spawn
+    from tests.harness.services import Service, spawn_logged
     from workers.keys import HOSTS_KEY
 
     module = "bench.timed_worker" if timed else "workers.main"
@@ -325,7 +325,7 @@ def start_workers(
     for host, env in envs.items():
         redis.Redis.from_url(env["ZREPQ_BROKER_URL"]).hdel(HOSTS_KEY, host)
         log = logdir / f"worker-{host}-{int(time.time() * 1000)}.log"
-        started.append(Service(host, _spawn([sys.executable, "-m", module], env, log), log))
+        started.append(Service(host, spawn_logged([sys.executable, "-m", module], env, log), log))
     deadline = time.monotonic() + timeout
     waiting = {svc.name: svc for svc in started}
     try:

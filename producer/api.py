@@ -4,6 +4,8 @@
     p = Producer()                         # broker from ZREPQ_BROKER_URL
     r = p.sync("poola/prod", host="hosta")  # an AsyncResult
     r.get()                                 # {"ok": True, "result": {...}}
+    with p.batch():                         # many at once: one connection, pipelined
+        rs = [p.sync(fs, host="hosta") for fs in datasets]
 
 The producer knows task names and argument schemas (`tasks.contract`), never worker
 internals. Arguments are validated here too, so a typo fails at once with a clear message
@@ -13,7 +15,11 @@ instead of in a worker's log.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -24,6 +30,8 @@ from celery.result import AsyncResult
 from tasks import contract as c
 from tasks.app import app as default_app
 from tasks.app import settings_of
+
+log = logging.getLogger(__name__)
 
 
 def redact(url: str) -> str:
@@ -72,6 +80,7 @@ class Producer:
         self.check_hosts = check_hosts
         self.connect_timeout = connect_timeout
         self._known: dict[str, Any] | None = None
+        self._local = threading.local()  # `.batch`: this thread's batch, if in one
 
     # ---- hosts ---------------------------------------------------------------------------
 
@@ -111,17 +120,81 @@ class Producer:
         kwargs = {"host": host, "tag": self.tag, **kwargs}
         args = c.validate(name, kwargs)
         self._check_host(args.host)
+        body = args.model_dump(exclude_defaults=False)
+        queue = c.queue_for(args.host)
+        batch: _Batch | None = getattr(self._local, "batch", None)
         try:
-            return self.app.send_task(
+            result = self.app.send_task(
                 name,
-                kwargs=args.model_dump(exclude_defaults=False),
-                queue=c.queue_for(args.host),
+                kwargs=body,
+                queue=queue,
                 retry=False,
+                producer=batch.producer if batch else None,
+                # A queue is declared once per connection (kombu caches it), but checking that
+                # costs a tenth of a send: a batch checks once per queue.
+                declare=[] if batch and queue in batch.declared else None,
+                # What logs and Flower show of the arguments. Celery's `saferepr` (a fifth of
+                # a send's CPU) gives the same text for these flat arguments (it only leaves
+                # backslashes and control characters unescaped).
+                argsrepr="()",
+                kwargsrepr=self._repr(body),
             )
         except Exception as e:  # kombu raises OperationalError and friends
             raise c.HostUnreachable(
                 f"cannot enqueue {name} on {redact(self.broker_url)}: {e}"
             ) from None
+        if batch:
+            batch.declared.add(queue)
+        return result
+
+    def _repr(self, kwargs: dict[str, Any]) -> str | None:
+        text = repr(kwargs)
+        return text if len(text) <= self.app.amqp.kwargsrepr_maxsize else None
+
+    @contextmanager
+    def batch(self) -> Iterator[Producer]:
+        """Send every task enqueued in this thread inside the block over one connection.
+
+        For many tasks at once (the CLI with many datasets, a script enqueueing thousands):
+        each message and its `task-sent` event (which Flower shows as a queued task) are
+        buffered in one Redis pipeline, written every few hundred messages and when the
+        block ends, instead of a round trip each on a new Redis client: ~0.25 ms of CPU per
+        task instead of ~0.65 ms.
+
+        What `send` accepted is sent: also when the block raises (the error is raised after
+        the buffered messages are written). Writing them can fail (Redis gone): that raises
+        `HostUnreachable`, and the messages of that write may or may not have been queued.
+        Nested batches are one batch, the outermost.
+        """
+        if getattr(self._local, "batch", None) is not None:
+            yield self
+            return
+        # kombu will not pipeline publishes over a connection that retries a timed-out
+        # command (a replayed pipeline could queue a message twice): this one raises instead.
+        conn = self.app.connection_for_write(transport_options={"retry_on_timeout": False})
+        sent = False
+        try:
+            producer = self.app.amqp.Producer(conn, auto_declare=False)
+            batching = getattr(producer, "batch", None)  # kombu >= 5.7; else one producer
+            with batching() if batching is not None else _no_batch() as pending:
+                self._local.batch = _Batch(producer)
+                try:
+                    yield self
+                except Exception:
+                    _flush_quietly(pending)
+                    raise
+                finally:
+                    self._local.batch = None
+                sent = True
+        except Exception as e:
+            if not sent:  # the block's own error, or one `send` already reported
+                raise
+            raise c.HostUnreachable(
+                f"cannot enqueue on {redact(self.broker_url)}: {e}; "
+                "the tasks of the last write may or may not have been queued"
+            ) from None
+        finally:
+            conn.release()
 
     def _target(self, fs: str, host: str | None) -> tuple[str, str]:
         return split_host(fs, host or self.default_host)
@@ -196,17 +269,18 @@ class Producer:
         targets = hosts or sorted(self.hosts())
         if not targets:
             raise c.ValidationError("no hosts: no zrepq worker has registered yet")
-        return {
-            h: self.send(
-                c.SYNC_ALL,
-                h,
-                force=force,
-                resume=resume,
-                changed_only=changed_only,
-                quiet_secs=quiet_secs,
-            )
-            for h in targets
-        }
+        with self.batch():
+            return {
+                h: self.send(
+                    c.SYNC_ALL,
+                    h,
+                    force=force,
+                    resume=resume,
+                    changed_only=changed_only,
+                    quiet_secs=quiet_secs,
+                )
+                for h in targets
+            }
 
     def snaponly(self, fs: str, *, host: str | None = None) -> AsyncResult[Any]:
         h, fs = self._target(fs, host)
@@ -318,3 +392,26 @@ class Producer:
     ) -> AsyncResult[Any]:
         h, snap = self._target(snapshot, host)
         return self.send(c.SENTSYNC, h, snapshot=snap, local_only=local_only)
+
+
+class _Batch:
+    """A thread's batch: its kombu producer, and the queues it has sent to."""
+
+    def __init__(self, producer: Any) -> None:
+        self.producer = producer
+        self.declared: set[str] = set()
+
+
+@contextmanager
+def _no_batch() -> Iterator[None]:
+    yield None
+
+
+def _flush_quietly(pending: Any) -> None:
+    """Write what a batch holds before the block's own error propagates."""
+    if pending is None:
+        return
+    try:
+        pending.flush()
+    except Exception as e:
+        log.warning("could not enqueue the tasks accepted before the error: %s", e)

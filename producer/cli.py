@@ -197,7 +197,18 @@ def sync(
         results = c.producer.sync_all(list(hosts) or ([c.host] if c.host else None), **flags)
         c.finish(results, render=None if c.json else _render_summary(results))
         return
-    c.finish({t: c.producer.sync(t, ignore_pause=ignore_pause, **flags) for t in targets})
+    c.finish(_each(c, targets, lambda t: c.producer.sync(t, ignore_pause=ignore_pause, **flags)))
+
+
+def _each(
+    c: Ctx, targets: Sequence[str], send: Callable[[str], AsyncResult[Any]]
+) -> dict[str, AsyncResult[Any]]:
+    """One task per target; several are sent together (`Producer.batch`: one connection,
+    pipelined)."""
+    if len(targets) == 1:
+        return {targets[0]: send(targets[0])}
+    with c.producer.batch():
+        return {t: send(t) for t in targets}
 
 
 def _render_summary(results: dict[str, Any]) -> Callable[[Any], str]:
@@ -216,7 +227,11 @@ def _render_summary(results: dict[str, Any]) -> Callable[[Any], str]:
 def synconly(c: Ctx, force: bool, resume: bool, targets: Sequence[str]) -> None:
     """synconly (fs ...): send the newest existing snapshot."""
     c.finish(
-        {t: c.producer.sync(t, force=force, resume=resume or None, snapshot=False) for t in targets}
+        _each(
+            c,
+            targets,
+            lambda t: c.producer.sync(t, force=force, resume=resume or None, snapshot=False),
+        )
     )
 
 
@@ -225,7 +240,7 @@ def synconly(c: Ctx, force: bool, resume: bool, targets: Sequence[str]) -> None:
 @pass_ctx
 def snaponly(c: Ctx, targets: Sequence[str]) -> None:
     """snaponly (fs ...): make the next zrep snapshot only."""
-    c.finish({t: c.producer.snaponly(t) for t in targets}, render=lambda r: str(r))
+    c.finish(_each(c, targets, c.producer.snaponly), render=lambda r: str(r))
 
 
 @cli.command()
@@ -248,7 +263,7 @@ def expire(c: Ctx, local_only: bool, targets: Sequence[str]) -> None:
         host = c.host or ""
         c.finish({host: c.producer.expire(host=host, all=bool(targets), local_only=local_only)})
         return
-    c.finish({t: c.producer.expire(t, local_only=local_only) for t in targets})
+    c.finish(_each(c, targets, lambda t: c.producer.expire(t, local_only=local_only)))
 
 
 @cli.command()

@@ -3,18 +3,29 @@
 A lease is `SET key token NX PX ttl`; only the holder (same token) can renew or delete it,
 through redis-py's Lua scripts. The token says who holds it: `owner:pid:operation:uuid`.
 
-While held, a renewal thread resets the TTL every ttl/3. `handle.lost` is set, and stays
-set, as soon as the lease cannot be trusted any more:
+While held, a lease is renewed every ttl/3. `handle.lost` is set, and stays set, as soon as
+the lease cannot be trusted any more:
 - a renewal finds the key gone or holding another token (deleted, stolen, expired, or Redis
   restarted without persistence: then the key is simply gone, so we never hold it twice);
 - Redis stayed unreachable until the lease would have expired. A watchdog thread decides
-  this, not the renewal thread, so a renewal call hanging on a dead socket cannot delay it.
+  this, not the renewal thread, so a renewal call hanging on a dead socket cannot delay it;
+  and `lost` also *reads* as set once that time has passed, before the watchdog has run.
 The holder must stop when `lost` is set (the engine passes it as the stream's `cancel`).
+
+Each `RedisLocks` has one renewal thread and one watchdog thread for all the leases it holds
+(a dict of them, guarded by one lock): taking a lease registers it, giving it back
+unregisters it, and neither starts, wakes or joins a thread in the common case. The threads
+are daemons, started lazily by the first lease held in a process (so a child forked by the
+Celery prefork pool starts its own instead of inheriting dead ones), and end after a while
+without leases. The renewals of one `RedisLocks` are made one after another, so a call
+hanging on a dead socket holds up the others too (the watchdog still flags each lease in
+time): hence the client socket timeouts below ttl/3 that `RedisLocks` asks for.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -36,6 +47,9 @@ _REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
 # differences and the time the holder needs to notice.
 _MARGIN_FRACTION = 0.1
 _MARGIN_MAX = 1.0
+# A renewal or watchdog thread with no lease to look after for this long ends (the next lease
+# starts it again), so a `RedisLocks` that is no longer used does not keep threads forever.
+_IDLE_EXIT = 30.0
 
 
 class _LostEvent(threading.Event):
@@ -105,6 +119,7 @@ class RedisLocks:
         self._owner = owner
         self._ttl = ttl
         self._prefix = prefix
+        self._renewer = _Renewer(ttl, owner)
 
     @property
     def ttl(self) -> float:
@@ -124,17 +139,20 @@ class RedisLocks:
         failure are given back at once.
         """
         names = sorted(set(keys))
-        token = f"{self._owner}:{os.getpid()}:{operation}:{uuid.uuid4().hex}"
+        pid = os.getpid()
+        token = f"{self._owner}:{pid}:{operation}:{uuid.uuid4().hex}"
         handle = LeaseHandle(token, names)
         locks, taken = self._acquire(names, token, time.monotonic() + wait)
-        renewer = _Renewer(locks, self._ttl, handle.lost, ", ".join(names), taken)
-        handle._lost._expired = renewer.expired
-        renewer.start()
+        held = self._renewer.held(token, locks, handle._lost, ", ".join(names), taken)
         try:
+            handle._lost._expired = held.expired
+            self._renewer.add(held)
             yield handle
         finally:
-            renewer.stop()
-            self._release(locks)
+            self._renewer.remove(held)
+            # A child forked inside the block and leaving it must not delete the parent's lease.
+            if os.getpid() == pid:
+                self._release(locks)
 
     def holder(self, key: str) -> str | None:
         """Token of the current holder of lease `key`, or None when it is free."""
@@ -211,77 +229,213 @@ class RedisLocks:
         )
 
 
-class _Renewer:
-    """Keeps leases alive; sets `lost` when that fails or can no longer be known to work."""
+class _Held:
+    """One `hold()`: its locks and `lost` event, when to renew it, and until when it is valid.
+
+    `renew_at` and `valid_until` (monotonic) change under the `_Renewer`'s lock; `expired()`
+    reads them without it (a float attribute is read whole).
+    """
+
+    __slots__ = ("label", "locks", "lost", "released", "renew_at", "token", "valid_until")
 
     def __init__(
-        self, locks: Sequence[Lock], ttl: float, lost: threading.Event, label: str, since: float
+        self,
+        token: str,
+        locks: Sequence[Lock],
+        lost: threading.Event,
+        label: str,
+        renew_at: float,
+        valid_until: float,
     ) -> None:
-        self._locks = locks
-        self._ttl = ttl
-        self._lost = lost
-        self._label = label
-        self._stopped = threading.Event()
-        self._margin = min(_MARGIN_MAX, ttl * _MARGIN_FRACTION)
-        # Valid until: the start of the last successful (re)acquire plus the TTL, less a margin.
-        self._valid_until = since + ttl - self._margin
-        self._mutex = threading.Lock()
-        self._threads = [
-            threading.Thread(target=self._renew, name=f"lease-renew {label}", daemon=True),
-            threading.Thread(target=self._watch, name=f"lease-watch {label}", daemon=True),
-        ]
-
-    def start(self) -> None:
-        for t in self._threads:
-            t.start()
-
-    def stop(self) -> None:
-        self._stopped.set()
-        for t in self._threads:
-            # A renewal stuck in a socket call is a daemon thread: do not wait for it.
-            t.join(timeout=1.0)
+        self.token = token
+        self.locks = locks
+        self.lost = lost
+        self.label = label
+        self.renew_at = renew_at
+        self.valid_until = valid_until
+        self.released = False
 
     def expired(self) -> bool:
-        """Has the lease run out by the clock (and we still hold it, i.e. not stopped)?"""
-        with self._mutex:
-            valid_until = self._valid_until
-        return not self._stopped.is_set() and time.monotonic() >= valid_until
+        """Has the lease run out by the clock (and we still hold it, i.e. not released)?"""
+        return not self.released and time.monotonic() >= self.valid_until
+
+    def flagged(self) -> bool:
+        """`lost` as set by a thread (the plain flag: not the clock check of `_LostEvent`)."""
+        return threading.Event.is_set(self.lost)
+
+
+# Guards the per-process reset of every `_Renewer`; replaced in a forked child, where it may
+# have been inherited locked.
+_FORK_GUARD = threading.Lock()
+
+
+def _new_fork_guard() -> None:
+    global _FORK_GUARD
+    _FORK_GUARD = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_fork_guard)
+
+
+class _Renewer:
+    """Keeps the leases of one `RedisLocks` alive; sets `lost` when that fails or can no
+    longer be known to work.
+
+    One renewal thread renews every held lease ttl/3 after its last renewal (or 1 s after a
+    failed attempt, until the lease runs out); one watchdog thread sets `lost` on a lease once
+    its TTL, less a margin, has passed since the start of its last successful (re)acquire.
+    Each sleeps until its next deadline. A new lease's deadlines are later than those of the
+    leases already held (same TTL), so registering one wakes a thread only when it had nothing
+    to wait for; unregistering never does (the thread finds nothing due and sleeps on).
+    """
+
+    def __init__(self, ttl: float, owner: str) -> None:
+        self._ttl = ttl
+        self._interval = ttl / 3
+        self._retry = min(self._interval, 1.0)
+        self._margin = min(_MARGIN_MAX, ttl * _MARGIN_FRACTION)
+        self._owner = owner
+        self._pid = -1
+        self._reset()
+
+    def _reset(self) -> None:
+        """Fresh state for this process: no leases, no threads, a lock nobody holds."""
+        self._cond = threading.Condition(threading.Lock())
+        self._held: dict[str, _Held] = {}
+        self._renewing: threading.Thread | None = None
+        self._watching: threading.Thread | None = None
+        # When each thread will look again (inf: it waits until woken).
+        self._renew_at = math.inf
+        self._watch_at = math.inf
+        self._pid = os.getpid()
+
+    def _here(self) -> threading.Condition:
+        """The lock of this process's state. After a fork the child starts with none of the
+        parent's leases or threads (they did not survive the fork); its threads start when it
+        first holds a lease."""
+        if self._pid != os.getpid():
+            with _FORK_GUARD:
+                if self._pid != os.getpid():
+                    self._reset()
+        return self._cond
+
+    def held(
+        self, token: str, locks: Sequence[Lock], lost: threading.Event, label: str, since: float
+    ) -> _Held:
+        """A lease taken at `since` (monotonic: when the attempt that took it began)."""
+        return _Held(
+            token, locks, lost, label, since + self._interval, since + self._ttl - self._margin
+        )
+
+    def add(self, held: _Held) -> None:
+        cond = self._here()
+        with cond:
+            self._held[held.token] = held
+            wake = False
+            if self._renewing is None or not self._renewing.is_alive():
+                self._renewing = self._start(self._renew, "renew")
+            elif held.renew_at < self._renew_at:
+                wake = True
+            if self._watching is None or not self._watching.is_alive():
+                self._watching = self._start(self._watch, "watch")
+            elif held.valid_until < self._watch_at:
+                wake = True
+            if wake:
+                cond.notify_all()
+
+    def remove(self, held: _Held) -> None:
+        held.released = True
+        with self._here():
+            self._held.pop(held.token, None)
+
+    def _start(self, target: Callable[[], None], what: str) -> threading.Thread:
+        t = threading.Thread(target=target, name=f"lease-{what} {self._owner}", daemon=True)
+        t.start()
+        return t
+
+    # ---- the threads (each runs with `_cond` held except around Redis calls and logging) --
 
     def _renew(self) -> None:
-        interval = self._ttl / 3
-        retry = min(interval, 1.0)
-        pause = interval
-        while not self._stopped.wait(pause) and not self._lost.is_set():
-            began = time.monotonic()
-            try:
-                for lock in self._locks:
-                    lock.reacquire()
-            except LockNotOwnedError:
-                log.error("lease %s is no longer ours (deleted, expired or taken)", self._label)
-                self._lose()
-                return
-            except (LockError, redis.RedisError) as exc:
-                log.warning("could not renew lease %s: %s; retrying", self._label, exc)
-                pause = retry
-                continue
-            with self._mutex:
-                self._valid_until = began + self._ttl - self._margin
-            pause = interval
+        cond = self._cond
+        idle_since: float | None = None
+        while True:
+            with cond:
+                now = time.monotonic()
+                # A lease that ran out by the clock is not renewed: the watchdog sets `lost`.
+                live = [h for h in self._held.values() if not h.released and not h.flagged()]
+                due = [h for h in live if h.renew_at <= now and h.valid_until > now]
+                if not due:
+                    if not live:
+                        if idle_since is None:
+                            idle_since = now
+                        elif now - idle_since >= _IDLE_EXIT:
+                            if self._renewing is threading.current_thread():
+                                self._renewing = None
+                            return
+                    else:
+                        idle_since = None
+                    later = [h.renew_at for h in live if h.renew_at > now]
+                    self._renew_at = min(later, default=math.inf)
+                    cond.wait(min(self._renew_at - now, _IDLE_EXIT))
+                    continue
+                idle_since = None
+                self._renew_at = now  # busy; a new lease's deadline is later anyway
+            for held in due:
+                self._renew_one(cond, held)
+
+    def _renew_one(self, cond: threading.Condition, held: _Held) -> None:
+        began = time.monotonic()
+        try:
+            for lock in held.locks:
+                lock.reacquire()
+        except LockNotOwnedError:
+            with cond:
+                gone = held.released  # given back meanwhile: not a loss
+            if not gone:
+                log.error("lease %s is no longer ours (deleted, expired or taken)", held.label)
+                held.lost.set()
+            return
+        except (LockError, redis.RedisError) as exc:
+            log.warning("could not renew lease %s: %s; retrying", held.label, exc)
+            with cond:
+                held.renew_at = time.monotonic() + self._retry
+            return
+        except Exception:  # the thread must not die over one lease; the watchdog decides
+            log.exception("could not renew lease %s; retrying", held.label)
+            with cond:
+                held.renew_at = time.monotonic() + self._retry
+            return
+        with cond:
+            held.valid_until = began + self._ttl - self._margin
+            held.renew_at = began + self._interval
 
     def _watch(self) -> None:
+        cond = self._cond
+        idle_since: float | None = None
         while True:
-            with self._mutex:
-                remaining = self._valid_until - time.monotonic()
-            if remaining <= 0:
-                log.error("lease %s could not be renewed in time", self._label)
-                self._lose()
-                return
-            if self._stopped.wait(remaining):
-                return
-
-    def _lose(self) -> None:
-        if not self._stopped.is_set():
-            self._lost.set()
+            with cond:
+                now = time.monotonic()
+                live = [h for h in self._held.values() if not h.released and not h.flagged()]
+                ran_out = [h for h in live if h.valid_until <= now]
+                if not ran_out:
+                    if not live:
+                        if idle_since is None:
+                            idle_since = now
+                        elif now - idle_since >= _IDLE_EXIT:
+                            if self._watching is threading.current_thread():
+                                self._watching = None
+                            return
+                    else:
+                        idle_since = None
+                    self._watch_at = min((h.valid_until for h in live), default=math.inf)
+                    cond.wait(min(self._watch_at - now, _IDLE_EXIT))
+                    continue
+                idle_since = None
+                self._watch_at = now
+            for held in ran_out:  # logged outside the lock
+                if not held.released:
+                    log.error("lease %s could not be renewed in time", held.label)
+                    held.lost.set()
 
 
 def _name(lock: Lock) -> str:
