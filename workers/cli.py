@@ -63,6 +63,7 @@ class Printer:
     def __init__(self, out: TextIO, err: TextIO, *, quiet: bool) -> None:
         self.out, self.err, self.quiet = out, err, quiet
         self._last = 0.0
+        self._estimate_shown = False
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, Message):
@@ -70,9 +71,18 @@ class Printer:
                 print(event.text, file=self.err)
             elif not self.quiet:
                 print(event.text, file=self.out)
-        elif isinstance(event, StreamStarted) and not self.quiet and event.total:
-            print(f"estimated size: {event.total} bytes", file=self.out)
-        elif isinstance(event, StreamProgress) and self.err.isatty():
+        elif isinstance(event, StreamStarted):
+            self._estimate_shown = False
+            if not self.quiet and event.total:
+                self._estimate_shown = True
+                print(f"estimated size: {event.total} bytes", file=self.out)
+        elif isinstance(event, StreamProgress):
+            # The estimate comes from the send itself, with the first progress event.
+            if not self._estimate_shown and event.total and not self.quiet:
+                self._estimate_shown = True
+                print(f"estimated size: {event.total} bytes", file=self.out)
+            if not self.err.isatty():
+                return
             now = time.monotonic()
             if now - self._last >= 0.5:
                 self._last = now

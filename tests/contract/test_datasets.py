@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from tests.harness.zfs_backend import (
     ZfsBackend,
     assert_fails,
@@ -10,6 +12,7 @@ from tests.harness.zfs_backend import (
     guid,
     ok,
     read_file,
+    sh_ok,
     snapshots,
     write_file,
     zfs_version,
@@ -122,6 +125,14 @@ def test_hold_release_and_holds_listing(b: ZfsBackend) -> None:
     assert sorted((r[0], r[1]) for r in rows) == [(f"{fs}/kid@s1", "t1"), (f"{fs}@s1", "t1")]
     out = ok(b, "holds", f"{fs}@s1")
     assert out.splitlines()[0].split() == ["NAME", "TAG", "TIMESTAMP"]
+    # `holds` has its own time format: "%a %b %e %H:%M %Y" (zero-padded hour)
+    stamp = out.splitlines()[1].split(None, 2)[2]
+    assert re.fullmatch(r"[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d \d{4}", stamp), stamp
+    if zfs_version(b) >= (2, 2, 0):
+        when = int(ok(b, "holds", "-H", "-p", f"{fs}@s1").split("\t")[2])
+        assert stamp == sh_ok(b, f"date -d @{when} '+%a %b %e %H:%M %Y'").rstrip("\n")
+    else:  # -p came with 2.2
+        assert_fails(b.zfs("holds", "-p", f"{fs}@s1"), "invalid option 'p'", code=2)
     assert_fails(b.zfs("release", "nope", f"{fs}@s1"), "no such tag on this dataset")
     assert_fails(b.zfs("hold", "t", f"{fs}@missing"), "cannot hold snapshot", "does not exist")
     ok(b, "release", "-r", "t1", f"{fs}@s1")

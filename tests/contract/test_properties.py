@@ -13,6 +13,7 @@ from tests.harness.zfs_backend import (
     ok,
     send_recv,
     set_failure_code,
+    sh_ok,
 )
 
 
@@ -134,6 +135,35 @@ def test_recv_o_sets_local_and_recv_x_excludes(b: ZfsBackend) -> None:
     assert get_src(b, "readonly", dst2) == ("on", "local")
 
 
+def test_get_depth_1_lists_dataset_snapshots_and_children_in_one_call(b: ZfsBackend) -> None:
+    """The engine's one read of the other side of a sync (`ZfsHost.state`): the dataset's
+    properties and its snapshots', from one `zfs get -d 1`. Properties that do not apply to
+    a type read as "-"; grandchildren and children's snapshots are not listed."""
+    fs = f"{b.base}/st"
+    ok(b, "create", "-p", f"{fs}/kid/grand")
+    ok(b, "set", "zrep:master=yes", fs)
+    ok(b, "snapshot", f"{fs}@s1")
+    ok(b, "snapshot", "-r", f"{fs}@s2")
+    ok(b, "set", "zrep:sent=1700000000", f"{fs}@s1")
+    out = ok(b, "get", "-H", "-p", "-d", "1", "-t", "filesystem,volume,snapshot",
+             "-o", "name,property,value,source",
+             "type,readonly,mounted,receive_resume_token,mountpoint,guid,createtxg,zrep:master,"
+             "zrep:sent", fs)  # fmt: skip
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert all(len(r) == 4 for r in rows), rows
+    assert sorted({r[0] for r in rows}) == [fs, f"{fs}/kid", f"{fs}@s1", f"{fs}@s2"]
+    got = {(r[0], r[1]): (r[2], r[3]) for r in rows}
+    assert got[(fs, "zrep:master")] == ("yes", "local")
+    assert got[(fs, "type")] == ("filesystem", "-")
+    assert got[(f"{fs}@s1", "type")] == ("snapshot", "-")
+    assert got[(f"{fs}@s1", "zrep:sent")] == ("1700000000", "local")
+    assert got[(f"{fs}@s2", "zrep:sent")] == ("-", "-")
+    assert got[(f"{fs}@s1", "mountpoint")] == ("-", "-")
+    assert got[(f"{fs}@s1", "zrep:master")] == ("yes", f"inherited from {fs}")
+    assert int(got[(f"{fs}@s1", "createtxg")][0]) < int(got[(f"{fs}@s2", "createtxg")][0])
+    assert got[(f"{fs}@s1", "guid")][0] == get(b, "guid", f"{fs}@s1")
+
+
 def test_get_output_formats(b: ZfsBackend) -> None:
     fs = f"{b.base}/fmt"
     ok(b, "create", fs)
@@ -149,8 +179,10 @@ def test_get_output_formats(b: ZfsBackend) -> None:
     now = int(time.time())
     created = int(get(b, "creation", fs))
     assert abs(created - now) < 120
-    human = ok(b, "get", "-H", "-o", "value", "creation", fs).strip()
-    assert re.fullmatch(r"[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d \d{4}", human), human
+    human = ok(b, "get", "-H", "-o", "value", "creation", fs).rstrip("\n")
+    # "%a %b %e %k:%M %Y": the hour is space-padded ("Tue Nov 24  0:20 2026"; found on
+    # OpenZFS after midnight), the same local time as the epoch seconds
+    assert human == sh_ok(b, f"date -d @{created} '+%a %b %e %k:%M %Y'").rstrip("\n")
     # sizes: bytes with -p, human units without
     assert re.fullmatch(r"\d+", get(b, "used", fs))
     assert re.fullmatch(r"[\d.]+[BKMGTPE]", ok(b, "get", "-H", "-o", "value", "used", fs).strip())

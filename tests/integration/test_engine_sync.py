@@ -344,3 +344,28 @@ def test_stale_resume_token_is_aborted_and_sync_retried_plain(
     assert prop(b, "receive_resume_token", dst) == "-"
     assert b.zfs.tree(dst) == a.zfs.tree(src)
     assert any("stale" in getattr(e, "text", "") for e in f.events)
+
+
+def test_a_sync_of_an_unchanged_dataset_makes_15_zfs_calls(
+    pair: tuple[Fleet, Site, Site],
+) -> None:
+    """Calls, not bytes, are what a `sync all` of many small datasets pays for: the other side
+    is read in one `zfs get` (start and expire), the expire reuses the source's list read
+    under the lease, and the send's own estimate replaces `zfs send -nvP`."""
+    f, a, b = pair
+    init(f, a, b)
+    eng = f.engine("hosta")
+    eng.sync(a.fs("prod"))  # warm: the old base has a hold to release from here on
+    na, nb = len(a.zfs.zfs_calls()), len(b.zfs.zfs_calls())
+    res = eng.sync(a.fs("prod"))
+    assert res.status == "synced"
+    on_a = [argv[1] for argv in a.zfs.zfs_calls()[na:]]
+    on_b = [argv[1] for argv in b.zfs.zfs_calls()[nb:]]
+    # info, lock marks, snapshots, snapshot, send, sent, hold, release, 2 x inherit
+    assert sorted(on_a) == sorted(
+        ["get", "set", "get", "snapshot", "send", "set", "hold", "release", "inherit", "inherit"]
+    )
+    # both sides' state at the start and for the expire, recv, sent, hold, release
+    assert sorted(on_b) == sorted(["get", "recv", "set", "hold", "release", "get"])
+    assert holds(b, f"{b.fs('prod')}@zrep_000002") == ["zrepq:zrep:lastsent"]
+    assert holds(a, f"{a.fs('prod')}@zrep_000001") == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from workers.engine.errors import Conflict, NotConfigured
+from workers.engine.expire import JustSent
 from workers.engine.model import Snapshot, last_sent, next_snapname
 from workers.engine.plan import expire_candidates, is_unchanged, plan_sync
 
@@ -193,3 +194,26 @@ def test_expire_ignores_foreign_snapshots_and_requires_last_sent_on_master() -> 
     assert all(s.short.startswith("zrep_") for s in expire_candidates(ss, "zrep", 1, master=True))
     with pytest.raises(NotConfigured):
         expire_candidates(snaps("0 1"), "zrep", 1, master=True)
+
+
+def test_source_list_after_a_sync_is_the_start_list_plus_the_sent_snapshot() -> None:
+    # What the end-of-sync expire uses instead of reading the source again (JustSent).
+    before = snaps("0s 1s 2s")
+    dst = snaps("1s 2s 3", fs="pool/dst")  # zrep_000003 landed there, guid kept by the receive
+    made = JustSent(before, f"{FS}@zrep_000003", 500).source_snapshots(dst)
+    assert made is not None
+    assert names(made) == ["zrep_000000", "zrep_000001", "zrep_000002", "zrep_000003"]
+    new = made[-1]
+    assert (new.guid, new.sent) == ("zrep_000003", 500)
+    assert new.createtxg > before[-1].createtxg
+    assert last_sent(made, "zrep") == new
+    assert "zrep_000003" not in names(expire_candidates(made, "zrep", 1, master=True))
+    # synconly: the snapshot was already there; it is marked sent in place
+    before = snaps("0s 1s 2 x:later")
+    again = JustSent(before, f"{FS}@zrep_000002", 600).source_snapshots(snaps("1s 2", "pool/dst"))
+    assert again is not None
+    assert [s.sent for s in again] == [101, 102, 600, None]
+    # not on the destination as expected (or another guid there): None, the caller reads
+    assert JustSent(before, f"{FS}@zrep_000003", 1).source_snapshots(dst[:2]) is None
+    other = snaps("1s 2", "pool/dst", guid_salt="other-")
+    assert JustSent(before, f"{FS}@zrep_000002", 1).source_snapshots(other) is None

@@ -166,8 +166,13 @@ class Engine:
         handle: LockHandle | None,
         resumed: bool = False,
     ) -> tuple[int, float]:
-        """`zfs send -v -P ARGS | [filters] | ssh dst zfs recv ARGS`, with progress events."""
-        total = src.send_size(send_args)
+        """`zfs send -v -P ARGS | [filters] | ssh dst zfs recv ARGS`, with progress events.
+
+        No separate `zfs send -nvP` for the size: the send itself prints that estimate before
+        the first byte (`size` line, parsed by the pipeline), so progress events carry the
+        total from the first one on; `StreamStarted.total` is None.
+        """
+        total = None
         self.emit(StreamStarted(dataset, snapshot, base, dst.host, dest_fs, total, resumed))
         spec = StreamSpec(
             send_host=src.host,

@@ -7,11 +7,12 @@ a `zfs hold`, so even a mistake here would be refused by ZFS ("dataset is busy")
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from .errors import CommandError, SplitBrain, StateError
 from .events import SnapshotsExpired
-from .model import DatasetInfo, last_sent
+from .model import DatasetInfo, Snapshot, last_sent
 from .names import validate_dataset, validate_host
 from .pause import check_not_paused
 from .plan import expire_candidates
@@ -41,6 +42,32 @@ def expire(eng: Engine, fs: str, *, local_only: bool = False) -> ExpireResult:
         )
 
 
+@dataclass(frozen=True)
+class JustSent:
+    """What a sync knows at its end, under the lease it still holds: the source's snapshots as
+    read at its start (`before`), and `name`, just sent and marked sent at `when`."""
+
+    before: list[Snapshot]
+    name: str
+    when: int
+
+    def source_snapshots(self, dsnaps: list[Snapshot]) -> list[Snapshot] | None:
+        """The source's snapshots now, without reading them: `before` with `name` marked
+        sent (appended if this sync made it, with the guid it has on the destination, which
+        a receive keeps). None if `name` is not on the destination as expected: read then."""
+        short = self.name.split("@", 1)[1]
+        there = next((s for s in dsnaps if s.short == short), None)
+        if there is None or not there.guid:
+            return None
+        mine = next((s for s in self.before if s.name == self.name), None)
+        if mine is not None:
+            if mine.guid != there.guid:
+                return None
+            return [replace(s, sent=self.when) if s is mine else s for s in self.before]
+        txg = max((s.createtxg for s in self.before), default=0) + 1
+        return [*self.before, Snapshot(self.name, there.guid, txg, self.when, self.when)]
+
+
 def expire_pair(
     eng: Engine,
     src: ZfsHost,
@@ -49,21 +76,28 @@ def expire_pair(
     dst_fs: str,
     *,
     info: DatasetInfo | None = None,
+    just_sent: JustSent | None = None,
 ) -> ExpireResult:
-    """Expire the master side, then the standby side with the standby's own savecount."""
+    """Expire the master side, then the standby side with the standby's own savecount.
+
+    The standby's properties and snapshots are read in one call; the master's snapshots are
+    read too unless the sync that just ran hands them over (`just_sent`).
+    """
     info = info or src.info(src_fs)
-    ssnaps = src.snapshots(src_fs)
+    dinfo, dsnaps = dst.state(dst_fs)
+    ssnaps = just_sent.source_snapshots(dsnaps) if just_sent is not None else None
+    if ssnaps is None:
+        ssnaps = src.snapshots(src_fs)
     sent = last_sent(ssnaps, eng.tag)
     protect = frozenset({sent.guid}) if sent else frozenset()
     destroyed = expire_side(eng, src, src_fs, info, master=True, snaps=ssnaps)
-    dinfo = dst.info(dst_fs)
     if dinfo.is_master:
         raise SplitBrain(
             f"Remote side {dst.host}:{dst_fs} also marked as master. Split brain detected",
             dataset=src_fs,
             host=dst.host,
         )
-    remote = expire_side(eng, dst, dst_fs, dinfo, master=False, protect=protect)
+    remote = expire_side(eng, dst, dst_fs, dinfo, master=False, snaps=dsnaps, protect=protect)
     return ExpireResult(src_fs, src.host, destroyed, dst.host, remote)
 
 

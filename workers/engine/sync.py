@@ -26,7 +26,7 @@ from .errors import (
     StateError,
     ZrepqError,
 )
-from .expire import expire_pair
+from .expire import JustSent, expire_pair
 from .model import DatasetInfo, Snapshot, last_sent, latest_zrep, next_snapname
 from .names import validate_dataset, validate_host, validate_snapshot
 from .pause import check_not_paused, clear_error, record_error, record_rollback
@@ -196,7 +196,8 @@ def _replicate(
     t0 = time.monotonic()
     resume = eng.config.resume if resume is None else resume
     try:
-        dinfo = dst.info(dst_fs)
+        # The destination's properties and snapshots in one call (one SSH session).
+        dinfo, dsnaps = dst.state(dst_fs)
     except DatasetMissing:
         raise StateError(
             f"destination {dst.host}:{dst_fs} does not exist: initialize the pair first",
@@ -211,7 +212,6 @@ def _replicate(
         )
     result = SyncResult(src_fs, src.host, dst.host, dst_fs, "synced")
     ssnaps = src.snapshots(src_fs)
-    dsnaps = dst.snapshots(dst_fs)
     plan = _plan(
         eng,
         ssnaps,
@@ -273,6 +273,7 @@ def _replicate(
         new_name = latest.name
     new_short = new_name.split("@", 1)[1]
     state["snapshot"] = new_name
+    clean_send = not plan.landed  # a plain send from the lists read above: see the expire
 
     send_args = [*_send_flags(eng), eng.config.inc_flag, base.name, new_name]
     recv_args = [*_recv_flags(eng, resume=resume, force=plan.force), dst_fs]
@@ -295,6 +296,7 @@ def _replicate(
         if not _landed(src, src_fs, dst, dst_fs, new_short):
             _after_failed_send(eng, src, new_name, err, resume=resume, made=make_snapshot)
             raise
+        clean_send = False
         eng.say(
             f"the send of {new_name} reported an error but the snapshot is on "
             f"{dst.host}:{dst_fs} (same guid): completing",
@@ -309,8 +311,17 @@ def _replicate(
     result.snapshot, result.base = new_name, base.name
     if not eng.config.skip_expire:
         eng.say(f"Expiring zrep snaps on {src_fs}", src_fs)
-        # The source's savecount as read at the start, under the same lease: no re-read.
-        exp = expire_pair(eng, src, src_fs, dst, dst_fs, info=src_info)
+        # The source's savecount and snapshots as read at the start, under the same lease,
+        # plus the one just sent: only the destination is read again.
+        exp = expire_pair(
+            eng,
+            src,
+            src_fs,
+            dst,
+            dst_fs,
+            info=src_info,
+            just_sent=JustSent(ssnaps, new_name, int(time.time())) if clean_send else None,
+        )
         result.expired = exp.destroyed + exp.remote_destroyed
     result.seconds = time.monotonic() - t0
     return result

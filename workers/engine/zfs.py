@@ -2,8 +2,8 @@
 
 Every `zfs` command the engine runs is built here, as an argv list, and its output is parsed
 here, once. Reads fetch everything needed in one call (all of a dataset's zrep properties in
-one `zfs get`, all its snapshots with guid, txg, creation and `zrep:sent` in another): calls,
-not bytes, dominate the cost of syncing many small datasets.
+one `zfs get`, all its snapshots with guid, txg, creation and `zrep:sent` in another, or both
+in one with `state`): calls, not bytes, dominate the cost of syncing many small datasets.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from .model import (
 )
 from .ports import CommandResult, Runner
 
+SNAPSHOT_PROPS = ("guid", "createtxg", "creation")  # with TAG:sent: what `Snapshot` holds
 _MISSING = ("dataset does not exist", "could not find any snapshots to destroy")
 
 
@@ -100,6 +101,43 @@ class ZfsHost:
             props[self._key(row[0])] = Prop(row[1], row[2])
         return DatasetInfo(name, self.tag, props)
 
+    def state(self, name: str) -> tuple[DatasetInfo, list[Snapshot]]:
+        """`info(name)` and `snapshots(name)` in one `zfs get` (`-d 1`: the dataset and its
+        snapshots, and child filesystems, which are skipped). Used for the other side of a
+        sync, where every call is also an SSH session."""
+        info_keys = [*self._user_keys(), *NATIVE_PROPS]
+        sent = self._p("sent")
+        keys = [*info_keys, *(k for k in SNAPSHOT_PROPS if k not in info_keys), sent]
+        try:
+            res = self.zfs(
+                "get",
+                "-H",
+                "-p",
+                "-d",
+                "1",
+                "-t",
+                "filesystem,volume,snapshot",
+                "-o",
+                "name,property,value,source",
+                ",".join(keys),
+                name,
+            )
+        except CommandError as e:
+            raise (self._missing(e, name) or e) from None
+        wanted = set(info_keys)
+        props: dict[str, Prop] = {}
+        snap_rows: list[list[str]] = []
+        prefix = f"{name}@"
+        for row in _rows(res.stdout):
+            if len(row) < 4:
+                continue
+            if row[0] == name:
+                if row[1] in wanted:
+                    props[self._key(row[1])] = Prop(row[2], row[3])
+            elif row[0].startswith(prefix):
+                snap_rows.append(row)
+        return DatasetInfo(name, self.tag, props), _snapshots_from_rows(snap_rows, sent)
+
     def all_configured(self) -> dict[str, DatasetInfo]:
         """Every filesystem/volume on the host with any zrep pair property, in one call."""
         keys = ",".join(self._user_keys())
@@ -131,12 +169,12 @@ class ZfsHost:
                 "snapshot",
                 "-o",
                 "name,property,value,source",
-                f"guid,createtxg,creation,{sent}",
+                ",".join([*SNAPSHOT_PROPS, sent]),
                 fs,
             )
         except CommandError as e:
             raise (self._missing(e, fs) or e) from None
-        return _parse_snapshots(res.stdout, sent)
+        return _snapshots_from_rows(_rows(res.stdout), sent)
 
     def all_last_sent(self) -> dict[str, Snapshot]:
         """For every fs on the host, its newest tag snapshot with a local `TAG:sent`."""
@@ -234,16 +272,6 @@ class ZfsHost:
     def abort_resume(self, name: str) -> None:
         self.zfs("recv", "-A", name)
 
-    def send_size(self, send_args: Iterable[str]) -> int | None:
-        """Estimated stream size from `zfs send -nvP` (the `size` line), None if unknown."""
-        res = self.zfs("send", "-nvP", *send_args, check=False)
-        if res.returncode != 0:
-            return None
-        for row in _rows(res.stdout + res.stderr):
-            if row[0] == "size" and len(row) >= 2 and row[1].isdigit():
-                return int(row[1])
-        return None
-
     def require(self, name: str) -> DatasetInfo:
         info = self.info(name)
         if not info.configured:
@@ -270,9 +298,9 @@ def _int_or_none(value: str) -> int | None:
         return None
 
 
-def _parse_snapshots(out: str, sent_prop: str) -> list[Snapshot]:
+def _snapshots_from_rows(rows: Iterable[list[str]], sent_prop: str) -> list[Snapshot]:
     acc: dict[str, dict[str, tuple[str, str]]] = {}
-    for row in _rows(out):
+    for row in rows:
         if len(row) < 4:
             continue
         acc.setdefault(row[0], {})[row[1]] = (row[2], row[3])
