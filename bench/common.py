@@ -79,11 +79,17 @@ def table_markdown(rows: Sequence[Row]) -> str:
         "| # | measure | zrepq | baseline | result | target | met |\n|---|---|---|---|---|---|---|"
     )
     lines = [
-        f"| {r.section} | {r.what} | {r.zrepq} | {r.baseline} | {r.result} | {r.target} "
-        f"| {mark(r.ok)} |"
+        "| "
+        + " | ".join(_cell(c) for c in (r.section, r.what, r.zrepq, r.baseline, r.result, r.target))
+        + f" | {mark(r.ok)} |"
         for r in rows
     ]
     return "\n".join([head, *lines])
+
+
+def _cell(text: object) -> str:
+    """A markdown table cell: a `|` (shell pipelines in the measure names) is escaped."""
+    return str(text).replace("|", "\\|")
 
 
 def table_text(rows: Sequence[Row]) -> str:

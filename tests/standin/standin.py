@@ -715,7 +715,7 @@ class Host:
     def note_written(self, path: str, sha: str) -> None:
         """Cache the hash of a file this process just wrote from a known object. No other
         process can have changed it within the same timestamp tick, so it is trusted at
-        once (entries for files written by others are trusted only after a second)."""
+        once (entries for files written by others: see `trust_margin`)."""
         st = os.lstat(path)
         self._cache()[path] = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, sha,
                                st.st_ctime_ns + 2_000_000_000]  # fmt: skip
@@ -726,7 +726,7 @@ class Host:
         cache = self._cache()
         key = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
         ent = cache.get(path)
-        if ent and ent[:4] == key and ent[4] and ent[5] - 1_000_000_000 > st.st_ctime_ns:
+        if ent and ent[:4] == key and ent[4] and ent[5] - trust_margin(st) > st.st_ctime_ns:
             sha = ent[4]
             if not store or self.has_obj(sha):
                 return sha
@@ -759,6 +759,16 @@ class Host:
             cache[path] = [*key, sha, now]
             self._hashcache_dirty = True
         return sha
+
+
+def trust_margin(st: os.stat_result) -> int:
+    """How long after a file's ctime its hash must have been taken to be trusted (ns). A
+    write in the same timestamp tick as the hashed one would leave size, mtime and ctime
+    unchanged; Linux stamps files from the coarse clock (a tick is 1-10 ms), so 50 ms is
+    safe; a filesystem with whole-second timestamps (no sub-second part) gets 1 s. It was
+    1 s for all: every call within a second of writing a large file re-hashed it (0.6 s
+    per `zfs get written` for 1 GiB), which a real pool never pays."""
+    return 1_000_000_000 if st.st_ctime_ns % 1_000_000_000 == 0 else 50_000_000
 
 
 def open_noatime(path: str):
