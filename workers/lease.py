@@ -365,23 +365,36 @@ class _Renewer:
                 live = [h for h in self._held.values() if not h.released and not h.flagged()]
                 due = [h for h in live if h.renew_at <= now and h.valid_until > now]
                 if not due:
-                    if not live:
-                        if idle_since is None:
-                            idle_since = now
-                        elif now - idle_since >= _IDLE_EXIT:
-                            if self._renewing is threading.current_thread():
-                                self._renewing = None
-                            return
-                    else:
-                        idle_since = None
                     later = [h.renew_at for h in live if h.renew_at > now]
                     self._renew_at = min(later, default=math.inf)
-                    cond.wait(min(self._renew_at - now, _IDLE_EXIT))
+                    done, idle_since = self._rest(
+                        live, self._renew_at, idle_since, now, "_renewing"
+                    )
+                    if done:
+                        return
                     continue
                 idle_since = None
                 self._renew_at = now  # busy; a new lease's deadline is later anyway
             for held in due:
                 self._renew_one(cond, held)
+
+    def _rest(
+        self, live: list[_Held], wake_at: float, idle_since: float | None, now: float, slot: str
+    ) -> tuple[bool, float | None]:
+        """Nothing due (called with `_cond` held): wait until `wake_at`, a new lease, or at
+        most _IDLE_EXIT. With no lease at all for _IDLE_EXIT, the thread ends: (True, ...),
+        and gives up its `slot` (`_renewing`/`_watching`) so the next lease starts another.
+        Returns (end, the new idle-since time)."""
+        if live:
+            idle_since = None
+        elif idle_since is None:
+            idle_since = now
+        elif now - idle_since >= _IDLE_EXIT:
+            if getattr(self, slot) is threading.current_thread():
+                setattr(self, slot, None)
+            return True, idle_since
+        self._cond.wait(min(wake_at - now, _IDLE_EXIT))
+        return False, idle_since
 
     def _renew_one(self, cond: threading.Condition, held: _Held) -> None:
         began = time.monotonic()
@@ -395,13 +408,11 @@ class _Renewer:
                 log.error("lease %s is no longer ours (deleted, expired or taken)", held.label)
                 held.lost.set()
             return
-        except (LockError, redis.RedisError) as exc:
-            log.warning("could not renew lease %s: %s; retrying", held.label, exc)
-            with cond:
-                held.renew_at = time.monotonic() + self._retry
-            return
-        except Exception:  # the thread must not die over one lease; the watchdog decides
-            log.exception("could not renew lease %s; retrying", held.label)
+        except Exception as exc:  # the thread must not die over one lease; the watchdog decides
+            if isinstance(exc, (LockError, redis.RedisError)):
+                log.warning("could not renew lease %s: %s; retrying", held.label, exc)
+            else:
+                log.exception("could not renew lease %s; retrying", held.label)
             with cond:
                 held.renew_at = time.monotonic() + self._retry
             return
@@ -418,17 +429,12 @@ class _Renewer:
                 live = [h for h in self._held.values() if not h.released and not h.flagged()]
                 ran_out = [h for h in live if h.valid_until <= now]
                 if not ran_out:
-                    if not live:
-                        if idle_since is None:
-                            idle_since = now
-                        elif now - idle_since >= _IDLE_EXIT:
-                            if self._watching is threading.current_thread():
-                                self._watching = None
-                            return
-                    else:
-                        idle_since = None
                     self._watch_at = min((h.valid_until for h in live), default=math.inf)
-                    cond.wait(min(self._watch_at - now, _IDLE_EXIT))
+                    done, idle_since = self._rest(
+                        live, self._watch_at, idle_since, now, "_watching"
+                    )
+                    if done:
+                        return
                     continue
                 idle_since = None
                 self._watch_at = now

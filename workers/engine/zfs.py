@@ -108,29 +108,11 @@ class ZfsHost:
         info_keys = [*self._user_keys(), *NATIVE_PROPS]
         sent = self._p("sent")
         keys = [*info_keys, *(k for k in SNAPSHOT_PROPS if k not in info_keys), sent]
-        try:
-            res = self.zfs(
-                "get",
-                "-H",
-                "-p",
-                "-d",
-                "1",
-                "-t",
-                "filesystem,volume,snapshot",
-                "-o",
-                "name,property,value,source",
-                ",".join(keys),
-                name,
-            )
-        except CommandError as e:
-            raise (self._missing(e, name) or e) from None
         wanted = set(info_keys)
         props: dict[str, Prop] = {}
         snap_rows: list[list[str]] = []
         prefix = f"{name}@"
-        for row in _rows(res.stdout):
-            if len(row) < 4:
-                continue
+        for row in self._get_depth1(name, "filesystem,volume,snapshot", keys):
             if row[0] == name:
                 if row[1] in wanted:
                     props[self._key(row[1])] = Prop(row[2], row[3])
@@ -158,23 +140,19 @@ class ZfsHost:
     def snapshots(self, fs: str) -> list[Snapshot]:
         """All snapshots of fs (not of its children), oldest first by createtxg."""
         sent = self._p("sent")
+        return _snapshots_from_rows(self._get_depth1(fs, "snapshot", [*SNAPSHOT_PROPS, sent]), sent)
+
+    def _get_depth1(self, name: str, types: str, keys: list[str]) -> list[list[str]]:
+        """Rows (name, property, value, source) of `zfs get -d 1 -t TYPES` on `name`: the
+        dataset, its snapshots and its children, as `types` selects."""
         try:
             res = self.zfs(
-                "get",
-                "-H",
-                "-p",
-                "-d",
-                "1",
-                "-t",
-                "snapshot",
-                "-o",
-                "name,property,value,source",
-                ",".join([*SNAPSHOT_PROPS, sent]),
-                fs,
-            )
+                "get", "-H", "-p", "-d", "1", "-t", types,
+                "-o", "name,property,value,source", ",".join(keys), name,
+            )  # fmt: skip
         except CommandError as e:
-            raise (self._missing(e, fs) or e) from None
-        return _snapshots_from_rows(_rows(res.stdout), sent)
+            raise (self._missing(e, name) or e) from None
+        return [row for row in _rows(res.stdout) if len(row) >= 4]
 
     def all_last_sent(self) -> dict[str, Snapshot]:
         """For every fs on the host, its newest tag snapshot with a local `TAG:sent`."""
