@@ -1215,7 +1215,9 @@ class Model:
             return str(n) if parsable else nicenum(n)
         if prop == "recordsize":
             return str(int(v)) if parsable else nicenum(int(v))
-        if prop in ("used", "available", "referenced", "written", "usedbysnapshots",
+        if prop == "written":  # libzfs's plain zfs_nicenum: "0", "512", "1.50M" (no "B")
+            return str(int(v)) if parsable else nicenum(int(v), bytes_=False)
+        if prop in ("used", "available", "referenced", "usedbysnapshots",
                     "usedbydataset", "usedbychildren", "usedbyrefreservation",
                     "logicalused", "logicalreferenced"):  # fmt: skip
             return str(int(v)) if parsable else nicenum(int(v))
@@ -2054,7 +2056,7 @@ def cmd_get(host: Host, args) -> int:
                     v = written_at(m, n, p[len("written@") :])
                     if v is None:
                         continue
-                    rows.append((n, p, v if parsable else nicenum(int(v)), "-", "local", None))
+                    rows.append((n, p, v if parsable else nicenum(int(v), False), "-", "local", None))
                     continue
                 v, kind, src, recvd = m.prop_value(n, p, parsable)
                 if v is None:
