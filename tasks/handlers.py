@@ -54,6 +54,9 @@ def this_host() -> str:
     return _context(os.getpid())[0].local_host
 
 
+_LOG_LEVEL = {"warning": logging.WARNING, "detail": logging.DEBUG}
+
+
 class Progress:
     """Engine events → PROGRESS state + `task-progress` event, rate-limited.
 
@@ -75,7 +78,7 @@ class Progress:
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, Message):
-            log.log(logging.WARNING if event.level == "warning" else logging.INFO, "%s", event.text)
+            log.log(_LOG_LEVEL.get(event.level, logging.INFO), "%s", event.text)
             return
         if isinstance(event, StreamStarted):
             self.meta = {
@@ -137,12 +140,16 @@ class DeferredPeer:
     def __init__(self) -> None:
         self.next: tuple[str, dict[str, Any]] | None = None
 
-    def takeover_local(self, host: str, fs: str, *, tag: str, snap: str | None = None) -> None:
+    def takeover_local(
+        self, host: str, fs: str, *, tag: str, snap: str | None = None
+    ) -> list[Message]:
         target = f"{fs}@{snap}" if snap else fs
         self.next = (c.TAKEOVER, {"host": host, "fs": target, "tag": tag, "local_only": True})
+        return []  # that half runs later, as its own task
 
-    def failover(self, host: str, fs: str, *, tag: str) -> None:
+    def failover(self, host: str, fs: str, *, tag: str) -> list[Message]:
         self.next = (c.FAILOVER, {"host": host, "fs": fs, "tag": tag})
+        return []
 
 
 def _engine(task: Task[Any, Any], args: c.Args, peer: DeferredPeer | None = None) -> Engine:

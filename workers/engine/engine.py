@@ -96,9 +96,27 @@ class Engine:
     def emit(self, event: Event) -> None:
         safe_notify(self.observer, event)
 
-    def say(self, text: str, dataset: str | None = None, *, warning: bool = False) -> None:
-        log.log(logging.WARNING if warning else logging.INFO, "%s", text)
-        self.emit(Message(text, dataset, "warning" if warning else "info"))
+    def say(
+        self,
+        text: str,
+        dataset: str | None = None,
+        *,
+        warning: bool = False,
+        level: str | None = None,
+    ) -> None:
+        """Tell the observer (see `Message` for the levels; `warning=True` means "warning").
+
+        Logged at debug level only: the observer shows it (the CLI prints it, the worker logs
+        it), and logging it here too printed every warning twice on a CLI's stderr.
+        """
+        lvl = level or ("warning" if warning else "info")
+        log.debug("%s: %s", lvl, text)
+        self.emit(Message(text, dataset, lvl))
+
+    def relay(self, messages: Sequence[Message] | None) -> None:
+        """Pass on the lines another host printed (the peer's half of failover/takeover)."""
+        for m in messages or ():
+            self.emit(m)
 
     @contextmanager
     def lock(
