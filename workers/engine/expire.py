@@ -136,8 +136,11 @@ def expire_side(
             zh.destroy(s.name, recursive=True)
             destroyed.append(s.name)
         except CommandError as e:
-            # A held snapshot (someone's `zfs hold`) stays: report it and go on.
-            eng.say(f"could not expire {zh.host}:{s.name}: {e}", fs, warning=True)
+            # A held snapshot (someone's `zfs hold`) stays: report it and go on, in zfs's own
+            # words as zrep shows them ("cannot destroy snapshot ...: dataset is busy").
+            eng.say(
+                e.stderr.strip() or f"could not expire {zh.host}:{s.name}: {e}", fs, warning=True
+            )
     if destroyed:
         eng.emit(SnapshotsExpired(zh.host, fs, tuple(destroyed)))
     return destroyed
