@@ -373,20 +373,42 @@ def expire(self: Task[Any, Any], /, **kwargs: Any) -> dict[str, Any]:
 
 
 def _role(task: Task[Any, Any], name: str, kwargs: dict[str, Any]) -> Any:
+    """failover/takeover. The result carries `sides`: what each host's half did, in order.
+
+    The half that hands over to the other host's worker (`task.replace`) passes its side on
+    in the next task's `prior`, so the final result, which is the last half's, reports both
+    (`hosta:pool/fs now standby`, `hostb:pool/fs now master`). A takeover that only asks the
+    master to fail over did nothing itself and adds no side.
+    """
     peer = DeferredPeer()
 
     def body(e: Engine, a: c.RoleArgs) -> Any:
         e.peer = peer
         if name == c.FAILOVER:
-            return e.failover(a.fs, local_only=a.local_only, host=a.other_host).to_dict()
-        return e.takeover(a.fs, local_only=a.local_only, host=a.other_host, force=a.force).to_dict()
+            res = e.failover(a.fs, local_only=a.local_only, host=a.other_host)
+        else:
+            res = e.takeover(a.fs, local_only=a.local_only, host=a.other_host, force=a.force)
+        forwarded = name == c.TAKEOVER and not a.local_only and peer.next is not None
+        mine = [] if forwarded else [_side(res.to_dict())]
+        return {**res.to_dict(), "sides": [p.model_dump() for p in a.prior] + mine}
 
     result = _run(task, name, kwargs, body)
     if peer.next is not None:
         nxt, kw = peer.next
+        kw = {**kw, "prior": result["result"]["sides"]}
         # Hand the other half to the other host's worker; our result becomes its result.
         return task.replace(app.signature(nxt, kwargs=kw, queue=c.queue_for(kw["host"])))
     return result
+
+
+def _side(res: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "host": res["host"],
+        "dataset": res["dataset"],
+        "role": res["role"],
+        "synced": res.get("synced"),
+        "message": (res.get("message") or "")[:500],  # RoleSide's limit
+    }
 
 
 @app.task(name=c.FAILOVER, bind=True)
