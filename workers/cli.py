@@ -246,7 +246,7 @@ def _sync(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
     io.printer.verbose = "v" in f
     _need(rest, 1, "filesystem (or all)")
     if len(rest) == 1 and "@" in rest[0]:
-        return 0, eng.sync_to_snapshot(rest[0]).to_dict()
+        return 0, eng.sync_to_snapshot(rest[0], before_rollback=lambda: _pause_for(io)).to_dict()
     quiet = int(f["q"]) if "q" in f else None
     return _run_each(
         io,
@@ -261,6 +261,16 @@ def _sync(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
         ).to_dict(),
         skip_kinds=("paused",) if rest == ["all"] else (),
     )
+
+
+def _pause_for(io: CliIO) -> None:
+    """zrep's 20 s to think it over before a rollback. Only with someone at a terminal to
+    interrupt: a script would just wait (zrep waits in every case)."""
+    if io.printer.quiet or not sys.stdin.isatty():
+        return
+    for left in (20, 10):
+        print(f"Continuing in {left} seconds....", file=io.out, flush=True)
+        time.sleep(10)
 
 
 def _synconly(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
@@ -329,6 +339,9 @@ def _status(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
 def _list(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
     f, rest = _flags(args, "vLs")
     if "s" in f:
+        if not rest and not eng.masters():
+            print("No zrep master filesystems found", file=io.err)  # zrep's words, rc 0
+            return 0, ""
         text = eng.list_snapshots(rest)
         io.out.write(text)
         return 0, text

@@ -206,6 +206,13 @@ def test_failover_shows_both_sides_lines(hosts: Hosts) -> None:
         "",
         0,
     )
+    # Deliberate: a repeated failover finds the state it asks for and succeeds (zrep: rc 1,
+    # "not master. Cannot fail over"); zrepq's note goes to stderr.
+    assert hosts.run("hosta", "failover", "poola/s3") == (
+        "",
+        "poola/s3 is already standby; nothing to do\n",
+        0,
+    )
 
 
 def test_takeover(hosts: Hosts) -> None:
@@ -239,6 +246,12 @@ def test_takeover(hosts: Hosts) -> None:
         "",
         0,
     )
+    assert hosts.run("hostb", "takeover", "-L", "poolb/s3") == (
+        "",
+        "poolb/s3 is already master; nothing to do\n",
+        0,
+    )
+    assert hosts.run("hosta", "version") == (lines("zrepq 0.1.0 (zrep 2.0.2 compatible)"), "", 0)
 
 
 def test_clear(hosts: Hosts) -> None:
@@ -254,6 +267,20 @@ def test_clear(hosts: Hosts) -> None:
         0,
     )
     assert hosts["hosta"].zfs.snapshots(src) == []
+    # Without -f zrep prints "Continuing in 10 seconds" and waits; zrepq waits (and says so)
+    # only with someone at a terminal to interrupt it.
+    src2, _ = hosts.pair("cl2")
+    out, err, code = hosts.run("hosta", "clear", src2)
+    assert (out, err, code) == (
+        lines(
+            "WARNING: Removing all zrep configs and snapshots from poola/cl2",
+            " (for TAG=zrep)",
+            "Destroying any zrep-related snapshots from poola/cl2",
+            "Removing zrep-related properties from poola/cl2",
+        ),
+        "",
+        0,
+    )
 
 
 def test_uptodate(hosts: Hosts) -> None:
@@ -305,6 +332,17 @@ def test_status_list_lastsent(hosts: Hosts) -> None:
         "Error: Expecting filesystem, but got poola/nope\n",
         1,
     )
+    # list -s is zrep's `zfs list -r -t snapshot -o name,creation` for each fs (or master).
+    zfs_list = hosts["hosta"].zfs.zfs(
+        "list", "-r", "-t", "snapshot", "-o", "name,creation", "poola/s1"
+    )
+    assert hosts.run("hosta", "list", "-s", "poola/s1") == (
+        DATE.sub("DATE", zfs_list.stdout),
+        "",
+        0,
+    )
+    assert hosts.run("hosta", "list", "-s") == (DATE.sub("DATE", zfs_list.stdout), "", 0)
+    assert hosts.run("hostb", "list", "-s") == ("", "No zrep master filesystems found\n", 0)
     assert hosts.run("hosta", "lastsent", "poola/s1") == (lines("poola/s1@zrep_000000"), "", 0)
     assert hosts.run("hosta", "lastsent", "poola/plain") == ("\n", "", 0)
 
@@ -374,3 +412,27 @@ def test_no_zrepq_line_reaches_stdout_without_v(hosts: Hosts) -> None:
         "Also running expire on hostb:poolb/v1 now...",
         "Expiring zrep snaps on poolb/v1",
     )
+
+
+def test_sync_to_a_snapshot_rolls_the_standby_back(hosts: Hosts) -> None:
+    src, _ = hosts.pair("rb")
+    hosts["hosta"].zfs.write(src, "f.txt", b"v2\n")
+    assert hosts.run("hosta", "sync", src)[2] == 0
+    made = hosts["hosta"].zfs.zfs("get", "-H", "-o", "value", "creation", f"{src}@zrep_000000")
+    # zrep also prints "Continuing in 20 seconds....", "Continuing in 10 seconds...." and
+    # waits 20 s there; zrepq does that only with a terminal on stdin (none here).
+    assert hosts.run("hosta", "sync", f"{src}@zrep_000000") == (
+        lines(
+            "Validating remote snap",
+            "WARNING: We will be rolling back  poolb/rb, on hostb",
+            f"   to  zrep_000000, made at: {made.stdout.strip()}",
+            "",
+            "All newer snapshots on remote side will be destroyed",
+            "You should have paused ongoing sync jobs for poolb/rb before continuing",
+            "hostb:poolb/rb rolled back successfully to zrep_000000",
+            "Now cleaning up local snapshots",
+        ),
+        "",
+        0,
+    )
+    assert hosts["hostb"].zfs.snapshots("poolb/rb") == ["poolb/rb@zrep_000000"]

@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -305,8 +305,10 @@ class Engine:
             self, fs, force=force, resume=resume, make_snapshot=False, ignore_pause=ignore_pause
         )
 
-    def sync_to_snapshot(self, snapshot: str) -> SyncResult:
-        return sync.sync_to_snapshot(self, snapshot)
+    def sync_to_snapshot(
+        self, snapshot: str, *, before_rollback: Callable[[], None] | None = None
+    ) -> SyncResult:
+        return sync.sync_to_snapshot(self, snapshot, before_rollback=before_rollback)
 
     def refresh(self, fs: str, *, force: bool = False, resume: bool | None = None) -> SyncResult:
         return sync.refresh(self, fs, force=force, resume=resume)

@@ -14,6 +14,7 @@ A sync, step by step (all under the source fs's lease, and for refresh the desti
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import (
@@ -358,12 +359,14 @@ def _expire_after(
     result.expired = exp.destroyed + exp.remote_destroyed
 
 
-def sync_to_snapshot(eng: Engine, snapshot: str) -> SyncResult:
+def sync_to_snapshot(
+    eng: Engine, snapshot: str, *, before_rollback: Callable[[], None] | None = None
+) -> SyncResult:
     """`zrep sync fs@zrep_NNNNNN`: roll the destination back to that snapshot.
 
     Newer snapshots on the destination are destroyed (their holds released first); newer local
-    snapshots lose their `TAG:sent`, so the next sync starts from this one. The CLI prints
-    zrep's warning and waits before calling this; the engine does not sleep.
+    snapshots lose their `TAG:sent`, so the next sync starts from this one. zrep's warning
+    comes first; then `before_rollback` (the CLI's pause: the engine does not sleep).
     """
     fs, short = validate_snapshot(snapshot)
     local = eng.local
@@ -376,6 +379,7 @@ def sync_to_snapshot(eng: Engine, snapshot: str) -> SyncResult:
     dest_host, dest_fs = _pair_dest(info.dest_host, info.dest_fs, fs)
     dst = eng.zfs(dest_host)
     with eng.lock([(eng.host, fs)], "sync", local_info=info):
+        eng.say("Validating remote snap", fs)
         ssnaps = local.snapshots(fs)
         dsnaps = dst.snapshots(dest_fs)
         target = next((s for s in dsnaps if s.short == short), None)
@@ -383,15 +387,23 @@ def sync_to_snapshot(eng: Engine, snapshot: str) -> SyncResult:
             raise StateError(
                 f"{dest_fs}@{short} does not exist. Cannot roll to snap", dataset=fs, host=dest_host
             )
+        made = local.zfs("get", "-H", "-o", "value", "creation", snapshot).stdout.strip()
+        for line in (  # zrep's warning, word for word (double spaces included)
+            f"WARNING: We will be rolling back  {dest_fs}, on {dest_host}",
+            f"   to  {short}, made at: {made}",
+            "",
+            "All newer snapshots on remote side will be destroyed",
+            f"You should have paused ongoing sync jobs for {dest_fs} before continuing",
+        ):
+            eng.say(line, fs)
+        if before_rollback is not None:
+            before_rollback()
         newer_dst = [s for s in dsnaps if s.createtxg > target.createtxg]
         for s in newer_dst:
             dst.release(eng.config.hold_tag, s.name)
-        eng.say(
-            f"rolling back {dest_host}:{dest_fs} to {short}; newer snapshots there are destroyed",
-            fs,
-            warning=True,
-        )
         dst.rollback(f"{dest_fs}@{short}", flags="-Rr")
+        eng.say(f"{dest_host}:{dest_fs} rolled back successfully to {short}", fs)
+        eng.say("Now cleaning up local snapshots", fs)
         local_target = next(s for s in ssnaps if s.short == short)
         for s in ssnaps:
             if s.createtxg > local_target.createtxg:
