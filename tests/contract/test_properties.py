@@ -282,7 +282,8 @@ def test_written_prints_plain_numbers_without_a_byte_suffix(b: ZfsBackend) -> No
     """`zfs get -H -o value written` is what zrep's `uptodate` compares with `0`.
 
     libzfs formats `written` with the plain number formatter ("0", "512", "1.03M"), not the
-    byte one that `used`/`referenced` use ("0B", "512B"): nothing written prints `0`.
+    byte one that `used`/`referenced` use ("0B", "512B"): nothing written prints `0`. But
+    `written@SNAP` goes through the byte formatter: `0B` (seen on 2.1.11 and 2.3.2).
     """
     fs = f"{b.base}/wz"
     ok(b, "create", fs)
@@ -293,6 +294,7 @@ def test_written_prints_plain_numbers_without_a_byte_suffix(b: ZfsBackend) -> No
     value = ok(b, "get", "-H", "-o", "value", "written", fs).rstrip("\n")
     assert value == "0"
     assert ok(b, "get", "-H", "-o", "value", "used", f"{fs}@s0").rstrip("\n") == "0B"
+    assert ok(b, "get", "-H", "-o", "value", "written@s0", fs).rstrip("\n") == "0B"
     b.sh(f'head -c 1048576 /dev/urandom > "$(zfs get -H -o value mountpoint {fs})/big"')
     b.zpool("sync", b.pool).check()
     value = ok(b, "get", "-H", "-o", "value", "written", fs).rstrip("\n")

@@ -2056,7 +2056,7 @@ def cmd_get(host: Host, args) -> int:
                     v = written_at(m, n, p[len("written@") :])
                     if v is None:
                         continue
-                    rows.append((n, p, v if parsable else nicenum(int(v), False), "-", "local", None))
+                    rows.append((n, p, v if parsable else nicenum(int(v)), "-", "local", None))
                     continue
                 v, kind, src, recvd = m.prop_value(n, p, parsable)
                 if v is None:
