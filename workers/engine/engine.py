@@ -22,6 +22,7 @@ from .errors import Cancelled, LockHeld, LockLost, ValidationError, ZrepqError
 from .events import (
     Event,
     Message,
+    MessageLevel,
     Observer,
     StreamFinished,
     StreamProgress,
@@ -102,7 +103,7 @@ class Engine:
         dataset: str | None = None,
         *,
         warning: bool = False,
-        level: str | None = None,
+        level: MessageLevel | None = None,
     ) -> None:
         """Tell the observer (see `Message` for the levels; `warning=True` means "warning").
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +20,9 @@ class Event:
         d = asdict(self)
         d["event"] = type(self).__name__
         return d
+
+
+MessageLevel = Literal["info", "notice", "warning", "detail"]
 
 
 @dataclass(frozen=True)
@@ -39,11 +42,8 @@ class Message(Event):
 
     text: str
     dataset: str | None = None
-    level: str = "info"  # one of LEVELS
+    level: MessageLevel = "info"
     host: str | None = None
-
-
-LEVELS = ("info", "notice", "warning", "detail")
 
 
 @dataclass(frozen=True)
