@@ -40,8 +40,8 @@ class Hosts:
             path = bindir / f"zrepq-local-{me}"
             path.write_text(
                 "#!/bin/sh\n"
-                f"export ZREP_SRC_HOST={me} ZREPQ_SSH_CONFIG={config} "
-                f"ZREPQ_REMOTE_COMMAND={bindir}/zrepq-local-{other} PYTHONPATH={REPO}\n"
+                f"export ZREP_SRC_HOST={me} ZREPQ_SSH_CONFIG={config} PYTHONPATH={REPO} "
+                f'ZREPQ_REMOTE_COMMAND="${{ZREPQ_REMOTE_COMMAND:-{bindir}/zrepq-local-{other}}}"\n'
                 f"exec {sys.executable} -c 'from workers.cli import run; run()' \"$@\"\n"
             )
             path.chmod(0o755)
@@ -50,9 +50,12 @@ class Hosts:
     def __getitem__(self, name: str) -> Site:
         return self.f[name]
 
-    def run(self, host: str, *args: str) -> tuple[str, str, int]:
+    def run(self, host: str, *args: str, env: dict[str, str] | None = None) -> tuple[str, str, int]:
         """`zrepq-local ARGS` on `host`: (stdout, stderr, exit status), dates as DATE."""
-        env = {k: v for k, v in self.f[host].zfs.env.items() if not k.startswith("ZREP")}
+        env = {
+            **{k: v for k, v in self.f[host].zfs.env.items() if not k.startswith("ZREP")},
+            **(env or {}),
+        }
         res = subprocess.run(
             [str(self.bin[host]), *args],
             env=env,
@@ -212,6 +215,22 @@ def test_failover_shows_both_sides_lines(hosts: Hosts) -> None:
         "",
         "poola/s3 is already standby; nothing to do\n",
         0,
+    )
+
+
+def test_failover_whose_far_side_fails_says_so(hosts: Hosts) -> None:
+    """The far side's `takeover -L` fails: its own error line, labelled, and exit 1."""
+    hosts.pair("s5")
+    far = "sh -c 'echo \"Error: refused over there\" >&2; exit 1' far"
+    assert hosts.run("hosta", "failover", "poola/s5", env={"ZREPQ_REMOTE_COMMAND": far}) == (
+        lines(
+            "Setting readonly on local poola/s5, then syncing",
+            "sending poola/s5@zrep_000001 to hostb:poolb/s5",
+            "Reversing master properties for hosta:poola/s5",
+            "Setting master on hostb:poolb/s5",
+        ),
+        "Error: `takeover -L poolb/s5` on hostb failed (exit 1): refused over there\n",
+        1,
     )
 
 
