@@ -99,11 +99,37 @@ def _default_text(key: str, result: Any) -> str:
         extra = f" ({result['bytes_sent']} bytes)" if result.get("bytes_sent") else ""
         return f"{key}: {result['status']} {snap}{extra}".rstrip()
     if isinstance(result, dict) and "role" in result:
-        return (
-            f"{key}: now {result['role']}; other side {result['other_host']}:"
-            f"{result['other_fs']} {result.get('message', '')}".rstrip()
-        )
+        return _roles_text(result)
     return "" if result is None else f"{key}: {json.dumps(result, default=str)}"
+
+
+def _roles_text(result: dict[str, Any]) -> str:
+    """failover/takeover: one line per host that changed (or found nothing to do), each
+    labelled with its own host and dataset, in the order the halves ran."""
+    sides = result.get("sides") or [
+        {k: result.get(k) for k in ("host", "dataset", "role", "synced", "message")}
+    ]
+    out = []
+    for side in sides:
+        where = f"{side['host']}:{side['dataset']}"
+        if side.get("message"):  # nothing changed there, and why ("... already standby")
+            out.append(f"{where}: {side['message']}")
+        elif side.get("synced"):
+            out.append(f"{where}: now {side['role']} (after a final sync of {side['synced']})")
+        else:
+            out.append(f"{where}: now {side['role']}")
+    return "\n".join(out)
+
+
+def _expire_text(results: Any) -> str:
+    """zrep's lines for each fs expired: its own, then the far side's when it is master."""
+    out = []
+    for r in results if isinstance(results, list) else [results]:
+        out.append(f"Expiring zrep snaps on {r['dataset']}")
+        if r.get("remote_host"):
+            out.append(f"Also running expire on {r['remote_host']}:{r.get('remote_fs')} now...")
+            out.append(f"Expiring zrep snaps on {r.get('remote_fs')}")
+    return "\n".join(out)
 
 
 def _summary_text(host: str, result: dict[str, Any]) -> str:
@@ -261,9 +287,15 @@ def expire(c: Ctx, local_only: bool, targets: Sequence[str]) -> None:
     """expire [-L] [all|fs ...]."""
     if not targets or list(targets) == ["all"]:
         host = c.host or ""
-        c.finish({host: c.producer.expire(host=host, all=bool(targets), local_only=local_only)})
+        c.finish(
+            {host: c.producer.expire(host=host, all=bool(targets), local_only=local_only)},
+            render=_expire_text,
+        )
         return
-    c.finish(_each(c, targets, lambda t: c.producer.expire(t, local_only=local_only)))
+    c.finish(
+        _each(c, targets, lambda t: c.producer.expire(t, local_only=local_only)),
+        render=_expire_text,
+    )
 
 
 @cli.command()
@@ -366,6 +398,8 @@ def uptodate(c: Ctx, target: str) -> None:
     """uptodate fs: exit 0 when nothing was written since the last snapshot."""
     done = wait({target: c.producer.uptodate(target)}, timeout=c.timeout, show=False)
     rec = done[target]
+    if not rec.get("ok"):  # not "written since": it could not tell, and says why
+        click.echo(f"Error: {target}: {rec.get('error', {}).get('message')}", err=True)
     sys.exit(0 if rec.get("ok") and rec.get("result") else 1)
 
 
@@ -377,7 +411,14 @@ def clear(c: Ctx, force: bool, target: str) -> None:
     """clear [-f] fs: remove zrep's snapshots and properties from fs."""
     if not force:
         click.confirm(f"Remove all zrep configs and snapshots from {target}?", abort=True)
-    c.finish({target: c.producer.clear(target)})
+    c.finish(
+        {target: c.producer.clear(target)},
+        render=lambda destroyed: "\n".join(
+            [f"Destroying any zrep-related snapshots from {target}"]
+            + [f"  destroyed {snap}" for snap in destroyed]
+            + [f"Removing zrep-related properties from {target}"]
+        ),
+    )
 
 
 @cli.command()

@@ -55,6 +55,8 @@ def wait(
         TransferSpeedColumn(),
         TimeRemainingColumn(),
     )
+    # Bars only on a terminal: piped or logged, rich would still end with a stray newline.
+    show = show and console.is_terminal
     with Progress(*columns, console=console, disable=not show, transient=False) as progress:
         while len(done) < len(results):
             for key, res in results.items():

@@ -11,7 +11,7 @@ Celery's sense, so Flower shows them red).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic import ValidationError as SchemaError
@@ -90,11 +90,25 @@ class ExpireArgs(Args):
     local_only: bool = False
 
 
+class RoleSide(BaseModel):
+    """What one half of a failover/takeover did on its host (for the caller's report)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    host: Host
+    dataset: Dataset
+    role: Literal["master", "standby"]
+    synced: FsOrSnap | None = None  # the final snapshot sent before the switch
+    message: str = Field(default="", max_length=500)
+
+
 class RoleArgs(Args):
     fs: FsOrSnap
     local_only: bool = False
     other_host: Host | None = None
     force: bool = False  # takeover -L while the other side claims master (it is dead)
+    # Set by the worker that hands the other half over (task.replace): what the earlier
+    # halves did, so the final result reports every side.
+    prior: list[RoleSide] = Field(default_factory=list, max_length=4)
 
 
 class RefreshArgs(Args):

@@ -54,6 +54,9 @@ def this_host() -> str:
     return _context(os.getpid())[0].local_host
 
 
+_LOG_LEVEL = {"warning": logging.WARNING, "detail": logging.DEBUG}
+
+
 class Progress:
     """Engine events → PROGRESS state + `task-progress` event, rate-limited.
 
@@ -75,7 +78,7 @@ class Progress:
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, Message):
-            log.log(logging.WARNING if event.level == "warning" else logging.INFO, "%s", event.text)
+            log.log(_LOG_LEVEL.get(event.level, logging.INFO), "%s", event.text)
             return
         if isinstance(event, StreamStarted):
             self.meta = {
@@ -137,12 +140,16 @@ class DeferredPeer:
     def __init__(self) -> None:
         self.next: tuple[str, dict[str, Any]] | None = None
 
-    def takeover_local(self, host: str, fs: str, *, tag: str, snap: str | None = None) -> None:
+    def takeover_local(
+        self, host: str, fs: str, *, tag: str, snap: str | None = None
+    ) -> list[Message]:
         target = f"{fs}@{snap}" if snap else fs
         self.next = (c.TAKEOVER, {"host": host, "fs": target, "tag": tag, "local_only": True})
+        return []  # that half runs later, as its own task
 
-    def failover(self, host: str, fs: str, *, tag: str) -> None:
+    def failover(self, host: str, fs: str, *, tag: str) -> list[Message]:
         self.next = (c.FAILOVER, {"host": host, "fs": fs, "tag": tag})
+        return []
 
 
 def _engine(task: Task[Any, Any], args: c.Args, peer: DeferredPeer | None = None) -> Engine:
@@ -366,20 +373,42 @@ def expire(self: Task[Any, Any], /, **kwargs: Any) -> dict[str, Any]:
 
 
 def _role(task: Task[Any, Any], name: str, kwargs: dict[str, Any]) -> Any:
+    """failover/takeover. The result carries `sides`: what each host's half did, in order.
+
+    The half that hands over to the other host's worker (`task.replace`) passes its side on
+    in the next task's `prior`, so the final result, which is the last half's, reports both
+    (`hosta:pool/fs now standby`, `hostb:pool/fs now master`). A takeover that only asks the
+    master to fail over did nothing itself and adds no side.
+    """
     peer = DeferredPeer()
 
     def body(e: Engine, a: c.RoleArgs) -> Any:
         e.peer = peer
         if name == c.FAILOVER:
-            return e.failover(a.fs, local_only=a.local_only, host=a.other_host).to_dict()
-        return e.takeover(a.fs, local_only=a.local_only, host=a.other_host, force=a.force).to_dict()
+            res = e.failover(a.fs, local_only=a.local_only, host=a.other_host)
+        else:
+            res = e.takeover(a.fs, local_only=a.local_only, host=a.other_host, force=a.force)
+        forwarded = name == c.TAKEOVER and not a.local_only and peer.next is not None
+        mine = [] if forwarded else [_side(res.to_dict())]
+        return {**res.to_dict(), "sides": [p.model_dump() for p in a.prior] + mine}
 
     result = _run(task, name, kwargs, body)
     if peer.next is not None:
         nxt, kw = peer.next
+        kw = {**kw, "prior": result["result"]["sides"]}
         # Hand the other half to the other host's worker; our result becomes its result.
         return task.replace(app.signature(nxt, kwargs=kw, queue=c.queue_for(kw["host"])))
     return result
+
+
+def _side(res: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "host": res["host"],
+        "dataset": res["dataset"],
+        "role": res["role"],
+        "synced": res.get("synced"),
+        "message": (res.get("message") or "")[:500],  # RoleSide's limit
+    }
 
 
 @app.task(name=c.FAILOVER, bind=True)

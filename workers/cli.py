@@ -3,6 +3,11 @@
 A drop-in for `zrep` on one host (same verbs, flags, output and exit codes), and the command
 a peer runs over SSH for `takeover -L` in direct mode. `zrepq` (the producer) enqueues the
 same verbs for the workers instead.
+
+Output: stdout carries exactly zrep's lines (the engine's "info" messages and the report
+formats), so scripts that parse or compare zrep's output keep working; zrepq's own lines go
+to stderr ("notice", "warning"), or appear only with -v ("detail", the size estimate).
+docs/migrating-from-zrep.md lists each command and every deliberate difference.
 """
 
 from __future__ import annotations
@@ -11,12 +16,13 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, NoReturn, TextIO
 
 from workers.engine import Engine
 from workers.engine.errors import ZrepqError
 from workers.engine.events import Event, Message, StreamFinished, StreamProgress, StreamStarted
-from workers.engine.formats import list_verbose_text, names_text, status_text
+from workers.engine.formats import list_verbose_text, names_text, status_details, status_line
 from workers.runtime import engine_from_env
 
 VERSION = "zrepq 0.1.0 (zrep 2.0.2 compatible)"
@@ -58,29 +64,36 @@ def _flags(args: list[str], allowed: str, valued: str = "") -> tuple[dict[str, s
 
 
 class Printer:
-    """Shows engine events: zrep's messages on stdout, a progress line on a terminal."""
+    """Shows engine events: zrep's lines on stdout, zrepq's own on stderr, progress on a
+    terminal.
 
-    def __init__(self, out: TextIO, err: TextIO, *, quiet: bool) -> None:
-        self.out, self.err, self.quiet = out, err, quiet
+    `quiet` (--json) keeps stdout for the JSON record: zrep's lines are not printed.
+    `verbose` (a command's -v) adds zrepq's details, such as the stream's size estimate, on
+    stderr, where zrep's -v (`zfs send -v`) puts its own.
+    """
+
+    def __init__(self, out: TextIO, err: TextIO, *, quiet: bool, verbose: bool = False) -> None:
+        self.out, self.err, self.quiet, self.verbose = out, err, quiet, verbose
         self._last = 0.0
         self._estimate_shown = False
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, Message):
-            if event.level == "warning":
-                print(event.text, file=self.err)
-            elif not self.quiet:
-                print(event.text, file=self.out)
+            if event.level == "info":
+                if not self.quiet:
+                    print(event.text, file=self.out, flush=True)
+            elif event.level != "detail" or self.verbose:
+                print(event.text, file=self.err, flush=True)
         elif isinstance(event, StreamStarted):
             self._estimate_shown = False
-            if not self.quiet and event.total:
+            if self.verbose and event.total:
                 self._estimate_shown = True
-                print(f"estimated size: {event.total} bytes", file=self.out)
+                print(f"estimated size: {event.total} bytes", file=self.err)
         elif isinstance(event, StreamProgress):
             # The estimate comes from the send itself, with the first progress event.
-            if not self._estimate_shown and event.total and not self.quiet:
+            if not self._estimate_shown and event.total and self.verbose:
                 self._estimate_shown = True
-                print(f"estimated size: {event.total} bytes", file=self.out)
+                print(f"estimated size: {event.total} bytes", file=self.err)
             if not self.err.isatty():
                 return
             now = time.monotonic()
@@ -123,11 +136,12 @@ def main(
         print(USAGE, file=out)
         return 2
     printer = Printer(err if as_json else out, err, quiet=as_json)
+    io = CliIO(out, err, printer)
     try:
         if engine is not None:
             engine.observer = printer
         eng = (engine or engine_from_env(observer=printer)).with_tag(tag)
-        result = _dispatch(eng, args.pop(0), args, out)
+        result = _dispatch(eng, args.pop(0), args, io)
     except UsageError as e:
         print(f"Error: {e}\n{USAGE}", file=err)
         return 2
@@ -142,10 +156,19 @@ def main(
     return code
 
 
-Handler = Callable[[Engine, list[str], TextIO], tuple[int, Any]]
+@dataclass
+class CliIO:
+    """Where a command writes: stdout (zrep's lines), stderr, and the event printer."""
+
+    out: TextIO
+    err: TextIO
+    printer: Printer
 
 
-def _dispatch(eng: Engine, cmd: str, args: list[str], out: TextIO) -> tuple[int, Any]:
+Handler = Callable[[Engine, list[str], CliIO], tuple[int, Any]]
+
+
+def _dispatch(eng: Engine, cmd: str, args: list[str], io: CliIO) -> tuple[int, Any]:
     table: dict[str, Handler] = {
         "init": _init,
         "-i": _init,
@@ -176,7 +199,7 @@ def _dispatch(eng: Engine, cmd: str, args: list[str], out: TextIO) -> tuple[int,
     handler = table.get(cmd)
     if handler is None:
         raise UsageError(f"unrecognized subcommand {cmd}")
-    return handler(eng, args, out)
+    return handler(eng, args, io)
 
 
 def _need(args: list[str], n: int, what: str) -> None:
@@ -189,7 +212,10 @@ def _all_or(eng: Engine, args: list[str]) -> list[str]:
 
 
 def _run_each(
-    items: list[str], fn: Callable[[str], dict[str, Any]], skip_kinds: Sequence[str] = ()
+    io: CliIO,
+    items: list[str],
+    fn: Callable[[str], dict[str, Any]],
+    skip_kinds: Sequence[str] = (),
 ) -> tuple[int, Any]:
     """Run per fs and keep going: one bad fs must not stop `all` (zrep's loop stops)."""
     results, code = [], 0
@@ -198,29 +224,32 @@ def _run_each(
             results.append({"ok": True, **fn(fs)})
         except ZrepqError as e:
             if e.kind in skip_kinds:
-                print(f"{fs}: {e.kind}, skipped", file=sys.stderr)
+                print(f"{fs}: {e.kind}, skipped", file=io.err)
                 results.append({"ok": True, "dataset": fs, "status": e.kind})
                 continue
-            print(f"Error: {e}", file=sys.stderr)
+            print(f"Error: {e}", file=io.err)
             results.append({"ok": False, "dataset": fs, "error": e.to_record()})
             code = 1
     return code, results
 
 
-def _init(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
+def _init(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
     f, rest = _flags(args, "fvr")
+    io.printer.verbose = "v" in f
     _need(rest, 3, "fs desthost destfs")
     res = eng.init(rest[0], rest[1], rest[2], force="f" in f, resume=True if "r" in f else None)
     return 0, res.to_dict()
 
 
-def _sync(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
+def _sync(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
     f, rest = _flags(args, "fvrcP", valued="q")
+    io.printer.verbose = "v" in f
     _need(rest, 1, "filesystem (or all)")
     if len(rest) == 1 and "@" in rest[0]:
-        return 0, eng.sync_to_snapshot(rest[0]).to_dict()
+        return 0, eng.sync_to_snapshot(rest[0], before_rollback=lambda: _pause_for(io)).to_dict()
     quiet = int(f["q"]) if "q" in f else None
     return _run_each(
+        io,
         _all_or(eng, rest),
         lambda fs: eng.sync(
             fs,
@@ -234,32 +263,46 @@ def _sync(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
     )
 
 
-def _synconly(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
+def _pause_for(io: CliIO) -> None:
+    """zrep's 20 s to think it over before a rollback. Only with someone at a terminal to
+    interrupt: a script would just wait (zrep waits in every case)."""
+    if io.printer.quiet or not sys.stdin.isatty():
+        return
+    for left in (20, 10):
+        print(f"Continuing in {left} seconds....", file=io.out, flush=True)
+        time.sleep(10)
+
+
+def _synconly(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
     f, rest = _flags(args, "fvr")
+    io.printer.verbose = "v" in f
     _need(rest, 1, "filesystem (or all)")
     return _run_each(
+        io,
         _all_or(eng, rest),
         lambda fs: eng.synconly(fs, force="f" in f, resume=True if "r" in f else None).to_dict(),
     )
 
 
-def _snaponly(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
+def _snaponly(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
     _need(args, 1, "filesystem (or all)")
     names = [eng.snaponly(fs) for fs in _all_or(eng, args)]
-    out.write(" ".join(names))  # zrep prints the name without a newline
+    # zrep prints the name without a newline; several run together there, a space here.
+    io.out.write(" ".join(names))
     return 0, names
 
 
-def _refresh(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
+def _refresh(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
     f, rest = _flags(args, "fvr")
+    io.printer.verbose = "v" in f
     _need(rest, 1, "filesystem")
     return 0, eng.refresh(rest[0], force="f" in f, resume=True if "r" in f else None).to_dict()
 
 
-def _expire(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
+def _expire(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
     f, rest = _flags(args, "L")
     items = eng.list_fs() if rest == ["all"] else rest or eng.masters()
-    return _run_each(items, lambda fs: eng.expire(fs, local_only="L" in f).to_dict())
+    return _run_each(io, items, lambda fs: eng.expire(fs, local_only="L" in f).to_dict())
 
 
 def _role(args: list[str], allowed: str) -> tuple[dict[str, str], str, str | None]:
@@ -268,89 +311,107 @@ def _role(args: list[str], allowed: str) -> tuple[dict[str, str], str, str | Non
     return f, rest[0], rest[1] if len(rest) > 1 else None
 
 
-def _failover(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
+def _failover(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
     f, fs, host = _role(args, "Lf")
     return 0, eng.failover(fs, local_only="L" in f, host=host).to_dict()
 
 
-def _takeover(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
+def _takeover(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
     f, fs, host = _role(args, "LF")
     return 0, eng.takeover(fs, local_only="L" in f, host=host, force="F" in f).to_dict()
 
 
-def _status(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
+def _status(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
     f, rest = _flags(args, "va")
     rows = eng.status(rest, all="a" in f)
-    out.write(
-        status_text(rows, verbose="v" in f, all_fs="a" in f, dateformat=eng.config.dateformat)
-    )
+    fmt = eng.config.dateformat
+    for row in rows:
+        io.out.write(status_line(row, verbose="v" in f, all_fs="a" in f, dateformat=fmt) + "\n")
+        if "v" in f and not io.printer.quiet:
+            # zrepq's extra facts (last sent, pause, last error) go to stderr: a script that
+            # reads `status -v` line by line sees exactly zrep's lines on stdout.
+            io.out.flush()
+            io.err.write("".join(line + "\n" for line in status_details(row, fmt)))
+            io.err.flush()
     return 0, [r.to_dict() for r in rows]
 
 
-def _list(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
+def _list(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
     f, rest = _flags(args, "vLs")
     if "s" in f:
+        if not rest and not eng.masters():
+            print("No zrep master filesystems found", file=io.err)  # zrep's words, rc 0
+            return 0, ""
         text = eng.list_snapshots(rest)
-        out.write(text)
+        io.out.write(text)
         return 0, text
     if "v" in f:
         entries = eng.list_verbose(rest)
-        out.write(list_verbose_text(entries, blank_between=not rest))
+        io.out.write(list_verbose_text(entries, blank_between=not rest))
         return 0, entries
     names = eng.list_fs(rest, masters_only="L" in f)
-    out.write(names_text(names))
+    io.out.write(names_text(names))
     return 0, names
 
 
-def _lastsent(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
+def _lastsent(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
     _need(args, 1, "filesystem")
     snap = eng.lastsent(args[0])
-    out.write(f"{snap or ''}\n")
+    io.out.write(f"{snap or ''}\n")
     return 0, snap
 
 
-def _uptodate(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
+def _uptodate(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
     _need(args, 1, "filesystem")
     ok = eng.uptodate(args[0])
     return (0 if ok else 1), ok
 
 
-def _clear(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
+def _clear(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
     f, rest = _flags(args, "f")
     _need(rest, 1, "filesystem")
+
+    def say(line: str) -> None:
+        if not io.printer.quiet:
+            print(line, file=io.out)
+
+    say(f"WARNING: Removing all zrep configs and snapshots from {rest[0]}")
+    say(f" (for TAG={eng.tag})")
+    # zrep always pauses here; with nobody at a terminal to interrupt, zrepq does not.
     if "f" not in f and sys.stdin.isatty():
-        print("Continuing in 10 seconds", file=out)
+        say("Continuing in 10 seconds")
+        io.out.flush()
         time.sleep(10)
     return 0, eng.clear(rest[0])
 
 
-def _changeconfig(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
+def _changeconfig(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
     f, rest = _flags(args, "fd")
     _need(rest, 3, "fs host otherfs")
     eng.changeconfig(rest[0], rest[1], rest[2], force="f" in f, dest_side="d" in f)
     return 0, None
 
 
-def _sentsync(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
+def _sentsync(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
     f, rest = _flags(args, "L")
     _need(rest, 1, "fs@snap")
     eng.sentsync(rest[0], local_only="L" in f)
     return 0, None
 
 
-def _pause(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
+def _pause(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
     f, rest = _flags(args, "E", valued="r")
     _need(rest, 1, "filesystem")
     return 0, eng.pause(rest[0], reason=f.get("r", ""), expire="E" in f)
 
 
-def _resume(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
+def _resume(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
     _need(args, 1, "filesystem")
     return 0, eng.resume(args[0])
 
 
-def _version(eng: Engine, args: list[str], out: TextIO) -> tuple[int, Any]:
-    out.write(VERSION + "\n")
+def _version(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
+    io.out.write(VERSION + "\n")
     return 0, VERSION
 
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from workers.engine import Engine, EngineConfig
-from workers.engine.events import Observer
+from workers.engine.errors import CommandError
+from workers.engine.events import Message, Observer
 from workers.engine.locks import LocalLocks
 from workers.engine.ports import Locks, Peer, Transport
 from workers.engine.zfs import ZfsHost
@@ -71,17 +72,46 @@ def locks_from_env(env: Mapping[str, str], owner: str, client: Any = None) -> Lo
 
 @dataclass
 class CommandPeer:
-    """The other side, reached as zrep does it: run zrepq-local there over SSH."""
+    """The other side, reached as zrep does it: run zrepq-local there over SSH.
+
+    What the command printed comes back as `Message`s from that host (stdout: zrep's lines,
+    stderr: warnings), so the admin sees the far side's lines as with zrep, whose `ssh host
+    zrep takeover -L` writes straight to the same terminal.
+    """
 
     transport: Transport
     command: tuple[str, ...] = ("zrepq-local",)
 
-    def takeover_local(self, host: str, fs: str, *, tag: str, snap: str | None = None) -> None:
+    def takeover_local(
+        self, host: str, fs: str, *, tag: str, snap: str | None = None
+    ) -> list[Message]:
         target = f"{fs}@{snap}" if snap else fs
-        self.transport.runner(host).run((*self.command, "-t", tag, "takeover", "-L", target))
+        return self._run(host, fs, ("-t", tag, "takeover", "-L", target))
 
-    def failover(self, host: str, fs: str, *, tag: str) -> None:
-        self.transport.runner(host).run((*self.command, "-t", tag, "failover", fs))
+    def failover(self, host: str, fs: str, *, tag: str) -> list[Message]:
+        return self._run(host, fs, ("-t", tag, "failover", fs))
+
+    def _run(self, host: str, fs: str, args: tuple[str, ...]) -> list[Message]:
+        argv = (*self.command, *args)
+        res = self.transport.runner(host).run(argv, check=False)
+        if res.returncode != 0:
+            # It failed before it changed anything worth a line (lock, split brain, missing
+            # fs): its own last "Error: ..." line says why.
+            errors = [t for t in res.stderr.splitlines() if t.strip()]
+            why = next((t for t in reversed(errors) if t.startswith("Error: ")), None)
+            why = why or (errors[-1] if errors else "(no error output)")
+            raise CommandError(
+                f"`{' '.join(args[2:])}` on {host} failed (exit {res.returncode}): "
+                f"{why.removeprefix('Error: ')}",
+                argv=argv,
+                returncode=res.returncode,
+                stderr=res.stderr,
+                dataset=fs,
+                host=host,
+            )
+        return [Message(t, fs, "info", host) for t in res.stdout.splitlines()] + [
+            Message(t, fs, "warning", host) for t in res.stderr.splitlines()
+        ]
 
 
 def engine_from_env(

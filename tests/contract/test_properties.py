@@ -276,3 +276,28 @@ def test_written_tracks_changes_since_latest_snapshot(b: ZfsBackend) -> None:
     assert int(get(b, "written", f"{fs}@s1")) >= 1048576
     assert int(get(b, "written", fs)) < 65536
     assert int(get(b, "referenced", fs)) >= 1048576
+
+
+def test_written_prints_plain_numbers_without_a_byte_suffix(b: ZfsBackend) -> None:
+    """`zfs get -H -o value written` is what zrep's `uptodate` compares with `0`.
+
+    libzfs formats `written` with the plain number formatter ("0", "512", "1.03M"), not the
+    byte one that `used`/`referenced` use ("0B", "512B"): nothing written prints `0`. But
+    `written@SNAP` goes through the byte formatter: `0B` (seen on 2.1.11 and 2.3.2).
+    """
+    fs = f"{b.base}/wz"
+    ok(b, "create", fs)
+    b.sh(f'printf hello > "$(zfs get -H -o value mountpoint {fs})/f"')
+    b.zpool("sync", b.pool).check()
+    ok(b, "snapshot", f"{fs}@s0")
+    b.zpool("sync", b.pool).check()
+    value = ok(b, "get", "-H", "-o", "value", "written", fs).rstrip("\n")
+    assert value == "0"
+    assert ok(b, "get", "-H", "-o", "value", "used", f"{fs}@s0").rstrip("\n") == "0B"
+    assert ok(b, "get", "-H", "-o", "value", "written@s0", fs).rstrip("\n") == "0B"
+    b.sh(f'head -c 1048576 /dev/urandom > "$(zfs get -H -o value mountpoint {fs})/big"')
+    b.zpool("sync", b.pool).check()
+    value = ok(b, "get", "-H", "-o", "value", "written", fs).rstrip("\n")
+    assert re.fullmatch(r"\d+(\.\d+)?[KM]", value), value
+    value = ok(b, "get", "-H", "-o", "value", "written@s0", fs).rstrip("\n")
+    assert re.fullmatch(r"\d+(\.\d+)?[KM]", value), value

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,7 @@ import pytest
 from tests.harness.sshd import SshdCluster, SshdHost
 from tests.harness.standin import StandinHost
 from workers.engine import Engine, EngineConfig
-from workers.engine.events import Event
+from workers.engine.events import Event, Message
 from workers.exec.ssh_options import SshOptions
 from workers.exec.transport import SshTransport
 
@@ -35,15 +35,34 @@ class Site:
 
 @dataclass
 class InProcessPeer:
-    """The other side of failover/takeover: that host's engine, built in this process."""
+    """The other side of failover/takeover: that host's engine, built in this process; its
+    messages come back labelled with its host, as `CommandPeer` returns a remote's lines."""
 
     fleet: Fleet
 
-    def takeover_local(self, host: str, fs: str, *, tag: str, snap: str | None = None) -> None:
-        self.fleet.engine(host).with_tag(tag).takeover(fs, local_only=True, snapshot=snap)
+    def takeover_local(
+        self, host: str, fs: str, *, tag: str, snap: str | None = None
+    ) -> list[Message]:
+        eng, said = self._engine(host, tag)
+        eng.takeover(fs, local_only=True, snapshot=snap)
+        return said
 
-    def failover(self, host: str, fs: str, *, tag: str) -> None:
-        self.fleet.engine(host).with_tag(tag).failover(fs)
+    def failover(self, host: str, fs: str, *, tag: str) -> list[Message]:
+        eng, said = self._engine(host, tag)
+        eng.failover(fs)
+        return said
+
+    def _engine(self, host: str, tag: str) -> tuple[Engine, list[Message]]:
+        said: list[Message] = []
+
+        def observe(event: Event) -> None:
+            self.fleet.events.append(event)
+            if isinstance(event, Message):
+                said.append(replace(event, host=event.host or host))
+
+        eng = self.fleet.engine(host).with_tag(tag)
+        eng.observer = observe
+        return eng, said
 
 
 @dataclass

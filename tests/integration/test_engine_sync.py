@@ -279,7 +279,7 @@ def test_live_local_zrep_lock_is_respected(pair: tuple[Fleet, Site, Site]) -> No
 def test_not_configured_and_bad_names_run_nothing(pair: tuple[Fleet, Site, Site]) -> None:
     f, a, b = pair
     eng = f.engine("hosta")
-    with pytest.raises(NotConfigured, match="not a zrep registered filesystem"):
+    with pytest.raises(NotConfigured, match=r"not master\. Cannot sync"):
         eng.sync(a.fs("prod"))
     before = len(a.zfs.calls())
     for bad in ("poola/prod; zfs destroy -r poola", "$(reboot)", "-F", "poola/`id`"):

@@ -83,9 +83,10 @@ def test_error_flag_is_raised_by_a_failed_sync_and_cleared_by_the_next_good_one(
     row = next(r for r in eng.status([src]) if r.dataset == src)
     assert row.error is not None and "diverged" in row.error["message"]
     assert row.rolled_back is None
-    out = io.StringIO()
-    zrepq_local(["status", "-v", src], engine=f.engine("hosta"), out=out, err=io.StringIO())
-    assert "ERROR: last sync failed at" in out.getvalue()
+    out, err = io.StringIO(), io.StringIO()
+    zrepq_local(["status", "-v", src], engine=f.engine("hosta"), out=out, err=err)
+    assert "ERROR: last sync failed at" in err.getvalue()  # zrepq's extras: stderr
+    assert out.getvalue().count("\n") == 1  # zrep's one line on stdout
     b.zfs.zfs("destroy", f"{b.fs('prod')}@stray")
     assert eng.sync(src).status == "synced"
     assert q(a, "last-error", src) == "-"
@@ -102,10 +103,11 @@ def test_deliberate_rollback_is_shown_but_not_as_an_error(pair: tuple[Fleet, Sit
     row = eng.status([src])[0]
     assert row.error is None
     assert row.rolled_back is not None and row.rolled_back["snapshot"] == f"{src}@zrep_000000"
-    out = io.StringIO()
-    zrepq_local(["status", "-v", src], engine=f.engine("hosta"), out=out, err=io.StringIO())
-    text = out.getvalue()
+    out, err = io.StringIO(), io.StringIO()
+    zrepq_local(["status", "-v", src], engine=f.engine("hosta"), out=out, err=err)
+    text = err.getvalue()
     assert "rolled back on purpose" in text and "ERROR" not in text
+    assert out.getvalue().count("\n") == 1
     # zrep's plain status line is unchanged by any of this.
     out = io.StringIO()
     zrepq_local(["status", src], engine=f.engine("hosta"), out=out, err=io.StringIO())

@@ -396,3 +396,66 @@ def test_flower_with_basic_auth_starts_a_sync_and_shows_progress_and_result(
         assert f"{a.fs('prod')}@zrep_000001" in str(info["result"])
     finally:
         flower.stop()
+
+
+def test_cli_text_of_failover_takeover_expire_uptodate_clear(
+    q: tuple[Fleet, Producer, dict[str, Service]],
+    redis_server: RedisServer,
+) -> None:
+    """`zrepq VERB --wait` in text mode: each side labelled with its own host and dataset,
+    expire in zrep's words, no raw JSON."""
+    f, p, _ = q
+    a, b = setup_pair(f, p)
+    src, dst = a.fs("prod"), b.fs("prod")
+    env = {**os.environ, "ZREPQ_BROKER_URL": redis_server.url, "PYTHONPATH": str(REPO)}
+
+    def zrepq(*args: str) -> tuple[str, str, int]:
+        res = subprocess.run(
+            [sys.executable, "-m", "producer.cli", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        return res.stdout, res.stderr, res.returncode
+
+    assert zrepq("-H", "qa", "failover", "--wait", src) == (
+        f"qa:{src}: now standby (after a final sync of {src}@zrep_000001)\nqb:{dst}: now master\n",
+        "",
+        0,
+    )
+    assert zrepq("-H", "qa", "failover", "--wait", src) == (
+        f"qa:{src}: {src} is already standby; nothing to do\n",
+        "",
+        0,
+    )
+    # takeover on the standby asks the master (qb) to fail over, which hands back to qa.
+    assert zrepq("-H", "qa", "takeover", "--wait", src) == (
+        f"qb:{dst}: now standby (after a final sync of {dst}@zrep_000002)\nqa:{src}: now master\n",
+        "",
+        0,
+    )
+    assert a.zfs.get("zrep:master", src) == "yes" and b.zfs.get("zrep:master", dst) == "-"
+    zrep_expire = (
+        f"Expiring zrep snaps on {src}\n"
+        f"Also running expire on qb:{dst} now...\n"
+        f"Expiring zrep snaps on {dst}\n"
+    )
+    assert zrepq("-H", "qa", "expire", "--wait", src) == (zrep_expire, "", 0)
+    assert zrepq("-H", "qa", "expire", "--wait") == (zrep_expire, "", 0)  # every master on qa
+    assert zrepq("-H", "qb", "expire", "-L", "--wait", dst) == (
+        f"Expiring zrep snaps on {dst}\n",
+        "",
+        0,
+    )
+    assert zrepq("-H", "qa", "uptodate", src)[2] == 0
+    out, err, code = zrepq("-H", "qa", "uptodate", "poolqa/missing")
+    assert (out, code) == ("", 1) and "Error: poolqa/missing:" in err and "does not exist" in err
+    assert zrepq("-H", "qa", "clear", "-f", "--wait", src) == (
+        f"Destroying any zrep-related snapshots from {src}\n"
+        + "".join(f"  destroyed {src}@zrep_00000{i}\n" for i in range(3))
+        + f"Removing zrep-related properties from {src}\n",
+        "",
+        0,
+    )

@@ -31,25 +31,27 @@ def snaponly(eng: Engine, fs: str) -> str:
 
 
 def clear(eng: Engine, fs: str) -> list[str]:
-    """Remove the tag's snapshots and properties from a local fs (not the fs itself)."""
+    """Remove the tag's snapshots and properties from a local fs (not the fs itself).
+
+    zrep's "WARNING: Removing all zrep configs ..." and its pause come before this, from the
+    command line (the engine does not wait for anyone).
+    """
     validate_dataset(fs)
     local = eng.local
     local.info(fs)
-    eng.say(
-        f"WARNING: Removing all zrep configs and snapshots from {fs} (for TAG={eng.tag})",
-        fs,
-        warning=True,
-    )
     with eng.lock([(eng.host, fs)], "clear"):
         return clear_local(eng, local, fs)
 
 
 def clear_local(eng: Engine, local: ZfsHost, fs: str) -> list[str]:
+    """zrep's _clearsnaps and _clearvars, with their lines (a failed init prints them too)."""
+    eng.say(f"Destroying any zrep-related snapshots from {fs}", fs)
     destroyed = []
     for s in zrep_snapshots(local.snapshots(fs), eng.tag):
         local.release(eng.config.hold_tag, s.name)
         local.destroy(s.name, recursive=True)
         destroyed.append(s.name)
+    eng.say(f"Removing zrep-related properties from {fs}", fs)
     res = local.zfs("get", "-H", "-o", "property,source", "all", fs)
     prefix = f"{eng.tag}:"
     for line in res.stdout.splitlines():
@@ -108,7 +110,7 @@ def sentsync(eng: Engine, snapshot: str, *, local_only: bool = False) -> None:
         )
     info = local.info(fs)
     with eng.lock([(eng.host, fs)], "sentsync", local_info=info):
-        for s in snaps:
+        for s in reversed(snaps):  # newest first, as zrep clears them
             if s.sent is not None:
                 eng.say(f"WARNING: clearing sent value from {s.name}", fs, warning=True)
                 local.inherit(s.name, f"{eng.tag}:sent")

@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -22,6 +22,7 @@ from .errors import Cancelled, LockHeld, LockLost, ValidationError, ZrepqError
 from .events import (
     Event,
     Message,
+    MessageLevel,
     Observer,
     StreamFinished,
     StreamProgress,
@@ -96,9 +97,27 @@ class Engine:
     def emit(self, event: Event) -> None:
         safe_notify(self.observer, event)
 
-    def say(self, text: str, dataset: str | None = None, *, warning: bool = False) -> None:
-        log.log(logging.WARNING if warning else logging.INFO, "%s", text)
-        self.emit(Message(text, dataset, "warning" if warning else "info"))
+    def say(
+        self,
+        text: str,
+        dataset: str | None = None,
+        *,
+        warning: bool = False,
+        level: MessageLevel | None = None,
+    ) -> None:
+        """Tell the observer (see `Message` for the levels; `warning=True` means "warning").
+
+        Logged at debug level only: the observer shows it (the CLI prints it, the worker logs
+        it), and logging it here too printed every warning twice on a CLI's stderr.
+        """
+        lvl = level or ("warning" if warning else "info")
+        log.debug("%s: %s", lvl, text)
+        self.emit(Message(text, dataset, lvl))
+
+    def relay(self, messages: Sequence[Message] | None) -> None:
+        """Pass on the lines another host printed (the peer's half of failover/takeover)."""
+        for m in messages or ():
+            self.emit(m)
 
     @contextmanager
     def lock(
@@ -287,8 +306,10 @@ class Engine:
             self, fs, force=force, resume=resume, make_snapshot=False, ignore_pause=ignore_pause
         )
 
-    def sync_to_snapshot(self, snapshot: str) -> SyncResult:
-        return sync.sync_to_snapshot(self, snapshot)
+    def sync_to_snapshot(
+        self, snapshot: str, *, before_rollback: Callable[[], None] | None = None
+    ) -> SyncResult:
+        return sync.sync_to_snapshot(self, snapshot, before_rollback=before_rollback)
 
     def refresh(self, fs: str, *, force: bool = False, resume: bool | None = None) -> SyncResult:
         return sync.refresh(self, fs, force=force, resume=resume)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 log = logging.getLogger(__name__)
 
@@ -22,13 +22,28 @@ class Event:
         return d
 
 
+MessageLevel = Literal["info", "notice", "warning", "detail"]
+
+
 @dataclass(frozen=True)
 class Message(Event):
-    """What zrep would have printed ("Setting zrep properties on ...")."""
+    """A line for the admin, with where it belongs (`level`):
+
+    - "info": a line zrep prints on stdout, word for word ("Setting zrep properties on ...");
+      a drop-in prints it on stdout, so scripts that compare zrep's output keep working;
+    - "notice": zrepq's own line about something zrep does not do (a resumed receive, a
+      completion recorded after a lost connection): stderr, so stdout stays zrep's;
+    - "warning": something went wrong but the operation goes on (stderr);
+    - "detail": zrepq's own chatter (the stream's size estimate): shown only with -v.
+
+    `host` names the host whose command printed the line, when that is not this one (the far
+    side's `takeover -L` during a failover); None means this host.
+    """
 
     text: str
     dataset: str | None = None
-    level: str = "info"  # "info" or "warning"
+    level: MessageLevel = "info"
+    host: str | None = None
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ def expire(eng: Engine, fs: str, *, local_only: bool = False) -> ExpireResult:
     info = local.require(fs)
     check_not_paused(info, eng.host, for_expire=True)
     with eng.lock([(eng.host, fs)], "expire", local_info=info):
+        eng.say(f"Expiring zrep snaps on {fs}", fs)
         if not info.is_master or local_only:
             destroyed = expire_side(eng, local, fs, info)
             return ExpireResult(fs, eng.host, destroyed)
@@ -77,11 +78,14 @@ def expire_pair(
     *,
     info: DatasetInfo | None = None,
     just_sent: JustSent | None = None,
+    announce: bool = True,
 ) -> ExpireResult:
     """Expire the master side, then the standby side with the standby's own savecount.
 
     The standby's properties and snapshots are read in one call; the master's snapshots are
-    read too unless the sync that just ran hands them over (`just_sent`).
+    read too unless the sync that just ran hands them over (`just_sent`). With `announce`,
+    zrep's lines for the remote part: "Also running expire on HOST:FS now..." and the far
+    side's "Expiring zrep snaps on FS" (zrep runs `zrep expire FS` there, which prints it).
     """
     info = info or src.info(src_fs)
     dinfo, dsnaps = dst.state(dst_fs)
@@ -91,14 +95,18 @@ def expire_pair(
     sent = last_sent(ssnaps, eng.tag)
     protect = frozenset({sent.guid}) if sent else frozenset()
     destroyed = expire_side(eng, src, src_fs, info, master=True, snaps=ssnaps)
+    if announce:
+        eng.say(f"Also running expire on {dst.host}:{dst_fs} now...", src_fs)
     if dinfo.is_master:
         raise SplitBrain(
             f"Remote side {dst.host}:{dst_fs} also marked as master. Split brain detected",
             dataset=src_fs,
             host=dst.host,
         )
+    if announce:
+        eng.say(f"Expiring zrep snaps on {dst_fs}", src_fs)
     remote = expire_side(eng, dst, dst_fs, dinfo, master=False, snaps=dsnaps, protect=protect)
-    return ExpireResult(src_fs, src.host, destroyed, dst.host, remote)
+    return ExpireResult(src_fs, src.host, destroyed, dst.host, remote, remote_fs=dst_fs)
 
 
 def expire_side(
@@ -128,8 +136,11 @@ def expire_side(
             zh.destroy(s.name, recursive=True)
             destroyed.append(s.name)
         except CommandError as e:
-            # A held snapshot (someone's `zfs hold`) stays: report it and go on.
-            eng.say(f"could not expire {zh.host}:{s.name}: {e}", fs, warning=True)
+            # A held snapshot (someone's `zfs hold`) stays: report it and go on, in zfs's own
+            # words as zrep shows them ("cannot destroy snapshot ...: dataset is busy").
+            eng.say(
+                e.stderr.strip() or f"could not expire {zh.host}:{s.name}: {e}", fs, warning=True
+            )
     if destroyed:
         eng.emit(SnapshotsExpired(zh.host, fs, tuple(destroyed)))
     return destroyed

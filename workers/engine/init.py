@@ -81,7 +81,7 @@ def init(
         )
         try:
             if eng.config.create_flags:
-                eng.say("Creating destination filesystem as separate step", fs)
+                eng.say("Creating  destination filesystem as separate step", fs)  # sic
                 dst.create(dest_fs, eng.config.create_flags)
             snap = f"{fs}@{first_snapname(eng.tag)}"
             if any(s.zname(eng.tag) for s in local.snapshots(fs)):
@@ -120,6 +120,7 @@ def init(
 def _resume_init(
     eng: Engine, fs: str, dest_host: str, dest_fs: str, handle: LockHandle, t0: float
 ) -> InitResult:
+    eng.say(f"{fs} is at least partially configured by zrep", fs)
     local = eng.local
     dst = eng.zfs(dest_host)
     token = dst.info(dest_fs).resume_token if dst.exists(dest_fs) else None
@@ -156,6 +157,7 @@ def _finish(
     eng: Engine, local: ZfsHost, fs: str, dst: ZfsHost, dest_fs: str, snap: str, info: DatasetInfo
 ) -> None:
     if eng.config.create_flags:
+        eng.say(f"setting readonly on {dst.host}:{dest_fs} manually", fs)
         dst.set(dest_fs, {"readonly": "on"})
     for prop, value in eng.config.init_remote_properties:
         dst.set(dest_fs, {prop: value})
@@ -169,6 +171,7 @@ def _finish(
     eng.move_holds(local, fs, dst, dest_fs, short, [])
     local.set(fs, {f"{eng.tag}:master": "yes"})
     eng.say(f"Initialization copy of {fs} to {dst.host}:{dest_fs} complete", fs)
+    eng.say("Filesystem will not be mounted", fs)  # received with -u, as zrep says
 
 
 def _clear_after_failure(

@@ -14,6 +14,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from .events import Message
+
 
 @dataclass(frozen=True)
 class CommandResult:
@@ -140,10 +142,14 @@ class Peer(Protocol):
     """The other side of a pair, for failover/takeover.
 
     The engine calls it where zrep would `ssh otherhost zrep takeover -L ...`. A direct
-    implementation builds an engine for that host; the Celery layer sends a task to that
-    host's queue and waits for it.
+    implementation runs the command there (or builds an engine for that host) and returns the
+    lines it printed, as `Message`s with `host` set, which the engine passes on to its
+    observer (zrep's own output shows the far side's lines too). The Celery layer hands the
+    other half to that host's queue instead and returns no lines.
     """
 
-    def takeover_local(self, host: str, fs: str, *, tag: str, snap: str | None = None) -> None: ...
+    def takeover_local(
+        self, host: str, fs: str, *, tag: str, snap: str | None = None
+    ) -> Sequence[Message]: ...
 
-    def failover(self, host: str, fs: str, *, tag: str) -> None: ...
+    def failover(self, host: str, fs: str, *, tag: str) -> Sequence[Message]: ...

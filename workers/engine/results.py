@@ -48,6 +48,7 @@ class ExpireResult(Result):
     destroyed: list[str] = field(default_factory=list)
     remote_host: str | None = None
     remote_destroyed: list[str] = field(default_factory=list)
+    remote_fs: str | None = None
 
 
 @dataclass

@@ -51,13 +51,10 @@ def failover(
     if not info.is_master:
         if info.src_host and info.src_host != eng.host and info.dest_host == eng.host:
             # Already done (a repeated message): this side is the standby now.
+            message = f"{fs} is already standby; nothing to do"
+            eng.say(message, fs, level="notice")
             return RoleResult(
-                fs,
-                eng.host,
-                "standby",
-                info.src_host,
-                info.src_fs or "",
-                message=f"{fs} is already standby; nothing to do",
+                fs, eng.host, "standby", info.src_host, info.src_fs or "", message=message
             )
         raise StateError(f"{fs} not master. Cannot fail over", dataset=fs, host=eng.host)
     remote_host = validate_host(host or info.dest_host or "")
@@ -72,6 +69,7 @@ def failover(
         local.set(fs, {"readonly": "on"})
         try:
             if local_only:
+                eng.say(f"Failover for {fs} in LOCAL mode", fs)
                 target = (
                     f"{fs}@{short}"
                     if short
@@ -81,7 +79,8 @@ def failover(
                     raise StateError(
                         f"No last synced snap found for {fs}. Cannot fail over", dataset=fs
                     )
-                eng.say(f"Rolling back to {target}", fs)
+                which = "specified snap" if short else "last sync"
+                eng.say(f"Rolling back to {which} {target}", fs)
                 local.rollback(target, flags="-Rr")
                 result.rolled_back_to = target
             elif short:
@@ -91,7 +90,9 @@ def failover(
                 dst.rollback(f"{remote_fs}@{short}", flags="-r")
                 result.rolled_back_to = f"{fs}@{short}"
             else:
-                res = replicate(eng, local, fs, dst, remote_fs, handle, src_info=info)
+                res = replicate(
+                    eng, local, fs, dst, remote_fs, handle, src_info=info, kind="failover"
+                )
                 result.synced = res.snapshot
         except ZrepqError as err:
             # Failover failed: stay master, writable as before.
@@ -119,7 +120,7 @@ def failover(
                 f"no way to reach {remote_host} for takeover -L; run it there", dataset=fs
             )
         eng.say(f"Setting master on {remote_host}:{remote_fs}", fs)
-        eng.peer.takeover_local(remote_host, remote_fs, tag=eng.tag)
+        eng.relay(eng.peer.takeover_local(remote_host, remote_fs, tag=eng.tag))
     return result
 
 
@@ -148,19 +149,16 @@ def takeover(
                 "claims master. Split brain detected",
                 dataset=fs,
             )
+        message = f"{fs} is already master; nothing to do"
+        eng.say(message, fs, level="notice")
         return RoleResult(
-            fs,
-            eng.host,
-            "master",
-            info.dest_host or "",
-            info.dest_fs or "",
-            message=f"{fs} is already master; nothing to do",
+            fs, eng.host, "master", info.dest_host or "", info.dest_fs or "", message=message
         )
     if not local_only:
         if eng.peer is None:
             raise StateError(f"no way to reach {remote_host} to ask for failover", dataset=fs)
         eng.say(f"Starting failover from remote side {remote_host}", fs)
-        eng.peer.failover(remote_host, remote_fs, tag=eng.tag)
+        eng.relay(eng.peer.failover(remote_host, remote_fs, tag=eng.tag))
         return RoleResult(
             fs,
             eng.host,
@@ -200,6 +198,8 @@ def takeover(
         )
         local.set(fs, {p("master"): "yes"})
         if info.type == "filesystem" and not info.mounted:
+            # zrep's own typo, kept: scripts compare these lines.
+            eng.say(f"eMounting {eng.host}:{fs}", fs)
             try:
                 local.mount(fs)
             except ZrepqError as e:

@@ -14,7 +14,8 @@ A sync, step by step (all under the source fs's lease, and for refresh the desti
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import (
     Conflict,
@@ -38,6 +39,9 @@ from .zfs import DatasetMissing, ZfsHost
 if TYPE_CHECKING:
     from .engine import Engine
 
+# Which zrep command a replication runs for: it decides zrep's lines and the expire after it.
+Kind = Literal["sync", "synconly", "refresh", "failover"]
+
 
 def sync(
     eng: Engine,
@@ -54,9 +58,11 @@ def sync(
     if quiet_secs is not None and quiet_secs < 30:
         raise StateError("-q must use value greater than 30")
     local = eng.local
-    info = local.require(fs)
+    info = local.info(fs)  # DatasetMissing if there is no such dataset
     if not info.is_master:
-        raise StateError(f"{fs} not master. Cannot sync", dataset=fs, host=eng.host)
+        # zrep's own words, for a plain fs as for a standby (its first check is TAG:master).
+        error = StateError if info.configured else NotConfigured
+        raise error(f"{fs} not master. Cannot sync", dataset=fs, host=eng.host)
     if info.src_host != eng.host:
         raise StateError(
             f"we are not master host for {fs}: master is {info.src_host}, we are {eng.host}",
@@ -80,6 +86,7 @@ def sync(
                 changed_only=changed_only,
                 make_snapshot=make_snapshot,
                 src_info=info,
+                kind="sync" if make_snapshot else "synconly",
             )
     except LockHeld:
         if quiet_secs is None:
@@ -94,7 +101,8 @@ def sync(
                 dataset=fs,
                 host=eng.host,
             ) from None
-        eng.say(f"Quiet mode: skipping busy fs {fs}", fs)
+        now = time.strftime("%a %b %e %H:%M:%S %Z %Y")  # `date`'s default output, as zrep's
+        eng.say(f"Quiet mode: skipping busy fs {fs} at {now}", fs)
         return SyncResult(
             fs,
             eng.host,
@@ -132,6 +140,7 @@ def refresh(eng: Engine, fs: str, *, force: bool = False, resume: bool | None = 
             make_snapshot=True,
             src_info=sinfo,
             check_dest_master=False,
+            kind="refresh",
         )
 
 
@@ -191,6 +200,7 @@ def _replicate(
     src_info_written: int | None = None,
     src_info: DatasetInfo | None = None,
     check_dest_master: bool = True,
+    kind: Kind = "sync",
     state: dict[str, str],
 ) -> SyncResult:
     t0 = time.monotonic()
@@ -242,6 +252,7 @@ def _replicate(
             f"{', '.join(s.short for s in plan.landed)} already on {dst.host}:{dst_fs}; "
             "recording completion",
             src_fs,
+            level="notice",
         )
         eng.mark_sent(src, src_fs, dst, dst_fs, plan.landed)
         result.completed = [s.name for s in plan.landed]
@@ -251,10 +262,11 @@ def _replicate(
         held.append(old_base.short)
 
     if make_snapshot and changed_only and is_unchanged(ssnaps, base, src_info_written):
-        eng.say(f"No changes found in {src_fs}. Updating timestamp only", src_fs)
+        eng.say(f"No changes found in {src_fs}. Updating timestamp only", src_fs, level="detail")
         src.set(base.name, {f"{eng.tag}:sent": str(int(time.time()))})
         eng.move_holds(src, src_fs, dst, dst_fs, base.short, held)
         result.status, result.snapshot = "unchanged", base.name
+        _expire_after(eng, kind, src, src_fs, dst, dst_fs, src_info, None, result)
         result.seconds = time.monotonic() - t0
         return result
 
@@ -262,15 +274,17 @@ def _replicate(
     if make_snapshot:
         new_name = f"{src_fs}@{next_snapname(ssnaps, eng.tag)}"
         src.snapshot(new_name, recursive=eng.config.recursive)
-        eng.say(f"sending {new_name} to {dst.host}:{dst_fs}", src_fs)
     else:
         latest = latest_zrep(ssnaps, eng.tag)
         if latest is None or latest.guid == base.guid:
             eng.say(f"{base.name} already sent", src_fs)
             result.status, result.snapshot = "uptodate", base.name
+            _expire_after(eng, kind, src, src_fs, dst, dst_fs, src_info, None, result)
             result.seconds = time.monotonic() - t0
             return result
         new_name = latest.name
+    if kind != "refresh":  # zrep's refresh pulls without a word
+        eng.say(f"sending {new_name} to {dst.host}:{dst_fs}", src_fs)
     new_short = new_name.split("@", 1)[1]
     state["snapshot"] = new_name
     clean_send = not plan.landed  # a plain send from the lists read above: see the expire
@@ -309,30 +323,50 @@ def _replicate(
     eng.mark_sent(src, src_fs, dst, dst_fs, [new_snap])
     eng.move_holds(src, src_fs, dst, dst_fs, new_short, held)
     result.snapshot, result.base = new_name, base.name
-    if not eng.config.skip_expire:
-        eng.say(f"Expiring zrep snaps on {src_fs}", src_fs)
-        # The source's savecount and snapshots as read at the start, under the same lease,
-        # plus the one just sent: only the destination is read again.
-        exp = expire_pair(
-            eng,
-            src,
-            src_fs,
-            dst,
-            dst_fs,
-            info=src_info,
-            just_sent=JustSent(ssnaps, new_name, int(time.time())) if clean_send else None,
-        )
-        result.expired = exp.destroyed + exp.remote_destroyed
+    # The source's savecount and snapshots as read at the start, under the same lease, plus
+    # the one just sent: only the destination is read again.
+    just_sent = JustSent(ssnaps, new_name, int(time.time())) if clean_send else None
+    _expire_after(eng, kind, src, src_fs, dst, dst_fs, src_info, just_sent, result)
     result.seconds = time.monotonic() - t0
     return result
 
 
-def sync_to_snapshot(eng: Engine, snapshot: str) -> SyncResult:
+def _expire_after(
+    eng: Engine,
+    kind: Kind,
+    src: ZfsHost,
+    src_fs: str,
+    dst: ZfsHost,
+    dst_fs: str,
+    info: DatasetInfo | None,
+    just_sent: JustSent | None,
+    result: SyncResult,
+) -> None:
+    """Expire both sides where zrep does, with zrep's lines.
+
+    sync says "Expiring zrep snaps on SRC" and then the remote part ("Also running expire
+    on HOST:DST now...", the far side's "Expiring zrep snaps on DST"); synconly only the
+    remote part, whether or not anything was sent; refresh only the master's line (zrep runs
+    `expire -L` there); failover's final sync expires nothing (zrep's neither).
+    """
+    if eng.config.skip_expire or kind == "failover":
+        return
+    if kind in ("sync", "refresh"):
+        eng.say(f"Expiring zrep snaps on {src_fs}", src_fs)
+    exp = expire_pair(
+        eng, src, src_fs, dst, dst_fs, info=info, just_sent=just_sent, announce=kind != "refresh"
+    )
+    result.expired = exp.destroyed + exp.remote_destroyed
+
+
+def sync_to_snapshot(
+    eng: Engine, snapshot: str, *, before_rollback: Callable[[], None] | None = None
+) -> SyncResult:
     """`zrep sync fs@zrep_NNNNNN`: roll the destination back to that snapshot.
 
     Newer snapshots on the destination are destroyed (their holds released first); newer local
-    snapshots lose their `TAG:sent`, so the next sync starts from this one. The CLI prints
-    zrep's warning and waits before calling this; the engine does not sleep.
+    snapshots lose their `TAG:sent`, so the next sync starts from this one. zrep's warning
+    comes first; then `before_rollback` (the CLI's pause: the engine does not sleep).
     """
     fs, short = validate_snapshot(snapshot)
     local = eng.local
@@ -345,6 +379,7 @@ def sync_to_snapshot(eng: Engine, snapshot: str) -> SyncResult:
     dest_host, dest_fs = _pair_dest(info.dest_host, info.dest_fs, fs)
     dst = eng.zfs(dest_host)
     with eng.lock([(eng.host, fs)], "sync", local_info=info):
+        eng.say("Validating remote snap", fs)
         ssnaps = local.snapshots(fs)
         dsnaps = dst.snapshots(dest_fs)
         target = next((s for s in dsnaps if s.short == short), None)
@@ -352,15 +387,23 @@ def sync_to_snapshot(eng: Engine, snapshot: str) -> SyncResult:
             raise StateError(
                 f"{dest_fs}@{short} does not exist. Cannot roll to snap", dataset=fs, host=dest_host
             )
+        made = local.zfs("get", "-H", "-o", "value", "creation", snapshot).stdout.strip()
+        for line in (  # zrep's warning, word for word (double spaces included)
+            f"WARNING: We will be rolling back  {dest_fs}, on {dest_host}",
+            f"   to  {short}, made at: {made}",
+            "",
+            "All newer snapshots on remote side will be destroyed",
+            f"You should have paused ongoing sync jobs for {dest_fs} before continuing",
+        ):
+            eng.say(line, fs)
+        if before_rollback is not None:
+            before_rollback()
         newer_dst = [s for s in dsnaps if s.createtxg > target.createtxg]
         for s in newer_dst:
             dst.release(eng.config.hold_tag, s.name)
-        eng.say(
-            f"rolling back {dest_host}:{dest_fs} to {short}; newer snapshots there are destroyed",
-            fs,
-            warning=True,
-        )
         dst.rollback(f"{dest_fs}@{short}", flags="-Rr")
+        eng.say(f"{dest_host}:{dest_fs} rolled back successfully to {short}", fs)
+        eng.say("Now cleaning up local snapshots", fs)
         local_target = next(s for s in ssnaps if s.short == short)
         for s in ssnaps:
             if s.createtxg > local_target.createtxg:
@@ -476,7 +519,7 @@ def _resume(
     """Finish a partial receive with `send -t`; if the token is stale, abort it instead."""
     token = plan.resume_token
     assert token is not None
-    eng.say(f"resuming the partial receive on {dst.host}:{dst_fs}", src_fs)
+    eng.say(f"resuming the partial receive on {dst.host}:{dst_fs}", src_fs, level="notice")
     try:
         nbytes, _ = eng.stream(
             src,
