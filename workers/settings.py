@@ -451,7 +451,7 @@ class Settings:
             if b.sentinel_password is not None:
                 skw["password"] = b.sentinel_password.get_secret_value()
             db = int((urlsplit(b.url.split(";")[0]).path or "/0").strip("/") or 0)
-            sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            sentinel = Sentinel(
                 self._sentinel_nodes(),
                 sentinel_kwargs=skw,
                 socket_timeout=timeout,
@@ -460,7 +460,7 @@ class Settings:
                 username=b.username,
                 db=db,
             )
-            return sentinel.master_for(str(b.sentinel_master))  # type: ignore[no-untyped-call]
+            return sentinel.master_for(str(b.sentinel_master))
         url = self._with_auth(b.url.split(";")[0].strip())
         kwargs: dict[str, Any] = {
             "socket_timeout": timeout,
