@@ -18,10 +18,11 @@ from hypothesis import strategies as st
 
 from workers.engine import liveness
 from workers.engine.config import EngineConfig
-from workers.engine.errors import ConfigError
+from workers.engine.errors import ConfigError, LockHeld
 from workers.engine.liveness import ProcessIdentity, lock_pid_holder, lock_time_epoch, parse_stat
 from workers.engine.locks import LockToken, describe_holder
 from workers.engine.names import validate_dataset
+from workers.engine.zreplock import GlobalLock
 from workers.filelock import lock_file_name
 from workers.settings import load
 
@@ -228,3 +229,29 @@ def test_lock_settings_are_validated_and_the_old_redis_url_is_refused(tmp_path: 
     assert EngineConfig.from_env({}).rundir == ("/var/run" if os.geteuid() == 0 else "/tmp")
     with pytest.raises(ConfigError, match="ZREP_RUNDIR must be an absolute path"):
         EngineConfig.from_env({"ZREP_RUNDIR": "var/run"})
+
+
+# ---- zrep's global lock ------------------------------------------------------------------------
+
+
+def test_zreps_global_lock_file(tmp_path: Path) -> None:
+    glock = GlobalLock(tmp_path, wait=0.3)
+    with glock.held():
+        assert glock.path.read_text() == f"{os.getpid()}\n"  # as zrep writes it
+        assert glock.path.stat().st_mode & 0o777 == 0o644
+    assert not glock.path.exists()
+    # Held by a live process (this test's parent, started long before the file): wait, refuse.
+    glock.path.write_text(f"{os.getppid()}\n")
+    t0 = time.monotonic()
+    with (
+        pytest.raises(LockHeld, match=rf"held by pid {os.getppid()} \(waited 0.3s\)"),
+        glock.held(),
+    ):
+        pass
+    assert time.monotonic() - t0 >= 0.3 and glock.path.exists()
+    # Left by a process that is gone: removed, then taken.
+    glock.path.write_text(f"{NO_SUCH_PID}\n")
+    with glock.held():
+        assert glock.path.read_text() == f"{os.getpid()}\n"
+    with pytest.raises(ConfigError, match="does not exist"), GlobalLock(tmp_path / "no").held():
+        pass

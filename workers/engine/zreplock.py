@@ -94,7 +94,7 @@ class GlobalLock:
                 if time.monotonic() >= deadline:
                     raise LockHeld(
                         f"zrep's global lock {self.path} is held by {self._who()} "
-                        f"(waited {self.wait:.0f}s)",
+                        f"(waited {self.wait:g}s)",
                         holder=self._who(),
                     ) from None
                 time.sleep(_POLL)
@@ -102,6 +102,10 @@ class GlobalLock:
             except FileNotFoundError:
                 raise ConfigError(
                     f"ZREP_RUNDIR {self.dir} does not exist (zrep's global lock lives there)"
+                ) from None
+            except OSError as e:
+                raise ConfigError(
+                    f"cannot create zrep's global lock {self.path}: {e.strerror or e}"
                 ) from None
             try:
                 os.write(fd, f"{pid}\n".encode())  # zrep: `echo $Z_GLOBAL_PID > zrep.lock`
@@ -173,9 +177,11 @@ class GlobalLock:
     @contextmanager
     def _guard(self) -> Iterator[None]:
         """Only one zrepq process at a time decides about and removes a stale global lock."""
-        fd = os.open(
-            self.dir / GUARD_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
-        )
+        path = self.dir / GUARD_NAME
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            raise ConfigError(f"cannot open {path}: {e.strerror or e}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
