@@ -22,10 +22,11 @@ from celery.signals import heartbeat_sent, worker_ready
 from tasks import contract as c
 from tasks.app import app, settings_of
 from tasks.errors import TaskFailed
-from workers.engine import Engine
+from workers.engine import Engine, liveness
 from workers.engine.errors import LockHeld, ValidationError, ZrepqError
 from workers.engine.events import Event, Message, StreamFinished, StreamProgress, StreamStarted
 from workers.engine.formats import list_verbose_text, names_text, status_text
+from workers.engine.locks import LockToken
 from workers.engine.ports import Locks, Transport
 from workers.keys import HOSTS_KEY
 from workers.runtime import engine_from_env, locks_from_env, settings_env, transport_from_env
@@ -205,29 +206,28 @@ def _run(
 def _redelivery_wait(task: Task[Any, Any], e: LockHeld, eng: Engine) -> float | None:
     """Seconds to wait for a lease held by an earlier, dead, delivery of this task; else None.
 
-    Lease tokens read `owner:pid:operation/task-id:uuid` (owner = this host's name). A holder
-    with this task's id whose process is alive on this host is a true duplicate (Redis
-    redelivered the message while the first run goes on): None, it is reported as one.
+    The lease itself takes over at once from a holder on this host that has provably ended
+    (`workers.lease`), so this wait is left for what it cannot prove: a token without the
+    holder's process identity (written by an older zrepq). A holder with this task's id whose
+    process is alive on this host is a true duplicate (Redis redelivered the message while
+    the first run goes on): None, it is reported as one.
     """
     tid = task.request.id
     if not tid or not e.holder or tid not in e.holder:
         return None
-    owner, _, rest = e.holder.partition(":")
-    pid = rest.partition(":")[0]
-    if owner == eng.host and pid.isdigit() and _alive(int(pid)):
+    holder = LockToken.parse(e.holder)
+    if holder is not None and holder.owner == eng.host and _alive(holder):
         return None
     ttl = getattr(eng.locks, "ttl", None)
     return float(ttl) + 1.0 if ttl else None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _alive(holder: LockToken) -> bool:
+    if holder.process is not None:
+        ended = liveness.gone(holder.pid, holder.process)
+        if ended is not None:
+            return not ended
+    return liveness.exists(holder.pid)
 
 
 # ---- the tasks -------------------------------------------------------------------------

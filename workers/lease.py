@@ -1,7 +1,16 @@
 """Leases in Redis: redis-py's `Lock`, renewed from a thread, released on every path.
 
 A lease is `SET key token NX PX ttl`; only the holder (same token) can renew or delete it,
-through redis-py's Lua scripts. The token says who holds it: `owner:pid:operation:uuid`.
+through redis-py's Lua scripts. The token says who holds it (`workers.engine.locks.LockToken`:
+`owner:pid:operation:uuid:boot=…:pidns=…:start=…:since=…`).
+
+A lease whose holder has provably ended is taken over at once instead of after its TTL: when
+the token names this host (`owner`), this boot and this pid namespace, and its pid is absent,
+a zombie, or a process with another start time (reused). The takeover is one compare-and-set
+(a Lua script: replace the value only if it is still that exact dead token), so of several
+contenders exactly one gets it. A holder on another host, another boot or namespace, or with a
+token that does not carry its identity (written before it did) is never taken over: the
+refusal stands until the lease expires. See docs/reliability.md, "Dead holders".
 
 While held, a lease is renewed every ttl/3. `handle.lost` is set, and stays set, as soon as
 the lease cannot be trusted any more:
@@ -29,15 +38,17 @@ import math
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import redis
+from redis.commands.core import Script
 from redis.exceptions import LockError, LockNotOwnedError
 from redis.lock import Lock
 
 from workers.engine.errors import HostUnreachable, LockHeld, LockLost
+from workers.engine.locks import LockToken, describe_holder
 from workers.keys import LOCK_PREFIX
 
 log = logging.getLogger(__name__)
@@ -50,6 +61,47 @@ _MARGIN_MAX = 1.0
 # A renewal or watchdog thread with no lease to look after for this long ends (the next lease
 # starts it again), so a `RedisLocks` that is no longer used does not keep threads forever.
 _IDLE_EXIT = 30.0
+
+
+# Replace the lease's value only if it is still exactly the dead holder's token.
+_TAKE_OVER = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    redis.call('set', KEYS[1], ARGV[2], 'px', ARGV[3])
+    return 1
+end
+return 0
+"""
+
+
+class _Lease(Lock):
+    """redis-py's `Lock`, which also takes the lease over from a provably dead holder."""
+
+    def __init__(self, *args: Any, host: str, take_over: Script, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._host = host
+        self._take_over = take_over
+        self.taken_from: str | None = None
+
+    def do_acquire(self, token: str) -> bool:
+        if super().do_acquire(token):
+            return True
+        raw = self.redis.get(self.name)
+        if raw is None:
+            return False  # just freed: the next attempt takes it
+        held = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+        dead = LockToken.parse(held)
+        if dead is None or not dead.gone(self._host):
+            return False
+        ms = int(self.timeout * 1000) if self.timeout else 0
+        if not self._take_over(keys=[self.name], args=[raw, token, ms], client=self.redis):
+            return False  # someone else changed it first
+        self.taken_from = held
+        log.warning(
+            "took over lease %s at once: its holder, %s, has ended",
+            _name(self),
+            dead.describe(),
+        )
+        return True
 
 
 class _LostEvent(threading.Event):
@@ -120,6 +172,7 @@ class RedisLocks:
         self._ttl = ttl
         self._prefix = prefix
         self._renewer = _Renewer(ttl, owner)
+        self._take_over = client.register_script(_TAKE_OVER)
 
     @property
     def ttl(self) -> float:
@@ -140,7 +193,7 @@ class RedisLocks:
         """
         names = sorted(set(keys))
         pid = os.getpid()
-        token = f"{self._owner}:{pid}:{operation}:{uuid.uuid4().hex}"
+        token = str(LockToken.new(self._owner, operation))
         handle = LeaseHandle(token, names)
         locks, taken = self._acquire(names, token, time.monotonic() + wait)
         held = self._renewer.held(token, locks, handle._lost, ", ".join(names), taken)
@@ -176,13 +229,15 @@ class RedisLocks:
         taken: float | None = None
         try:
             for name in names:
-                lock = Lock(
+                lock = _Lease(
                     self._client,
                     self.key(name),
                     timeout=self._ttl,
                     sleep=0.1,
                     thread_local=False,  # renewed from another thread than the one acquiring
                     raise_on_release_error=True,
+                    host=self._owner,
+                    take_over=self._take_over,
                 )
                 waited = max(0.0, deadline - time.monotonic())
                 while True:
@@ -193,7 +248,7 @@ class RedisLocks:
                         holder = self.holder(name)
                         note = f" (waited {waited:.0f}s)" if waited else ""
                         raise LockHeld(
-                            f"lease {name} is held by {holder or 'someone else'}{note}",
+                            f"lease {name} is held by {describe_holder(holder)}{note}",
                             holder=holder,
                         )
                     time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))

@@ -17,11 +17,11 @@ from typing import Any
 from workers.engine import Engine, EngineConfig
 from workers.engine.errors import CommandError
 from workers.engine.events import Message, Observer
-from workers.engine.locks import LocalLocks
 from workers.engine.ports import Locks, Peer, Transport
 from workers.engine.zfs import ZfsHost
 from workers.exec.ssh_options import SshOptions
 from workers.exec.transport import SshTransport, local_host_name
+from workers.filelock import DEFAULT_LOCK_DIR, FileLocks
 from workers.settings import load
 
 
@@ -56,17 +56,22 @@ def transport_from_env(env: Mapping[str, str]) -> SshTransport:
 
 
 def locks_from_env(env: Mapping[str, str], owner: str, client: Any = None) -> Locks:
-    """Redis leases on `client` (or on $ZREPQ_REDIS_URL); without Redis, local locks."""
-    url = env.get("ZREPQ_REDIS_URL")
-    if client is None and not url:
-        return LocalLocks(owner)
-    import redis
+    """zrepq's own locks for an engine on this host.
 
+    The worker passes its Redis `client`: leases there (`workers.lease`). `zrepq-local` gets
+    lock files on this host (`[locks] dir`, `workers.filelock`): no Redis needed, as with zrep
+    from cron; or, with `[locks] redis`, the workers' own leases on the [broker] Redis, so a
+    `zrepq-local` run also excludes the queue's runs on the other host of a pair.
+    """
+    if client is None and env.get("ZREPQ_LOCK_REDIS", "").strip():
+        settings = load(env)
+        if settings.model.locks.redis:
+            client = settings.redis()
+    if client is None:
+        return FileLocks(env.get("ZREPQ_LOCK_DIR") or DEFAULT_LOCK_DIR, owner=owner)
     from workers.lease import RedisLocks
 
     ttl = float(env.get("ZREPQ_LEASE_TTL") or "60")
-    if client is None:
-        client = redis.Redis.from_url(str(url))
     return RedisLocks(client, owner=owner, ttl=ttl)
 
 

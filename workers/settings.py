@@ -38,6 +38,7 @@ from pydantic import ValidationError as SchemaError
 from workers.engine.config import EngineConfig
 from workers.engine.errors import ConfigError, ValidationError
 from workers.engine.names import validate_host
+from workers.filelock import DEFAULT_LOCK_DIR
 
 DEFAULT_CONFIG = "/etc/zrepq/zrepq.toml"
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
@@ -110,6 +111,20 @@ class WorkerSection(_Section):
         return v.upper() if isinstance(v, str) else v
 
 
+class LocksSection(_Section):
+    """How `zrepq-local` locks (workers always use Redis leases on the [broker])."""
+
+    dir: Path = Path(DEFAULT_LOCK_DIR)
+    redis: bool = False  # take the workers' Redis leases (the [broker] settings) instead
+
+    @field_validator("dir")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        if not v.is_absolute():
+            raise ValueError(f"{str(v)!r}: give an absolute path")
+        return v
+
+
 class HostSection(_Section):
     """Per-host overrides in a fleet-wide file: `[hosts.hosta] concurrency = 4`."""
 
@@ -143,6 +158,7 @@ class ZrepSection(_Section):
     create_flags: str | None = None  # ZREP_CREATE_FLAGS
     init_remote_properties: str | None = None  # ZREP_INIT_REMOTE_PROPERTIES
     dateformat: str | None = None  # ZREP_DATEFORMAT
+    rundir: str | None = None  # ZREP_RUNDIR (zrep's global lock file lives there)
 
 
 class FlowerSection(_Section):
@@ -184,6 +200,7 @@ class ProducerSection(_Section):
 class FileModel(_Section):
     broker: BrokerSection = Field(default_factory=BrokerSection)
     worker: WorkerSection = Field(default_factory=WorkerSection)
+    locks: LocksSection = Field(default_factory=LocksSection)
     hosts: dict[str, HostSection] = Field(default_factory=dict)
     ssh: SshSection = Field(default_factory=SshSection)
     zrep: ZrepSection = Field(default_factory=ZrepSection)
@@ -237,6 +254,8 @@ _ENV: dict[str, tuple[str, str, Callable[[str], Any] | None]] = {
     "ZREPQ_LEASE_TTL": ("worker", "lease_ttl", None),
     "ZREPQ_REMOTE_COMMAND": ("worker", "remote_command", None),
     "ZREPQ_CHECK_TIMEOUT": ("worker", "check_timeout", None),
+    "ZREPQ_LOCK_DIR": ("locks", "dir", None),
+    "ZREPQ_LOCK_REDIS": ("locks", "redis", None),
     "ZREPQ_SSH_CONFIG": ("ssh", "config", None),
     "ZREPQ_SSH_USER": ("ssh", "user", None),
     "ZREPQ_SSH_PORT": ("ssh", "port", None),
@@ -272,6 +291,16 @@ _ZREP_ENV: dict[str, str] = {
     "create_flags": "ZREP_CREATE_FLAGS",
     "init_remote_properties": "ZREP_INIT_REMOTE_PROPERTIES",
     "dateformat": "ZREP_DATEFORMAT",
+    "rundir": "ZREP_RUNDIR",
+}
+
+# Names zrepq once read and no longer does, with what to use instead: a setting that would
+# otherwise be ignored without a word stops the process at start.
+_RETIRED: dict[str, str] = {
+    "ZREPQ_REDIS_URL": (
+        "no longer read; for zrepq-local to take the workers' Redis leases set "
+        "[locks] redis = true (ZREPQ_LOCK_REDIS=1): it uses the [broker] settings"
+    ),
 }
 
 _SECRET_KEYS = {"password", "sentinel_password"}
@@ -543,7 +572,7 @@ def load(env: Mapping[str, str] | None = None, path: str | Path | None = None) -
             raise ConfigError(f"cannot read configuration file {file}: {e}") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{file} is not valid TOML: {e}") from None
-    problems: list[str] = []
+    problems: list[str] = [f"{name}: {why}" for name, why in _RETIRED.items() if env.get(name)]
     tables = list(FileModel.model_fields)
     for table in list(raw):
         if table not in tables:

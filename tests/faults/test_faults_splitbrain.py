@@ -108,9 +108,7 @@ def _zrepq_local(
 ) -> subprocess.CompletedProcess[str]:
     """`zrepq-local ARGS` run on `host` (inside its namespace), as an admin would."""
     assert bed.redis is not None
-    full = bed.worker_environment(
-        host, ZREP_SRC_HOST=host.name, ZREPQ_REDIS_URL=bed.redis.url, **env
-    )
+    full = bed.worker_environment(host, ZREP_SRC_HOST=host.name, ZREPQ_LOCK_REDIS="1", **env)
     argv = host.exec_argv(sys.executable, "-c", "from workers.cli import run; run()", *args)
     return subprocess.run(argv, env=full, capture_output=True, text=True, timeout=120)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -17,7 +18,9 @@ import redis
 
 from tasks import handlers
 from tasks.errors import TaskFailed
+from workers.engine import liveness
 from workers.engine.errors import LockHeld
+from workers.engine.locks import LockToken
 from workers.exec.ssh_options import SshOptions
 from workers.keys import HOSTS_KEY, lease_key
 from workers.lease import RedisLocks, _Renewer
@@ -81,6 +84,13 @@ def test_a_redelivered_task_waits_for_its_dead_first_run_only() -> None:
     assert (
         handlers._redelivery_wait(_task(None), LockHeld("x", holder=held_by), _engine("na")) is None
     )
+    # Tokens that carry the holder's identity: judged by it, not by the bare pid.
+    me = liveness.current_identity()
+    assert me is not None
+    mine = str(LockToken("na", os.getpid(), f"sync/{tid}", "n", me))
+    assert handlers._redelivery_wait(_task(tid), LockHeld("x", holder=mine), _engine("na")) is None
+    reused = str(LockToken("na", os.getpid(), f"sync/{tid}", "n", replace(me, start=me.start - 1)))
+    assert handlers._redelivery_wait(_task(tid), LockHeld("x", holder=reused), _engine("na")) == 5
 
 
 def test_sync_all_fails_with_the_contract_record() -> None:

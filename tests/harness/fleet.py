@@ -7,6 +7,7 @@ real sshd (paramiko for control, OpenSSH for the stream), exactly as on a real f
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -88,7 +89,9 @@ class Fleet:
             name, ssh or site.sshd.ssh_options(), local_env=site.zfs.env, stream_timeout=120
         )
         self.transports.append(transport)
-        config = EngineConfig.from_env(env or {})
+        # zrep's global lock in the session's own directory (tests/conftest.py), not /var/run.
+        rundir = {"ZREP_RUNDIR": os.environ["ZREP_RUNDIR"]} if "ZREP_RUNDIR" in os.environ else {}
+        config = EngineConfig.from_env({**rundir, **(env or {})})
         return Engine(
             transport, config=config, observer=self.events.append, peer=InProcessPeer(self), **kw
         )  # type: ignore[arg-type]

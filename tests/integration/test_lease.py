@@ -34,7 +34,7 @@ def test_hold_is_exclusive_and_names_its_holder(redis_client: redis.Redis) -> No
         with pytest.raises(LockHeld) as info, b.hold(["zrep:hosta:pool/fs"], operation="failover"):
             pass
         assert info.value.holder == handle.token
-        assert handle.token in str(info.value)
+        assert f"held by pid {os.getpid()} on hosta (sync) since " in str(info.value)
         assert "zrep:hosta:pool/fs" in str(info.value)
         assert info.value.retryable
         assert not handle.lost.is_set()

@@ -16,6 +16,7 @@ from workers.exec.quoting import filter_argv, remote_command, remote_pipeline, s
 from workers.exec.remote import ParamikoRunner
 from workers.exec.ssh_options import SshOptions
 from workers.exec.transport import SshTransport, local_host_name
+from workers.filelock import FileLocks
 from workers.keys import lock_key
 from workers.lease import RedisLocks
 
@@ -26,7 +27,8 @@ def test_implementations_satisfy_the_ports() -> None:
     local: Runner = LocalRunner("hosta")
     remote: Runner = ParamikoRunner("hostb")
     locks: Locks = RedisLocks(redis.Redis(), owner="hosta")
-    assert transport and local and remote and locks
+    files: Locks = FileLocks("/run/zrepq/locks", owner="hosta")  # nothing touched until hold()
+    assert transport and local and remote and locks and files
 
 
 def test_remote_command_survives_a_posix_shell() -> None:

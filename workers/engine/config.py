@@ -35,6 +35,11 @@ _SEND_FLAGS_ALLOWED = {
 }
 
 
+def default_rundir() -> str:
+    """zrep's ZREP_RUNDIR default: /var/run for root, /tmp for anyone else."""
+    return "/var/run" if os.geteuid() == 0 else "/tmp"
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     tag: str = DEFAULT_TAG
@@ -51,6 +56,7 @@ class EngineConfig:
     init_remote_properties: tuple[tuple[str, str], ...] = ()  # ZREP_INIT_REMOTE_PROPERTIES
     src_host: str | None = None  # ZREP_SRC_HOST
     dateformat: str = DEFAULT_DATEFORMAT  # ZREP_DATEFORMAT
+    rundir: str = ""  # ZREP_RUNDIR: where zrep's global lock `zrep.lock` lives
     hold_tag: str = field(default="")  # derived: the `zfs hold` tag on the last sent snapshot
 
     def __post_init__(self) -> None:
@@ -67,6 +73,10 @@ class EngineConfig:
                 )
         if not self.hold_tag:
             object.__setattr__(self, "hold_tag", f"zrepq:{self.tag}:lastsent")
+        if not self.rundir:
+            object.__setattr__(self, "rundir", default_rundir())
+        elif not self.rundir.startswith("/"):
+            raise ConfigError(f"ZREP_RUNDIR must be an absolute path, not {self.rundir!r}")
 
     def with_tag(self, tag: str) -> EngineConfig:
         """Same settings under another tag (zrep's -t). A non-default tag sends with -i."""
@@ -116,4 +126,5 @@ class EngineConfig:
             init_remote_properties=tuple(props),
             src_host=env.get("ZREP_SRC_HOST", "").strip() or None,
             dateformat=env.get("ZREP_DATEFORMAT", "") or DEFAULT_DATEFORMAT,
+            rundir=env.get("ZREP_RUNDIR", "").strip(),
         )

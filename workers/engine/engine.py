@@ -9,16 +9,15 @@ it (`sync.py`, `init.py`, `expire.py`, `roles.py`, `report.py`, `admin.py`); the
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
-from . import admin, expire, init, pause, report, roles, sync
+from . import admin, expire, init, pause, report, roles, sync, zreplock
 from .config import EngineConfig
-from .errors import Cancelled, LockHeld, LockLost, ValidationError, ZrepqError
+from .errors import Cancelled, LockHeld, LockLost, ValidationError
 from .events import (
     Event,
     Message,
@@ -30,7 +29,7 @@ from .events import (
     null_observer,
     safe_notify,
 )
-from .locks import LocalLocks, live_zrep_process, lock_name
+from .locks import LocalLocks, lock_name
 from .model import DatasetInfo, Snapshot
 from .names import validate_dataset, validate_host
 from .ports import LockHandle, Locks, Peer, StreamSpec, Transport
@@ -119,6 +118,11 @@ class Engine:
         for m in messages or ():
             self.emit(m)
 
+    @property
+    def global_lock(self) -> zreplock.GlobalLock:
+        """zrep's global lock on this host (`$ZREP_RUNDIR/zrep.lock`)."""
+        return zreplock.global_lock(self.config.rundir)
+
     @contextmanager
     def lock(
         self,
@@ -127,44 +131,41 @@ class Engine:
         *,
         local_info: DatasetInfo | None = None,
     ) -> Iterator[LockHandle]:
-        """Lease every (host, fs) in `targets`, in sorted order, released on every path.
+        """Lock every (host, fs) in `targets`, in sorted order, released on every path.
 
-        For a dataset on this host it also writes zrep's `lock-pid`/`lock-time`, so an
-        upstream zrep run from cron here sees it locked, and it refuses a dataset that a live
-        local zrep process has locked.
+        First zrepq's own lock (`self.locks`: the Redis lease, or `zrepq-local`'s lock files);
+        then, for the dataset of this host (`local_info`), zrep's own `TAG:lock-pid` and
+        `TAG:lock-time`, checked and set under zrep's global lock (`zreplock`): a zrep or
+        another zrepq process of this host that holds it makes this one refuse, and an
+        upstream zrep run from cron here sees the dataset locked while this one works.
+        Refusals say `Cannot lock FS. Cannot continue` (zrep's words) and then who holds it.
         """
         keys = sorted({lock_name(self.tag, h, fs) for h, fs in targets})
         if self.operation_id:
             operation = f"{operation}/{self.operation_id}"
-        with self.locks.hold(keys, operation=operation, wait=self.lock_wait) as handle:
-            zlocal = None
-            if local_info is not None:
-                pid = local_info.lock_pid
-                if pid is not None and live_zrep_process(pid):
-                    raise LockHeld(
-                        f"{local_info.name} is locked by a running zrep process (pid {pid})",
-                        holder=f"zrep pid {pid}",
-                        dataset=local_info.name,
-                        host=self.host,
-                    )
-                zlocal = self.local
-                zlocal.set(
-                    local_info.name,
-                    {
-                        f"{self.tag}:lock-pid": str(os.getpid()),
-                        f"{self.tag}:lock-time": time.strftime("%Y%m%d%H%M%S"),
-                    },
-                )
+        with ExitStack() as stack:
             try:
-                yield handle
-            finally:
-                # After a lost lease the props may be the new holder's: leave them alone.
-                if zlocal is not None and local_info is not None and not handle.lost.is_set():
-                    for prop in ("lock-time", "lock-pid"):
-                        try:
-                            zlocal.inherit(local_info.name, f"{self.tag}:{prop}")
-                        except ZrepqError as e:
-                            log.warning("could not clear %s on %s: %s", prop, local_info.name, e)
+                handle = stack.enter_context(
+                    self.locks.hold(keys, operation=operation, wait=self.lock_wait)
+                )
+                if local_info is not None:
+                    zlocal, glock = self.local, self.global_lock
+                    mark = zreplock.claim(zlocal, local_info.name, glock)
+                    stack.callback(zreplock.release, zlocal, mark, glock)
+            except LockHeld as e:
+                fs = local_info.name if local_info is not None else self._lock_subject(targets)
+                raise LockHeld(
+                    f"Cannot lock {fs}. Cannot continue\n{e.message}",
+                    holder=e.holder,
+                    dataset=fs,
+                    host=e.host or self.host,
+                ) from None
+            yield handle
+
+    def _lock_subject(self, targets: Sequence[tuple[str, str]]) -> str:
+        """The dataset zrep would name in `Cannot lock ...`: this host's, else the first."""
+        here = [fs for h, fs in targets if h == self.host]
+        return (here or [fs for _, fs in targets] or ["?"])[0]
 
     @staticmethod
     def check(handle: LockHandle) -> None:

@@ -1,25 +1,116 @@
-"""Lock names, the in-process lock provider, and zrep's `lock-pid` interoperability.
+"""Lock names, lock tokens, and the in-process lock provider.
 
-The real lease lives in Redis (`workers.lease`); `LocalLocks` is the same contract inside one
-process, for a single-host CLI run and for tests that are not about Redis.
+Every lock provider (`LocalLocks` here, `workers.filelock.FileLocks` on one host,
+`workers.lease.RedisLocks` across hosts) names its holder with a `LockToken`:
+
+    OWNER:PID:OPERATION:NONCE:boot=BOOT_ID:pidns=PIDNS:start=TICKS:since=EPOCH
+
+OWNER is the holder's host (its zrep name), PID its process, OPERATION what it does (with the
+Celery task id, `sync/<id>`), NONCE makes the token unique. The trailing fields identify the
+holder process beyond its pid (see `liveness`), so a holder on this host that died can be
+recognised as dead for certain, and say since when it holds. Tokens written before these
+fields existed (`OWNER:PID:OPERATION:NONCE`) still parse; without them nothing is provable.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from . import liveness
 from .errors import LockHeld
+from .liveness import ProcessIdentity
+
+SINCE_FORMAT = "%Y-%m-%d %H:%M:%S"
+_FIELDS = ("boot", "pidns", "start", "since")
 
 
 def lock_name(tag: str, host: str, fs: str) -> str:
     """One lease per (tag, host, filesystem), like zrep's per-fs lock, which is per tag."""
     return f"{tag}:{host}:{fs}"
+
+
+def format_since(epoch: float) -> str:
+    return time.strftime(SINCE_FORMAT, time.localtime(epoch))
+
+
+@dataclass(frozen=True)
+class LockToken:
+    owner: str
+    pid: int
+    operation: str
+    nonce: str
+    process: ProcessIdentity | None = None
+    since: int | None = None  # epoch seconds when the holder took the lock
+
+    @classmethod
+    def new(cls, owner: str, operation: str) -> LockToken:
+        """A token for this process, now."""
+        return cls(
+            owner,
+            os.getpid(),
+            operation,
+            uuid.uuid4().hex,
+            liveness.current_identity(),
+            int(time.time()),
+        )
+
+    def __str__(self) -> str:
+        text = f"{self.owner}:{self.pid}:{self.operation}:{self.nonce}"
+        if self.process is not None:
+            p = self.process
+            text += f":boot={p.boot}:pidns={p.pidns}:start={p.start}"
+        if self.since is not None:
+            text += f":since={self.since}"
+        return text
+
+    @classmethod
+    def parse(cls, text: str | None) -> LockToken | None:
+        """The token in `text`, or None when it is not one (any foreign value)."""
+        if not text:
+            return None
+        parts = text.split(":")
+        extra: dict[str, str] = {}
+        while parts:
+            key, eq, value = parts[-1].partition("=")
+            if not eq or key not in _FIELDS or key in extra:
+                break
+            extra[key] = value
+            parts.pop()
+        if len(parts) < 4 or not parts[1].isdigit():
+            return None
+        process = None
+        if {"boot", "pidns", "start"} <= extra.keys() and extra["start"].isdigit():
+            process = ProcessIdentity(extra["boot"], extra["pidns"], int(extra["start"]))
+        since = int(extra["since"]) if extra.get("since", "").isdigit() else None
+        return cls(parts[0], int(parts[1]), ":".join(parts[2:-1]), parts[-1], process, since)
+
+    def gone(self, host: str) -> bool:
+        """Has this holder provably ended? Only a holder on `host` (this host, by name) that
+        carries its process identity, on this boot and pid namespace, can be proved gone."""
+        if self.owner != host or self.process is None:
+            return False
+        return liveness.gone(self.pid, self.process) is True
+
+    def describe(self) -> str:
+        """`pid 16680 on hosta (sync/abc) since 2026-11-23 19:05:20`."""
+        text = f"pid {self.pid} on {self.owner} ({self.operation})"
+        if self.since is not None:
+            text += f" since {format_since(self.since)}"
+        return text
+
+
+def describe_holder(token: str | None) -> str:
+    """A holder token as words, or the raw value when it is not a zrepq token."""
+    parsed = LockToken.parse(token)
+    if parsed is not None:
+        return parsed.describe()
+    return token or "someone else"
 
 
 @dataclass
@@ -29,6 +120,8 @@ class _Handle:
 
 
 class LocalLocks:
+    """The `Locks` contract inside one process (tests, and engines that share no host)."""
+
     def __init__(self, owner: str = "local") -> None:
         self._owner = owner
         self._held: dict[str, str] = {}
@@ -36,11 +129,12 @@ class LocalLocks:
 
     @contextmanager
     def hold(self, keys: Sequence[str], *, operation: str, wait: float = 0.0) -> Iterator[_Handle]:
-        token = f"{self._owner}:{os.getpid()}:{operation}:{uuid.uuid4().hex[:8]}"
+        token = str(LockToken.new(self._owner, operation))
         with self._mutex:
             for key in sorted(keys):
                 if key in self._held:
-                    raise LockHeld(f"{key} is locked by {self._held[key]}", holder=self._held[key])
+                    holder = self._held[key]
+                    raise LockHeld(f"{key} is locked by {describe_holder(holder)}", holder=holder)
             for key in keys:
                 self._held[key] = token
         try:
@@ -54,20 +148,3 @@ class LocalLocks:
     def holder(self, key: str) -> str | None:
         with self._mutex:
             return self._held.get(key)
-
-
-def live_zrep_process(pid: int) -> bool:
-    """Is `pid` a running upstream zrep (ksh/bash script) on this host?
-
-    zrep decides with `kill -0`; a pid may since have been reused, so also require that the
-    process runs something called zrep, and not a zrepq worker (whose own stale lock-pid,
-    left by a SIGKILL, must not block it forever: the Redis lease already excludes us).
-    """
-    if pid <= 0 or pid == os.getpid():
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-    except OSError:
-        return False
-    text = cmdline.decode(errors="replace")
-    return "zrep" in text and "zrepq" not in text and "celery" not in text

@@ -107,16 +107,6 @@ class DatasetInfo:
         except ValueError:
             return None
 
-    @property
-    def lock_pid(self) -> int | None:
-        p = self.props.get("lock-pid")
-        if p is None or p.source != "local":
-            return None
-        try:
-            return int(p.value)
-        except ValueError:
-            return None
-
     def q(self, name: str) -> str | None:
         """One of zrepq's own properties (`zrepq:<tag>:<name>`), when set locally."""
         p = self.props.get(f"q:{name}")

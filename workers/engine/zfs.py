@@ -183,6 +183,19 @@ class ZfsHost:
                 best[snap.fs] = snap
         return best
 
+    def lock_props(self, name: str) -> tuple[str | None, str | None]:
+        """zrep's lock on `name`: (`TAG:lock-pid`, `TAG:lock-time`), each when set locally
+        (zrep reads them with `-s local` too)."""
+        try:
+            res = self.zfs(
+                "get", "-H", "-p", "-s", "local", "-o", "property,value",
+                f"{self._p('lock-pid')},{self._p('lock-time')}", name,
+            )  # fmt: skip
+        except CommandError as e:
+            raise (self._missing(e, name) or e) from None
+        found = {row[0]: row[1] for row in _rows(res.stdout) if len(row) >= 2}
+        return found.get(self._p("lock-pid")), found.get(self._p("lock-time"))
+
     def holds(self, snapshot: str) -> list[str]:
         res = self.zfs("holds", "-H", snapshot)
         return [row[1] for row in _rows(res.stdout) if len(row) >= 2]

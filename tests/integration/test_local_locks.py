@@ -1,0 +1,355 @@
+"""`zrepq-local` without Redis locks like zrep, with real processes (issue 12, point 3).
+
+Each test runs `zrepq-local` as a real subprocess on hosta (stand-in zfs, hostb behind a real
+sshd), next to a real process holding the lock: another `zrepq-local`, a fake upstream zrep
+(tests/harness/fake-zrep: zrep 2.0.2's lock steps, installed under a path that contains
+"zrepq"), a process that reuses a dead holder's pid, an engine holding a Redis lease as a
+worker does. The session's lock directories come from tests/conftest.py.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.harness.fleet import Fleet, Site
+from tests.harness.netutil import REPO, wait_until
+from tests.harness.pids import FAKE_ZREP, descendants, kill_group, spawn_with_pid
+from workers.engine.errors import ConfigError, LockHeld
+from workers.filelock import FileLocks, lock_file_name
+from workers.lease import RedisLocks
+
+LOCAL = [sys.executable, "-c", "from workers.cli import run; run()"]
+SLOW = "pv -q -L 1m"  # a 3 MB sync then takes ~3 s
+
+
+def prop(site: Site, name: str, ds: str) -> str:
+    return site.zfs.zfs("get", "-H", "-o", "value", name, ds).stdout.strip()
+
+
+def snaps(site: Site, fs: str) -> list[str]:
+    out = site.zfs.zfs("list", "-H", "-t", "snapshot", "-o", "name", "-d", "1", fs).stdout
+    return [line.split("@", 1)[1] for line in out.splitlines() if line]
+
+
+def local_env(site: Site, **extra: str) -> dict[str, str]:
+    """`zrepq-local`'s environment on `site`, as cron would give it: no Redis anywhere."""
+    env = {
+        **site.zfs.env,
+        "PYTHONPATH": str(REPO),
+        "ZREPQ_CONFIG": "none",
+        "ZREP_SRC_HOST": site.name,
+        "ZREPQ_SSH_CONFIG": str(site.sshd.config_file),
+    }
+    env.pop("ZREPQ_BROKER_URL", None)
+    env.update(extra)
+    return env
+
+
+def zrepq_local(site: Site, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*LOCAL, *args], env=local_env(site, **extra), capture_output=True, text=True, timeout=120
+    )
+
+
+def start(argv: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        argv,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        process_group=0,
+    )
+
+
+def sending(proc: subprocess.Popen[str]) -> bool:
+    """Is `proc` in the middle of a `zfs send` (one of its descendants)?"""
+    return any(" send " in cmd for cmd in descendants(proc.pid).values())
+
+
+@pytest.fixture
+def pair(fleet: Callable[..., Fleet]) -> tuple[Fleet, Site, Site]:
+    f = fleet("hosta", "hostb")
+    a, b = f["hosta"], f["hostb"]
+    a.zfs.zfs("create", a.fs("prod"))
+    a.zfs.write(a.fs("prod"), "hello.txt", b"hello\n")
+    f.engine("hosta").init(a.fs("prod"), "hostb", b.fs("prod"))
+    return f, a, b
+
+
+@pytest.fixture
+def fake_zrep(tmp_path: Path) -> Path:
+    """Upstream zrep's lock steps, installed where the old name test ignored them."""
+    where = tmp_path / "opt" / "zrepq-tools" / "bin" / "zrep"
+    where.parent.mkdir(parents=True)
+    shutil.copy(FAKE_ZREP, where)
+    return where
+
+
+@pytest.fixture
+def cleanup() -> Iterator[list[subprocess.Popen[str]]]:
+    procs: list[subprocess.Popen[str]] = []
+    yield procs
+    for p in procs:
+        if p.poll() is None:
+            kill_group(p)
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.strip()]
+
+
+def test_two_overlapping_zrepq_local_syncs_the_second_refuses(
+    pair: tuple[Fleet, Site, Site], cleanup: list[subprocess.Popen[str]]
+) -> None:
+    _f, a, b = pair
+    src = a.fs("prod")
+    a.zfs.write(src, "big.bin", os.urandom(3_000_000))
+    first = start([*LOCAL, "sync", src], local_env(a, ZREP_INFILTER=SLOW))
+    cleanup.append(first)
+    assert wait_until(lambda: sending(first), 30), first.stderr and first.stderr.read()
+    # zrep's lock is the first run's, so an upstream zrep from cron here sees it locked.
+    assert prop(a, "zrep:lock-pid", src) == str(first.pid)
+
+    t0 = time.monotonic()
+    second = zrepq_local(a, "sync", src)
+    refused_in = time.monotonic() - t0
+    assert second.returncode == 1, second
+    lines = _error_lines(second.stderr)
+    assert lines[0] == f"Error: Cannot lock {src}. Cannot continue"  # zrep's own line
+    assert lines[1].startswith(f"zrep:hosta:{src} is locked by pid {first.pid} on hosta (sync)")
+    assert " since " in lines[1] and lock_file_name(f"zrep:hosta:{src}") in lines[1]
+    assert first.poll() is None  # untouched: still sending
+    assert prop(a, "zrep:lock-pid", src) == str(first.pid)
+
+    _, err = first.communicate(timeout=60)
+    assert first.returncode == 0, err
+    # Exactly one new snapshot, on both sides; the lock is gone with the run.
+    assert snaps(a, src) == snaps(b, b.fs("prod")) == ["zrep_000000", "zrep_000001"]
+    assert prop(a, "zrep:lock-pid", src) == "-" and prop(a, "zrep:lock-time", src) == "-"
+    assert b.zfs.tree(b.fs("prod")) == a.zfs.tree(src)
+    assert refused_in < 10  # refused at once, not after the first run
+
+
+def test_a_live_zrep_under_a_zrepq_path_is_respected_both_ways(
+    pair: tuple[Fleet, Site, Site], fake_zrep: Path, cleanup: list[subprocess.Popen[str]]
+) -> None:
+    _f, a, _b = pair
+    src = a.fs("prod")
+    zrep = start(["bash", str(fake_zrep), "sync", src], local_env(a, WORK="3"))
+    cleanup.append(zrep)
+    assert zrep.stdout is not None and zrep.stdout.readline().strip() == f"locked {src}"
+    res = zrepq_local(a, "sync", src)
+    assert res.returncode == 1, res
+    lines = _error_lines(res.stderr)
+    assert lines[0] == f"Error: Cannot lock {src}. Cannot continue"
+    assert lines[1].startswith(f"{src} is locked by pid {zrep.pid} (bash {fake_zrep} sync {src})")
+    assert " since " in lines[1] and lines[1].endswith("(zrep:lock-pid)")
+    assert prop(a, "zrep:lock-pid", src) == str(zrep.pid)  # not ours to clear
+    assert snaps(a, src) == ["zrep_000000"]
+    assert zrep.wait(30) == 0  # zrep unlocks itself...
+    res = zrepq_local(a, "sync", src)  # ... and then zrepq-local runs
+    assert res.returncode == 0, res.stderr
+    assert snaps(a, src) == ["zrep_000000", "zrep_000001"]
+
+    # The other way: zrep refuses a filesystem that a running zrepq-local holds.
+    a.zfs.write(src, "big.bin", os.urandom(3_000_000))
+    mine = start([*LOCAL, "sync", src], local_env(a, ZREP_INFILTER=SLOW))
+    cleanup.append(mine)
+    assert wait_until(lambda: sending(mine), 30)
+    theirs = subprocess.run(
+        ["bash", str(fake_zrep), "sync", src], env=local_env(a), capture_output=True, text=True
+    )
+    assert theirs.returncode == 1 and "Cannot lock" in theirs.stderr
+    assert mine.wait(60) == 0
+
+
+def test_a_dead_or_reused_lock_pid_is_overridden(
+    pair: tuple[Fleet, Site, Site], fake_zrep: Path, cleanup: list[subprocess.Popen[str]]
+) -> None:
+    _f, a, _b = pair
+    src = a.fs("prod")
+    # A zrep that locked a minute ago and was killed: its lock-pid names a dead process.
+    minute_ago = time.strftime("%Y%m%d%H%M%S", time.localtime(time.time() - 60))
+    zrep = start(["bash", str(fake_zrep), "sync", src], local_env(a, LOCK_TIME=minute_ago))
+    cleanup.append(zrep)
+    assert zrep.stdout is not None and zrep.stdout.readline().strip() == f"locked {src}"
+    dead = zrep.pid
+    kill_group(zrep)
+    assert prop(a, "zrep:lock-pid", src) == str(dead)
+    # Its pid is given to a new process (really: ns_last_pid), started after the lock was set.
+    reuser = spawn_with_pid(dead, ["sleep", "60"])
+    try:
+        assert reuser.pid == dead and reuser.poll() is None
+        res = zrepq_local(a, "sync", src)
+        assert res.returncode == 0, res.stderr
+        assert snaps(a, src) == ["zrep_000000", "zrep_000001"]
+        assert prop(a, "zrep:lock-pid", src) == "-"  # taken over, then released
+        assert reuser.poll() is None  # nothing was done to the process that has the pid now
+    finally:
+        reuser.kill()
+        reuser.wait()
+    # And with the pid gone altogether.
+    a.zfs.zfs("set", f"zrep:lock-pid={dead}", f"zrep:lock-time={minute_ago}", src)
+    res = zrepq_local(a, "sync", src)
+    assert res.returncode == 0, res.stderr
+    assert prop(a, "zrep:lock-pid", src) == "-"
+
+
+def test_zreps_global_lock_is_waited_for_and_a_stale_one_removed(
+    pair: tuple[Fleet, Site, Site], cleanup: list[subprocess.Popen[str]]
+) -> None:
+    _f, a, _b = pair
+    src = a.fs("prod")
+    glock = Path(os.environ["ZREP_RUNDIR"]) / "zrep.lock"
+    # A live zrep holds its global lock for a moment (1.5 s): zrepq waits, then runs.
+    holder = start(["sleep", "30"], local_env(a))
+    cleanup.append(holder)
+    glock.write_text(f"{holder.pid}\n")
+    threading.Timer(1.5, glock.unlink).start()
+    t0 = time.monotonic()
+    res = zrepq_local(a, "sync", src)
+    assert res.returncode == 0, res.stderr
+    assert time.monotonic() - t0 >= 1.4
+    assert not glock.exists()
+    # A global lock left by a process killed while holding it is removed, not waited on.
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    glock.write_text(f"{dead.pid}\n")
+    t0 = time.monotonic()
+    res = zrepq_local(a, "sync", src)
+    assert res.returncode == 0, res.stderr
+    assert time.monotonic() - t0 < 8
+    assert not glock.exists()
+    assert "removed zrep's stale global lock" in res.stderr
+    assert snaps(a, src) == ["zrep_000000", "zrep_000001", "zrep_000002"]
+
+
+def test_the_worker_path_honours_a_live_zrepq_local(
+    pair: tuple[Fleet, Site, Site],
+    redis_client: redis.Redis,
+    cleanup: list[subprocess.Popen[str]],
+) -> None:
+    """A worker (its own Redis lease, which zrepq-local does not take) and zrepq-local on one
+    host exclude each other through zrep's lock-pid: a live zrepq process holds it."""
+    f, a, _b = pair
+    src = a.fs("prod")
+    a.zfs.write(src, "big.bin", os.urandom(3_000_000))
+    mine = start([*LOCAL, "sync", src], local_env(a, ZREP_INFILTER=SLOW))
+    cleanup.append(mine)
+    assert wait_until(lambda: sending(mine), 30)
+    worker_like = f.engine("hosta", locks=RedisLocks(redis_client, owner="hosta"))
+    with pytest.raises(LockHeld) as info:
+        worker_like.sync(src)
+    first, detail = info.value.message.split("\n")
+    assert first == f"Cannot lock {src}. Cannot continue"
+    assert detail.startswith(f"{src} is locked by pid {mine.pid} (") and "workers.cli" in detail
+    assert mine.wait(60) == 0
+    assert worker_like.sync(src).status == "synced"
+    assert prop(a, "zrep:lock-pid", src) == "-"
+
+
+def test_this_process_tells_its_own_stale_mark_from_a_live_one(
+    pair: tuple[Fleet, Site, Site],
+) -> None:
+    f, a, _b = pair
+    src = a.fs("prod")
+    now = time.strftime("%Y%m%d%H%M%S")
+    # Our own pid, but no operation of ours holds the dataset: a mark we failed to clear.
+    a.zfs.zfs("set", f"zrep:lock-pid={os.getpid()}", f"zrep:lock-time={now}", src)
+    assert f.engine("hosta").sync(src).status == "synced"
+    assert prop(a, "zrep:lock-pid", src) == "-"
+    # Two engines of one process with separate primary locks: the mark still excludes.
+    eng = f.engine("hosta")
+    info = eng.local.require(src)
+    with (
+        eng.lock([("hosta", src)], "sync", local_info=info),
+        pytest.raises(LockHeld, match="locked by this process"),
+    ):
+        f.engine("hosta").sync(src)
+    assert prop(a, "zrep:lock-pid", src) == "-"
+
+
+def test_file_locks_exclude_name_their_holder_and_refuse_unsafe_places(tmp_path: Path) -> None:
+    locks = FileLocks(tmp_path / "locks", owner="hosta")
+    name = "zrep:hosta:pool/a b"
+    with locks.hold([name, "zrep:hostb:pool/x"], operation="failover") as h:
+        assert (tmp_path / "locks").stat().st_mode & 0o777 == 0o700
+        f = tmp_path / "locks" / lock_file_name(name)
+        assert f.stat().st_mode & 0o777 == 0o600
+        assert locks.holder(name) == h.token
+        # Another process cannot take it: a real child process tries.
+        code = subprocess.run(
+            [sys.executable, "-c", _TRY, str(tmp_path / "locks"), name],
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            capture_output=True,
+            text=True,
+        )
+        assert code.returncode == 3, code.stderr
+        assert f"is locked by pid {os.getpid()} on hosta (failover) since" in code.stdout
+        # Not even this process, from another thread's hold (flock is per open file).
+        with pytest.raises(LockHeld), locks.hold([name], operation="sync"):
+            pass
+        t0 = time.monotonic()
+        with pytest.raises(LockHeld, match=r"waited 1s"), locks.hold([name], operation="s", wait=1):
+            pass
+        assert time.monotonic() - t0 >= 0.9
+    assert locks.holder(name) is None and f.read_text() == ""  # free: an empty file
+    # A holder that dies frees the lock, whatever killed it.
+    child = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(tmp_path / "locks"), name],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None and child.stdout.readline().strip() == "held"
+    assert locks.holder(name) is not None
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    with locks.hold([name], operation="sync"):
+        pass
+    # Unsafe places are refused: a directory others may write, a symlink for a lock file.
+    loose = tmp_path / "loose"
+    loose.mkdir(mode=0o777)
+    loose.chmod(0o777)
+    with (
+        pytest.raises(ConfigError, match="writable by others"),
+        FileLocks(loose).hold(["k"], operation="x"),
+    ):
+        pass
+    (tmp_path / "locks" / lock_file_name("k")).symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(ConfigError, match="lock file"), locks.hold(["k"], operation="x"):
+        pass
+    assert not (tmp_path / "elsewhere").exists()
+
+
+_TRY = """
+import sys
+from workers.engine.errors import LockHeld
+from workers.filelock import FileLocks
+try:
+    with FileLocks(sys.argv[1], owner="other").hold([sys.argv[2]], operation="sync"):
+        sys.exit(0)
+except LockHeld as e:
+    print(e)
+    sys.exit(3)
+"""
+
+_HOLD = """
+import sys, time
+from workers.filelock import FileLocks
+with FileLocks(sys.argv[1], owner="other").hold([sys.argv[2]], operation="sync"):
+    print("held", flush=True)
+    time.sleep(60)
+"""

@@ -1,0 +1,309 @@
+"""zrep's own per-filesystem lock, taken by zrepq exactly as zrep takes it.
+
+zrep 2.0.2 locks a filesystem by writing its pid and the time into `TAG:lock-pid` and
+`TAG:lock-time` on it, and holds a short *global* lock while it checks and sets them: the file
+`$ZREP_RUNDIR/zrep.lock` (`/var/run` for root), created with the shell's noclobber (O_EXCL)
+and holding the pid. It treats a lock-pid as stale when `kill -0` fails, and never removes a
+stale global lock (it asks for manual cleanup).
+
+zrepq, after it holds its own lock (the Redis lease, or the lock file of `zrepq-local`), does
+the same for every dataset of this host it works on:
+
+1. take zrep's global lock (wait up to `GLOBAL_WAIT`: zrep holds it for a moment only);
+2. read `TAG:lock-pid` and `TAG:lock-time` (set locally) again, now that no zrep or zrepq can
+   change them;
+3. refuse if they name a live holder by the rule in `liveness.lock_pid_holder` (the pid exists
+   and started no later than lock-time, whatever its name: a zrep, a `zrepq-local`, a worker's
+   pool process); our own pid is live only while this process holds that dataset in another
+   thread, otherwise it is our own stale mark;
+4. otherwise set both to this process and now, and let the global lock go.
+
+Releasing is the mirror: under the global lock, clear both only if lock-pid is still ours.
+With every zrepq set and clear under zrep's global lock, zrepq and zrep exclude each other as
+well as zrep excludes itself (zrep checks lock-pid once *before* taking the global lock and
+does not check again when it found it empty: two runs starting in the same instant can still
+both pass there, zrep against zrep as against zrepq).
+
+A stale global lock (its pid gone, or started after the file was written) left by a process
+killed in that moment is removed by zrepq, under a guard file that serialises zrepq processes
+(zrep never removes one it does not own, so nobody else can be removing or replacing it).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import liveness
+from .errors import ConfigError, LockHeld, ZrepqError
+from .liveness import LOCK_TIME_FORMAT
+from .locks import format_since
+from .zfs import ZfsHost
+
+log = logging.getLogger(__name__)
+
+GLOBAL_LOCK_NAME = "zrep.lock"
+GUARD_NAME = "zrep.lock.zrepq-guard"
+GLOBAL_WAIT = 10.0  # zrep's own Z_LOCK_RETRY: ten tries a second apart
+_POLL = 0.05
+
+
+class GlobalLock:
+    """zrep's `$ZREP_RUNDIR/zrep.lock`: a file created with O_EXCL, holding the holder's pid."""
+
+    def __init__(self, rundir: str | Path, *, wait: float = GLOBAL_WAIT) -> None:
+        self.dir = Path(rundir)
+        self.path = self.dir / GLOBAL_LOCK_NAME
+        self.wait = wait
+        # One thread of this process at a time: the others wait here instead of polling.
+        self._threads = threading.Lock()
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        deadline = time.monotonic() + self.wait
+        if not self._threads.acquire(timeout=self.wait):
+            raise LockHeld(f"zrep's global lock {self.path} is busy in this process")
+        try:
+            ino = self._acquire(deadline)
+            try:
+                yield
+            finally:
+                self._release(ino)
+        finally:
+            self._threads.release()
+
+    def _acquire(self, deadline: float) -> int:
+        pid = os.getpid()
+        while True:
+            try:
+                fd = os.open(
+                    self.path,
+                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    0o644,
+                )
+            except FileExistsError:
+                if self._remove_if_stale():
+                    continue
+                if time.monotonic() >= deadline:
+                    raise LockHeld(
+                        f"zrep's global lock {self.path} is held by {self._who()} "
+                        f"(waited {self.wait:g}s)",
+                        holder=self._who(),
+                    ) from None
+                time.sleep(_POLL)
+                continue
+            except FileNotFoundError:
+                raise ConfigError(
+                    f"ZREP_RUNDIR {self.dir} does not exist (zrep's global lock lives there)"
+                ) from None
+            except OSError as e:
+                raise ConfigError(
+                    f"cannot create zrep's global lock {self.path}: {e.strerror or e}"
+                ) from None
+            try:
+                os.write(fd, f"{pid}\n".encode())  # zrep: `echo $Z_GLOBAL_PID > zrep.lock`
+                return os.fstat(fd).st_ino
+            finally:
+                os.close(fd)
+
+    def _release(self, ino: int) -> None:
+        try:
+            st = os.lstat(self.path)
+            if st.st_ino == ino and self._pid_in_file() == os.getpid():
+                os.unlink(self.path)
+                return
+        except FileNotFoundError:
+            pass
+        log.warning("zrep's global lock %s was no longer ours when released", self.path)
+
+    def _pid_in_file(self) -> int | None:
+        try:
+            text = self.path.read_text().strip()
+        except OSError:
+            return None
+        return int(text) if text.isdigit() else None
+
+    def _who(self) -> str:
+        pid = self._pid_in_file()
+        return f"pid {pid}" if pid is not None else "a process that wrote no pid"
+
+    def _remove_if_stale(self) -> bool:
+        """Remove the lock file if its holder has provably ended; True if it is gone now."""
+        with self._guard():
+            try:
+                fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return True
+            except OSError:
+                return False
+            try:
+                st = os.fstat(fd)
+                text = os.read(fd, 64).decode(errors="replace").strip()
+            finally:
+                os.close(fd)
+            if not text.isdigit():
+                return False  # being written (created, pid not yet in), or not zrep's
+            pid = int(text)
+            if pid == os.getpid():
+                return False  # another engine of this very process holds it
+            stat = liveness.read_stat(pid)
+            started = liveness.start_epoch(stat) if stat is not None else None
+            if stat is not None and not stat.exited:
+                if started is None or started <= st.st_mtime + liveness.LOCK_TIME_SLACK:
+                    return False  # a live holder
+            elif stat is None and liveness.exists(pid):
+                return False
+            try:
+                if os.lstat(self.path).st_ino != st.st_ino:
+                    return True  # replaced meanwhile: try again
+                os.unlink(self.path)
+            except FileNotFoundError:
+                return True
+            log.warning(
+                "removed zrep's stale global lock %s (pid %d is %s)",
+                self.path,
+                pid,
+                "gone" if stat is None or stat.exited else "a later process",
+            )
+            return True
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Only one zrepq process at a time decides about and removes a stale global lock."""
+        path = self.dir / GUARD_NAME
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            raise ConfigError(f"cannot open {path}: {e.strerror or e}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+
+_SHARED: dict[str, GlobalLock] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def global_lock(rundir: str) -> GlobalLock:
+    """The one `GlobalLock` of this process for `rundir` (its threads then queue in-process)."""
+    with _SHARED_LOCK:
+        found = _SHARED.get(rundir)
+        if found is None:
+            found = _SHARED[rundir] = GlobalLock(rundir)
+        return found
+
+
+@dataclass(frozen=True)
+class Mark:
+    """This process's `lock-pid` on a dataset: what `release` needs to clear it."""
+
+    host: str
+    fs: str
+    pid: int
+    time: str
+
+
+# (host, tag, fs) -> pid of the process holding a mark on it, for step 3's "our own pid".
+_MINE: dict[tuple[str, str, str], int] = {}
+_MINE_LOCK = threading.Lock()
+
+
+def claim(zfs: ZfsHost, fs: str, glock: GlobalLock) -> Mark:
+    """Steps 1-4: set `TAG:lock-pid`/`lock-time` on `fs` to this process, or raise LockHeld."""
+    tag, host, pid = zfs.tag, zfs.host, os.getpid()
+    key = (host, tag, fs)
+    with glock.held():
+        lock_pid, lock_time = zfs.lock_props(fs)
+        if lock_pid is not None:
+            _refuse_if_live(key, fs, tag, lock_pid, lock_time)
+        now = time.strftime(LOCK_TIME_FORMAT)
+        zfs.set(fs, {f"{tag}:lock-pid": str(pid), f"{tag}:lock-time": now})
+        with _MINE_LOCK:
+            _MINE[key] = pid
+    return Mark(host, fs, pid, now)
+
+
+def _refuse_if_live(
+    key: tuple[str, str, str], fs: str, tag: str, value: str, lock_time: str | None
+) -> None:
+    pid = int(value) if value.isdigit() else 0
+    if pid == os.getpid():
+        with _MINE_LOCK:
+            if _MINE.get(key) == pid:
+                raise LockHeld(
+                    f"{fs} is locked by this process (pid {pid}) for another operation",
+                    holder=f"pid {pid}",
+                    dataset=fs,
+                    host=key[0],
+                )
+        log.warning("clearing this process's own stale %s:lock-pid on %s", tag, fs)
+        return
+    verdict = liveness.lock_pid_holder(pid, lock_time) if pid else None
+    if verdict is not None and verdict.live:
+        since = liveness.lock_time_epoch(lock_time)
+        who = f"pid {pid}" + (f" ({verdict.command})" if verdict.command else "")
+        when = f" since {format_since(since)}" if since is not None else ""
+        raise LockHeld(
+            f"{fs} is locked by {who}{when} ({tag}:lock-pid)",
+            holder=f"pid {pid}",
+            dataset=fs,
+            host=key[0],
+        )
+    why = "not a pid" if verdict is None else verdict.state
+    log.warning("overriding stale %s:lock-pid=%s on %s (%s)", tag, value, fs, why)
+
+
+def release(zfs: ZfsHost, mark: Mark, glock: GlobalLock) -> None:
+    """Clear `TAG:lock-pid`/`lock-time` on the dataset if they are still this process's."""
+    tag = zfs.tag
+    key = (mark.host, tag, mark.fs)
+    try:
+        try:
+            with glock.held():
+                _clear_if_mine(zfs, mark)
+        except LockHeld as e:
+            # zrep's global lock stuck: clear anyway rather than leave a live pid behind.
+            log.warning("%s; clearing %s:lock-pid on %s without it", e, tag, mark.fs)
+            _clear_if_mine(zfs, mark)
+    except (ZrepqError, OSError) as e:
+        log.warning("could not clear %s:lock-pid on %s: %s", tag, mark.fs, e)
+    finally:
+        with _MINE_LOCK:
+            if _MINE.get(key) == mark.pid:
+                del _MINE[key]
+
+
+def _clear_if_mine(zfs: ZfsHost, mark: Mark) -> None:
+    lock_pid, _ = zfs.lock_props(mark.fs)
+    if lock_pid != str(mark.pid):
+        log.warning(
+            "%s:lock-pid on %s is %s, not ours (%d): left alone", zfs.tag, mark.fs, lock_pid,
+            mark.pid,
+        )  # fmt: skip
+        return
+    for prop in ("lock-time", "lock-pid"):  # zrep's order
+        zfs.inherit(mark.fs, f"{zfs.tag}:{prop}")
+
+
+def _forget_after_fork() -> None:
+    """A forked child holds none of its parent's marks, and must not inherit a lock that a
+    thread of the parent held at the fork."""
+    global _MINE_LOCK, _SHARED_LOCK
+    _MINE_LOCK = threading.Lock()
+    _MINE.clear()
+    _SHARED_LOCK = threading.Lock()
+    _SHARED.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+__all__ = ["GlobalLock", "Mark", "claim", "global_lock", "release"]
