@@ -131,6 +131,11 @@ class PauseArgs(Args):
     expire: bool = False  # pause expire too
 
 
+class HandbackArgs(Args):
+    fs: Dataset
+    local_only: bool = False  # this side only (the other one is gone)
+
+
 class SentSyncArgs(Args):
     snapshot: Snapshot
     local_only: bool = False
@@ -155,6 +160,7 @@ CHANGECONFIG = "zrep.changeconfig"
 SENTSYNC = "zrep.sentsync"
 PAUSE = "zrep.pause"
 RESUME = "zrep.resume"
+HANDBACK = "zrep.handback"
 
 SCHEMAS: dict[str, type[Args]] = {
     INIT: InitArgs,
@@ -174,6 +180,7 @@ SCHEMAS: dict[str, type[Args]] = {
     SENTSYNC: SentSyncArgs,
     PAUSE: PauseArgs,
     RESUME: FsArgs,
+    HANDBACK: HandbackArgs,
 }
 
 
