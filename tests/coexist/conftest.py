@@ -10,6 +10,7 @@ tests whose zfs-level behaviour the others already prove on OpenZFS.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +22,13 @@ from tests.harness.backend_transport import BackendTransport
 from tests.harness.standin import StandinHost
 from tests.harness.standin_fixtures import clone_root
 from tests.harness.zfs_backend import StandinBackend, ZfsBackend, ZfsResult, ok, write_file
-from tests.harness.zrep_actor import Zrep, ZrepHost, holds_by_snapshot, snapshot_count
+from tests.harness.zrep_actor import Zrep, ZrepHost, snapshots_and_holds
 from workers.engine import Engine, EngineConfig
 from workers.engine import resume as resumable
 from workers.engine.events import Event, Message
 
 HOLD = "zrepq:zrep:lastsent"
+Holds = dict[str, list[str]]  # short snapshot name -> hold tags
 
 
 @dataclass
@@ -58,12 +60,20 @@ class Pair:
     def write(self, name: str, data: bytes) -> None:
         write_file(self.b, self.src, name, data)
 
-    def holds(self) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    def look(self) -> tuple[tuple[int, int], tuple[Holds, Holds]]:
+        """Each side's number of `@zrep_*` snapshots and its holds by snapshot, in one call."""
+        both = snapshots_and_holds(self.b, self.src, self.dst)
+        zrep = re.compile(r"^zrep_[0-9a-f]{6}")
+        counts = [sum(1 for s in both[fs] if zrep.match(s)) for fs in (self.src, self.dst)]
+        held = [{s: t for s, t in both[fs].items() if t} for fs in (self.src, self.dst)]
+        return (counts[0], counts[1]), (held[0], held[1])
+
+    def holds(self) -> tuple[Holds, Holds]:
         """Every hold, by snapshot, on each side."""
-        return holds_by_snapshot(self.b, self.src), holds_by_snapshot(self.b, self.dst)
+        return self.look()[1]
 
     def counts(self) -> tuple[int, int]:
-        return snapshot_count(self.b, self.src), snapshot_count(self.b, self.dst)
+        return self.look()[0]
 
     def last_sent(self, fs: str) -> str:
         out = ok(self.b, "get", "-H", "-o", "name", "-s", "local", "zrep:sent", "-d", "1", fs)

@@ -48,29 +48,29 @@ def test_zrep_and_zrepq_taking_turns_leave_one_hold_and_savecount_snapshots(pair
     clean(run := zrep.init(p.src, "hostb", p.dst))
     transcript = [str(run)]
     made = 1
-    for i in range(5):
+    for i in range(4):  # savecount is reached in round 2; rounds 3 and 4 are the steady state
         p.write("f", f"round {i}, zrep".encode())
         run = zrep.sync(p.src)
         made += 1
         clean(run)
-        short = f"zrep_{made - 1:06x}"
-        assert run.stdout.splitlines() == zrep_sync_lines(p, short), run
-        assert p.counts() == (min(made, 5), min(made, 5))
-        ha, hb = p.holds()
+        assert run.stdout.splitlines() == zrep_sync_lines(p, f"zrep_{made - 1:06x}"), run
+        counts, (ha, hb) = p.look()
+        assert counts == (min(made, 5), min(made, 5))
         assert len(ha) <= 1 and len(hb) <= 1  # zrepq's previous one, still in zrep's window
-        transcript.append(f"{run}holds {ha} / {hb}; snapshots {p.counts()}")
+        transcript.append(f"{run}holds {ha} / {hb}; snapshots {counts}")
 
         p.write("f", f"round {i}, zrepq".encode())
         res = eng.sync(p.src)
         made += 1
         assert res.status == "synced" and res.snapshot == f"{p.src}@zrep_{made - 1:06x}"
         new = res.snapshot.split("@")[1]
-        assert p.holds() == ({new: [HOLD]}, {new: [HOLD]})
+        counts, holds = p.look()
+        assert holds == ({new: [HOLD]}, {new: [HOLD]})
+        assert counts == (min(made, 5), min(made, 5))
         assert p.last_sent(p.src) == p.last_sent(p.dst) == new
-        assert p.counts() == (min(made, 5), min(made, 5))
         transcript.append(
             f"$ zrepq-local sync {p.src}: {res.status} {new}, expired {res.expired}; "
-            f"holds {p.holds()}; snapshots {p.counts()}"
+            f"holds {holds}; snapshots {counts}"
         )
     print("\n".join(transcript))
 
@@ -104,35 +104,34 @@ def test_zrepq_expire_releases_the_stale_hold_zrep_trips_over(pair: Pair) -> Non
     zrep's window: zrep prints zfs's refusal once per side, exits 0 and keeps savecount + 1
     (zrep does the same for any held snapshot). The next zrepq operation, here an expire,
     moves the hold to the current last sent snapshot, releases the stale one before
-    destroying, and leaves savecount; zrep's next run is clean."""
+    destroying, and leaves savecount; zrep's next run is clean. (savecount 3: fewer runs.)"""
     p = pair
-    zrep, eng = p.zrep(), p.engine()
+    zrep, eng = p.zrep(), p.engine({"ZREP_SAVE_COUNT": "3"})
     eng.init(p.src, "hostb", p.dst)
     p.write("f", b"zrepq")
     eng.sync(p.src)  # zrep_000001, held
     runs = []
-    for i in range(5):
+    for i in range(3):
         p.write("f", f"zrep {i}".encode())
         runs.append(zrep.sync(p.src))
     for run in runs[:-1]:
         clean(run)
-    last = runs[-1]  # zrep_000006: zrep_000001 falls out of the window on both sides
+    last = runs[-1]  # zrep_000004: zrep_000001 falls out of the window on both sides
     assert last.rc == 0, last
     assert last.refused_destroys == [
         busy_line(p, f"{p.src}@zrep_000001"),
         busy_line(p, f"{p.dst}@zrep_000001"),
     ], last
-    assert p.counts() == (6, 6)
+    assert p.counts() == (4, 4)
 
     res = eng.expire(p.src)
     assert res.destroyed == [f"{p.src}@zrep_000001"]
     assert res.remote_destroyed == [f"{p.dst}@zrep_000001"]
-    assert p.counts() == (5, 5)
-    assert p.holds() == ({"zrep_000006": [HOLD]}, {"zrep_000006": [HOLD]})
+    assert p.look() == ((3, 3), ({"zrep_000004": [HOLD]}, {"zrep_000004": [HOLD]}))
 
     p.write("f", b"zrep again")
     clean(zrep.sync(p.src))
-    assert p.counts() == (5, 5)
+    assert p.counts() == (3, 3)
 
 
 def test_expire_alone_moves_the_hold_and_a_settled_pair_costs_no_call(standin_pair: Pair) -> None:

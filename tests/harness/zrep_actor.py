@@ -402,28 +402,33 @@ class Zrep:
             self._run.out("REMOTE expire failed")
 
 
+def snapshots_and_holds(backend: ZfsBackend, *fss: str) -> dict[str, dict[str, list[str]]]:
+    """{fs: {short snapshot name: its hold tags}} for each fs, in one shell call on the
+    backend (a guest round trip is what a check costs on real OpenZFS)."""
+    script = "".join(
+        f"zfs get -H -p -d 1 -t snapshot -o name,value userrefs {q(fs)} | "
+        'while IFS="$(printf \'\\t\')" read -r n v; do echo "S\t$n"; '
+        '[ "$v" = 0 ] || zfs holds -H "$n" | sed "s/^/H\t/"; done\n'
+        for fs in fss
+    )
+    out = backend.sh(script).check().stdout
+    found: dict[str, dict[str, list[str]]] = {fs: {} for fs in fss}
+    for line in out.splitlines():
+        kind, name, *rest = line.split("\t")
+        fs, short = name.split("@", 1)
+        if kind == "S":
+            found[fs][short] = []
+        elif rest:
+            found[fs][short].append(rest[0])
+    return found
+
+
 def snapshot_count(backend: ZfsBackend, fs: str, tag: str = "zrep") -> int:
     """How many `@TAG_NNNNNN` snapshots (zrep's `getallsnaps`) fs has."""
-    out = backend.zfs("list", "-t", "snapshot", "-H", "-o", "name", "-d", "1", fs).check().stdout
-    pattern = re.compile(rf"@{re.escape(tag)}_[0-9a-f]{{6}}")
-    return sum(1 for n in out.split() if pattern.search(n))
+    pattern = re.compile(rf"^{re.escape(tag)}_[0-9a-f]{{6}}")
+    return sum(1 for s in snapshots_and_holds(backend, fs)[fs] if pattern.match(s))
 
 
 def holds_by_snapshot(backend: ZfsBackend, fs: str) -> dict[str, list[str]]:
-    """{short snapshot name: its hold tags} for every held snapshot of fs (`userrefs` > 0)."""
-    out = (
-        backend.zfs(
-            "get", "-H", "-p", "-d", "1", "-t", "snapshot", "-o", "name,value", "userrefs", fs
-        )
-        .check()
-        .stdout
-    )
-    held = [n for n, v in (ln.split("\t") for ln in out.splitlines() if ln) if v not in ("0", "-")]
-    if not held:
-        return {}
-    rows = backend.zfs("holds", "-H", *held).check().stdout
-    found: dict[str, list[str]] = {}
-    for line in rows.splitlines():
-        name, tag = line.split("\t")[:2]
-        found.setdefault(name.split("@", 1)[1], []).append(tag)
-    return found
+    """{short snapshot name: its hold tags} for every held snapshot of fs."""
+    return {s: tags for s, tags in snapshots_and_holds(backend, fs)[fs].items() if tags}
