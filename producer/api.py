@@ -366,6 +366,14 @@ class Producer:
         h, fs = self._target(fs, host)
         return self.send(c.CLEAR, h, fs=fs)
 
+    def handback(
+        self, fs: str, *, host: str | None = None, local_only: bool = False
+    ) -> AsyncResult[Any]:
+        """Give the pair back to zrep: remove zrepq's holds, `zrepq:*` properties and partial
+        receive on both sides (`local_only`: this side), leaving zrep's state as it is."""
+        h, fs = self._target(fs, host)
+        return self.send(c.HANDBACK, h, fs=fs, local_only=local_only)
+
     def changeconfig(
         self,
         fs: str,

@@ -422,6 +422,31 @@ def clear(c: Ctx, force: bool, target: str) -> None:
 
 
 @cli.command()
+@click.option("-L", "local_only", is_flag=True, help="this side only (the other is gone)")
+@click.argument("target")
+@pass_ctx
+def handback(c: Ctx, local_only: bool, target: str) -> None:
+    """handback [-L] fs: give the pair back to zrep (zrepq's holds, properties, partial
+    receive removed on both sides; zrep's properties and snapshots kept)."""
+    c.finish(
+        {target: c.producer.handback(target, local_only=local_only)},
+        render=lambda r: _handback_text(target, r),
+        bars=False,
+    )
+
+
+def _handback_text(target: str, r: dict[str, Any]) -> str:
+    holds, props = len(r["released"]), len(r["properties"])
+    done = [
+        f"released {holds} hold{'' if holds == 1 else 's'}",
+        f"removed {props} zrepq propert{'y' if props == 1 else 'ies'}",
+    ]
+    if r["aborted"]:
+        done.append(f"aborted the partial receive on {', '.join(r['aborted'])}")
+    return f"{target}: handed back to zrep ({'; '.join(done)})"
+
+
+@cli.command()
 @click.option("-f", "force", is_flag=True)
 @click.option("-d", "dest_side", is_flag=True)
 @click.argument("target")

@@ -145,6 +145,11 @@ class PauseArgs(Args):
     expire: bool = False  # pause expire too
 
 
+class HandbackArgs(Args):
+    fs: Dataset
+    local_only: bool = False  # this side only (the other one is gone)
+
+
 class SentSyncArgs(Args):
     snapshot: Snapshot
     local_only: bool = False
@@ -169,6 +174,7 @@ CHANGECONFIG = "zrep.changeconfig"
 SENTSYNC = "zrep.sentsync"
 PAUSE = "zrep.pause"
 RESUME = "zrep.resume"
+HANDBACK = "zrep.handback"
 
 SCHEMAS: dict[str, type[Args]] = {
     INIT: InitArgs,
@@ -188,6 +194,7 @@ SCHEMAS: dict[str, type[Args]] = {
     SENTSYNC: SentSyncArgs,
     PAUSE: PauseArgs,
     RESUME: FsArgs,
+    HANDBACK: HandbackArgs,
 }
 
 

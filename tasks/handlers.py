@@ -502,6 +502,13 @@ def resume(self: Task[Any, Any], /, **kwargs: Any) -> dict[str, Any]:
     return _run(self, c.RESUME, kwargs, lambda e, a: e.resume(a.fs))
 
 
+@app.task(name=c.HANDBACK, bind=True)
+def handback(self: Task[Any, Any], /, **kwargs: Any) -> dict[str, Any]:
+    return _run(
+        self, c.HANDBACK, kwargs, lambda e, a: e.handback(a.fs, local_only=a.local_only).to_dict()
+    )
+
+
 @worker_ready.connect
 def _register_host(sender: Any = None, **_: Any) -> None:
     """Record this host in `zrepq:hosts`, so producers know which hosts exist."""

@@ -38,6 +38,7 @@ usage: zrepq-local [-t TAG] [--json] COMMAND ...
   status|-s [-v] [-a|fs ...]          list|-l [-v|-L|-s] [fs ...]
   lastsent fs    uptodate fs    clear [-f] fs    sentsync [-L] fs@snap
   pause [-r REASON] [-E] fs      resume fs       (-E: pause expire too)
+  handback [-L] fs    give the pair back to zrep: zrepq's holds, properties, partial receive
   changeconfig|-C [-f] fs desthost destfs | changeconfig|-C [-f] -d destfs srchost srcfs
   version
 """
@@ -194,6 +195,7 @@ def _dispatch(eng: Engine, cmd: str, args: list[str], io: CliIO) -> tuple[int, A
         "sentsync": _sentsync,
         "pause": _pause,
         "resume": _resume,
+        "handback": _handback,
         "version": _version,
     }
     handler = table.get(cmd)
@@ -408,6 +410,12 @@ def _pause(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
 def _resume(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
     _need(args, 1, "filesystem")
     return 0, eng.resume(args[0])
+
+
+def _handback(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
+    f, rest = _flags(args, "L")
+    _need(rest, 1, "filesystem")
+    return 0, eng.handback(rest[0], local_only="L" in f).to_dict()
 
 
 def _version(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:

@@ -309,6 +309,8 @@ _SECRET_KEYS = {"password", "sentinel_password"}
 def _zrep_value(key: str, value: Any) -> str:
     if key == "recursive":
         return "-R" if value else ""
+    if key == "resume":  # empty would mean "unset", which is on: off must say so
+        return "yes" if value else "no"
     if key == "rename_unsent":
         return "yes" if value else "no"
     if isinstance(value, bool):

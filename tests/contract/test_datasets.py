@@ -139,6 +139,27 @@ def test_hold_release_and_holds_listing(b: ZfsBackend) -> None:
     assert ok(b, "holds", "-H", "-r", f"{fs}@s1") == ""
 
 
+def test_release_of_several_snapshots_goes_on_past_each_failure(b: ZfsBackend) -> None:
+    """zrepq releases its stale holds with one `zfs release TAG S1 S2 ...`: OpenZFS releases
+    every one it can, prints one line per snapshot it cannot (no such tag, gone) and exits 1."""
+    fs = f"{b.base}/rel"
+    ok(b, "create", fs)
+    for s in ("s1", "s2", "s3"):
+        ok(b, "snapshot", f"{fs}@{s}")
+    ok(b, "hold", "t", f"{fs}@s1")
+    ok(b, "hold", "t", f"{fs}@s3")
+    ok(b, "hold", "other", f"{fs}@s3")
+    res = b.zfs("release", "t", f"{fs}@s1", f"{fs}@s2", f"{fs}@gone", f"{fs}@s3")
+    assert res.returncode == 1, res
+    lines = sorted(ln for ln in res.stderr.splitlines() if ln.strip())
+    assert lines == [
+        f"cannot release hold from snapshot '{fs}@gone': dataset does not exist",
+        f"cannot release hold from snapshot '{fs}@s2': no such tag on this dataset",
+    ], res.stderr
+    assert [get(b, "userrefs", f"{fs}@{s}") for s in ("s1", "s2", "s3")] == ["0", "0", "1"]
+    assert ok(b, "holds", "-H", f"{fs}@s3").split("\t")[1] == "other"
+
+
 def test_snapshot_already_exists(b: ZfsBackend) -> None:
     fs = f"{b.base}/s"
     ok(b, "create", fs)

@@ -164,6 +164,50 @@ def test_get_depth_1_lists_dataset_snapshots_and_children_in_one_call(b: ZfsBack
     assert got[(f"{fs}@s1", "guid")][0] == get(b, "guid", f"{fs}@s1")
 
 
+def test_userrefs_in_the_depth_1_read_counts_each_snapshots_holds(b: ZfsBackend) -> None:
+    """The engine learns where holds can be from the read it makes anyway: `userrefs` in the
+    same `zfs get -d 1` ("-" on the filesystem itself, a count on each snapshot)."""
+    fs = f"{b.base}/ur"
+    ok(b, "create", fs)
+    for s in ("s1", "s2", "s3"):
+        ok(b, "snapshot", f"{fs}@{s}")
+    ok(b, "hold", "a", f"{fs}@s1")
+    ok(b, "hold", "a", f"{fs}@s3")
+    ok(b, "hold", "b", f"{fs}@s3")
+    out = ok(b, "get", "-H", "-p", "-d", "1", "-t", "filesystem,volume,snapshot",
+             "-o", "name,property,value,source", "guid,userrefs", fs)  # fmt: skip
+    got = {(r[0], r[1]): (r[2], r[3]) for r in (ln.split("\t") for ln in out.splitlines())}
+    assert got[(fs, "userrefs")] == ("-", "-")
+    assert [got[(f"{fs}@{s}", "userrefs")] for s in ("s1", "s2", "s3")] == [
+        ("1", "-"),
+        ("0", "-"),
+        ("2", "-"),
+    ]
+
+
+def test_get_all_by_source_lists_local_and_received_user_properties(b: ZfsBackend) -> None:
+    """`handback` finds zrepq's own properties with `zfs get -H -s local,received -o
+    property,source all FS`: set ones say local, ones that came with `send -p` received."""
+    src, dst = f"{b.base}/gs", f"{b.base2}/gs"
+    ok(b, "create", src)
+    ok(b, "set", "zrepq:zrep:paused=1", src)
+    ok(b, "set", "zrep:src-fs=x", src)
+    ok(b, "snapshot", f"{src}@s1")
+    send_recv(b, f"-p {src}@s1", f"-u {dst}").check()
+    ok(b, "set", "zrepq:zrep:last-error=boom", dst)
+    rows = ok(b, "get", "-H", "-s", "local,received", "-o", "property,source", "all", dst)
+    got = dict(ln.split("\t") for ln in rows.splitlines())
+    assert got["zrepq:zrep:paused"] == "received"
+    assert got["zrep:src-fs"] == "received"
+    assert got["zrepq:zrep:last-error"] == "local"
+    assert all(source in ("local", "received") for source in got.values()), got
+    ok(b, "inherit", "zrepq:zrep:paused", dst)
+    ok(b, "inherit", "zrepq:zrep:last-error", dst)
+    rows = ok(b, "get", "-H", "-s", "local,received", "-o", "property,source", "all", dst)
+    assert not [ln for ln in rows.splitlines() if ln.startswith("zrepq:")], rows
+    assert get(b, "zrepq:zrep:paused", dst) == "-"
+
+
 def test_get_output_formats(b: ZfsBackend) -> None:
     fs = f"{b.base}/fmt"
     ok(b, "create", fs)

@@ -15,6 +15,7 @@ from tests.harness.zfs_backend import (
     ok,
     read_file,
     remove,
+    scratch_pool,
     send_recv,
     sh_ok,
     snapshots,
@@ -497,6 +498,30 @@ def test_partial_state_refuses_other_streams_and_recv_A_aborts(b: ZfsBackend) ->
     )
     send_recv(b, f"-i @s1 {src}@s3", dst).check()
     assert snapshots(b, dst) == ["s1", "s3"]
+
+
+def test_resumable_receive_needs_feature_extensible_dataset(b: ZfsBackend) -> None:
+    """zrepq receives with `-s` by default and falls back to a plain receive on a pool that
+    refuses it: a pool without feature@extensible_dataset (`zpool create -d`) refuses `-s`
+    at the start, with this message, for a full and an incremental stream; without `-s` the
+    same streams are received."""
+    src = make_source(b)
+    ok(b, "snapshot", f"{src}@s1")
+    write_file(b, src, "more", os.urandom(50_000))
+    ok(b, "snapshot", f"{src}@s2")
+    with scratch_pool(b, "d", "-d") as old:
+        dst = f"{old}/dst"
+        refused = "pool must be upgraded to receive this stream."
+        res = send_recv(b, f"{src}@s1", f"-s {dst}")
+        assert_fails(res, f"cannot receive new filesystem stream: {refused}")
+        assert not exists(b, dst)
+        send_recv(b, f"{src}@s1", f"-u {dst}").check()
+        res = send_recv(b, f"-I @s1 {src}@s2", f"-s {dst}")
+        assert_fails(res, f"cannot receive incremental stream: {refused}")
+        assert snapshots(b, dst) == ["s1"]
+        send_recv(b, f"-I @s1 {src}@s2", dst).check()
+        assert snapshots(b, dst) == ["s1", "s2"]
+        assert guid(b, f"{dst}@s2") == guid(b, f"{src}@s2")
 
 
 def test_recv_A_of_partial_initial_receive_removes_dataset(b: ZfsBackend) -> None:

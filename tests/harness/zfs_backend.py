@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -213,3 +215,18 @@ def send_recv(b: ZfsBackend, send_args: str, recv_args: str) -> ZfsResult:
     """`zfs send SEND_ARGS | zfs recv RECV_ARGS`; the result is the receive's, with the
     send's stderr in front."""
     return b.sh(f"zfs send {send_args} | zfs recv {recv_args}")
+
+
+@contextmanager
+def scratch_pool(b: ZfsBackend, suffix: str, *create_flags: str) -> Iterator[str]:
+    """One more pool for this test, `<b.pool><suffix>` on a sparse file (e.g. `-d`: every
+    feature disabled), destroyed with its file at the end."""
+    name = f"{b.pool}{suffix}"
+    vdev = f"/var/tmp/vdev-{name}"
+    sh_ok(b, f"truncate -s 128M {q(vdev)}")
+    try:
+        b.zpool("create", "-f", *create_flags, name, vdev).check()
+        yield name
+    finally:
+        b.zpool("destroy", "-f", name)
+        b.sh(f"rm -f {q(vdev)}")

@@ -263,7 +263,8 @@ def test_failed_init_without_resume_leaves_no_trace(fleet: Callable[..., Fleet])
     a.zfs.zfs("create", a.fs("x"))
     a.zfs.write(a.fs("x"), "f", b"y" * 400_000)
     with pytest.raises(Exception, match="Resetting"):
-        f.engine("hosta", {"ZREP_INFILTER": "head -c 1000"}).init(a.fs("x"), "hostb", b.fs("x"))
+        off = {"ZREP_RESUME": "no", "ZREP_INFILTER": "head -c 1000"}
+        f.engine("hosta", off).init(a.fs("x"), "hostb", b.fs("x"))
     assert snaps(a, a.fs("x")) == []
     assert prop(a, "zrep:dest-fs", a.fs("x")) == "-"
     assert b.zfs.zfs("list", b.fs("x"), check=False).returncode != 0

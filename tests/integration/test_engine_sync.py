@@ -373,3 +373,37 @@ def test_a_sync_of_an_unchanged_dataset_makes_17_zfs_calls(
     assert sorted(on_b) == sorted(["get", "recv", "set", "hold", "release", "get"])
     assert holds(b, f"{b.fs('prod')}@zrep_000002") == ["zrepq:zrep:lastsent"]
     assert holds(a, f"{a.fs('prod')}@zrep_000001") == []
+
+
+def test_stale_holds_cost_no_extra_zfs_call(pair: tuple[Fleet, Site, Site]) -> None:
+    """Holds left on older snapshots (zrep synced in between, or an older zrepq) are all
+    released by the same single `zfs release` per side that a plain sync makes: the snapshots
+    with a hold are known from `userrefs` in the reads the sync makes anyway."""
+    f, a, b = pair
+    init(f, a, b)
+    eng = f.engine("hosta")
+    src, dst = a.fs("prod"), b.fs("prod")
+    for _ in range(3):
+        eng.sync(src)
+    for site, fs in ((a, src), (b, dst)):
+        for n in (0, 1):
+            site.zfs.zfs("hold", "zrepq:zrep:lastsent", f"{fs}@zrep_{n:06x}")
+    na, nb = len(a.zfs.zfs_calls()), len(b.zfs.zfs_calls())
+    eng.sync(src)
+    on_a = [argv[1:] for argv in a.zfs.zfs_calls()[na:]]
+    on_b = [argv[1:] for argv in b.zfs.zfs_calls()[nb:]]
+    assert len(on_a) == 10 and len(on_b) == 6, (on_a, on_b)
+    assert [c for c in on_a if c[0] == "release"] == [
+        ["release", "zrepq:zrep:lastsent", *(f"{src}@zrep_{n:06x}" for n in (0, 1, 3))]
+    ]
+    assert [c for c in on_b if c[0] == "release"] == [
+        ["release", "zrepq:zrep:lastsent", *(f"{dst}@zrep_{n:06x}" for n in (0, 1, 3))]
+    ]
+    for site, fs in ((a, src), (b, dst)):
+        assert [holds(site, f"{fs}@zrep_{n:06x}") for n in range(5)] == [
+            [],
+            [],
+            [],
+            [],
+            ["zrepq:zrep:lastsent"],
+        ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 
 from producer.api import Producer
+from producer.cli import _handback_text
 from producer.watch import outcome, wait
 from tasks import contract as c
 from tasks.app import make_app
@@ -29,6 +31,8 @@ from tests.harness.netutil import REPO
 from tests.harness.redis_server import RedisServer
 from tests.harness.services import Service, start_flower, start_site_workers, stop_all
 from tests.harness.sshd import SshdCluster
+from tests.harness.zfs_backend import StandinBackend
+from tests.harness.zrep_actor import Zrep, ZrepHost
 
 HOSTS = ("qa", "qb")
 
@@ -312,6 +316,44 @@ def test_pause_resume_and_status_truth_through_the_queue(
     assert done(p.resume(a.fs("p2"), host="qa"))["result"] is True
     st = {r["dataset"]: r for r in done(p.status("qa"))["result"]["rows"]}
     assert st[a.fs("p1")]["error"] is None and st[a.fs("p2")]["paused"] is None
+
+
+def zrep_on(site: Site, other: Site) -> Zrep:
+    """Upstream zrep (acted out) on `site`, reaching `other` over its real sshd."""
+
+    def host(s: Site) -> ZrepHost:
+        reach = shlex.join(s.sshd.ssh_argv())
+        return ZrepHost(s.name, StandinBackend(s.zfs, fresh=False), reach)
+
+    return Zrep(host(site), [host(other)])
+
+
+def test_handback_through_the_queue_then_zrep_over_ssh(
+    q: tuple[Fleet, Producer, dict[str, Service]],
+) -> None:
+    """zrepq runs a pair, `handback` through the queue, then zrep takes it back over ssh:
+    sync and expire run with nothing in their way (issue 12, point 2)."""
+    f, p, _ = q
+    a, b = setup_pair(f, p)
+    src, dst = a.fs("prod"), b.fs("prod")
+    assert done(p.sync(src, host="qa"))["ok"]
+    assert done(p.pause(src, host="qa", reason="back to zrep"))["ok"]
+    rec = done(p.handback(src, host="qa"))
+    assert rec["ok"], rec
+    r = rec["result"]
+    assert r["released"] == [f"qa:{src}@zrep_000001", f"qb:{dst}@zrep_000001"]
+    assert f"qa:{src} zrepq:zrep:paused" in r["properties"] and r["aborted"] == []
+    assert _handback_text(src, r).startswith(f"{src}: handed back to zrep (released 2 holds")
+    zrep = zrep_on(a, b)
+    for i in range(5):
+        a.zfs.write(src, "data.txt", f"zrep {i}".encode())
+        run = zrep.sync(src)
+        assert run.rc == 0 and run.stderr == "", run
+        assert f"sending {src}@zrep_{2 + i:06x} to qb:{dst}" in run.stdout
+    run = zrep.expire(src)
+    assert run.rc == 0 and run.stderr == "", run
+    assert len(a.zfs.snapshots(src)) == len(b.zfs.snapshots(dst)) == 5
+    assert b.zfs.read(dst, "data.txt") == b"zrep 4"
 
 
 NO_ZREPQ_CLIENT = r"""

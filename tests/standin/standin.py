@@ -3461,6 +3461,10 @@ class Receiver:
     def check(self, m, sec, fsname, snapname, errbuf, wants_new, resume, force,
               committing=False):  # fmt: skip
         plan = {}
+        # A resumable receive needs feature@extensible_dataset (dmu_recv_begin_check: ENOTSUP,
+        # which libzfs words as below); `zpool create -d` leaves it disabled.
+        if self.fl.get("s") and m.st["pools"].get(pool_of(fsname), {}).get("features_disabled"):
+            raise fail("%s: pool must be upgraded to receive this stream." % errbuf)
         exists = fsname in m.ds
         if exists:
             d = m.ds[fsname]
@@ -3820,6 +3824,7 @@ def zpool_main(args) -> int:
         for ch, val in opts:
             if ch == "m":
                 mount = val
+        no_features = any(ch == "d" for ch, _ in opts)  # -d: every feature disabled
         if not ops:
             err("missing pool name argument")
             return 2
@@ -3838,6 +3843,8 @@ def zpool_main(args) -> int:
                 raise fail("cannot create '%s': pool already exists" % pool)
             m.st["pools"][pool] = {"guid": m.guid_new(), "creation": int(time.time()),
                                    "size": 10 << 30}  # fmt: skip
+            if no_features:
+                m.st["pools"][pool]["features_disabled"] = True
             local = {}
             if mount:
                 local["mountpoint"] = mount

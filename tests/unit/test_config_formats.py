@@ -14,13 +14,8 @@ from workers.engine.results import StatusRow
 
 def test_defaults_match_zrep() -> None:
     c = EngineConfig.from_env({})
-    assert (c.tag, c.save_count, c.inc_flag, c.rename_unsent, c.resume) == (
-        "zrep",
-        5,
-        "-I",
-        True,
-        False,
-    )
+    assert (c.tag, c.save_count, c.inc_flag, c.rename_unsent) == ("zrep", 5, "-I", True)
+    assert c.resume  # zrepq's default, unlike zrep's (docs/configuration.md)
     assert c.dateformat == "%Y/%m/%d-%H:%M:%S"
     assert c.prop("src-fs") == "zrep:src-fs"
 
@@ -52,6 +47,25 @@ def test_zrep_environment_names_are_honoured() -> None:
     assert c.init_remote_properties == (("quota", "1G"), ("atime", "off"))
     assert c.src_host == "hosta" and c.dateformat == "%s"
     assert c.hold_tag == "zrepq:offsite:lastsent"
+
+
+@pytest.mark.parametrize(
+    "value, on",
+    [
+        (None, True),  # unset: zrepq resumes by default
+        ("", True),  # empty counts as unset
+        ("1", True),  # zrep: any value means on
+        ("yes", True),
+        ("0", False),  # the explicit off switch
+        ("no", False),
+        ("off", False),
+        ("false", False),
+        ("NO", False),
+    ],
+)
+def test_zrep_resume_is_on_unless_switched_off(value: str | None, on: bool) -> None:
+    env = {} if value is None else {"ZREP_RESUME": value}
+    assert EngineConfig.from_env(env).resume is on
 
 
 @pytest.mark.parametrize(

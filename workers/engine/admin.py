@@ -47,8 +47,9 @@ def clear_local(eng: Engine, local: ZfsHost, fs: str) -> list[str]:
     """zrep's _clearsnaps and _clearvars, with their lines (a failed init prints them too)."""
     eng.say(f"Destroying any zrep-related snapshots from {fs}", fs)
     destroyed = []
-    for s in zrep_snapshots(local.snapshots(fs), eng.tag):
-        local.release(eng.config.hold_tag, s.name)
+    ours = zrep_snapshots(local.snapshots(fs), eng.tag)
+    eng.release_stale(local, ours)  # a held snapshot cannot be destroyed
+    for s in ours:
         local.destroy(s.name, recursive=True)
         destroyed.append(s.name)
     eng.say(f"Removing zrep-related properties from {fs}", fs)
@@ -124,7 +125,10 @@ def sentsync(eng: Engine, snapshot: str, *, local_only: bool = False) -> None:
             local.set(target.name, {f"{eng.tag}:sent": _now()})
         local.set(fs, {f"{eng.tag}:master": "yes"})
         if dst is not None and info.dest_fs:
-            eng.move_holds(local, fs, dst, info.dest_fs, short, [s.short for s in snaps])
+            eng.move_holds(
+                local, fs, dst, info.dest_fs, short,
+                src_snaps=snaps, dst_snaps=dst.snapshots(info.dest_fs),
+            )  # fmt: skip
 
 
 def _now() -> str:

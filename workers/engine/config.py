@@ -40,6 +40,21 @@ def default_rundir() -> str:
     return "/var/run" if os.geteuid() == 0 else "/tmp"
 
 
+RESUME_OFF = ("0", "no", "off", "false")
+
+
+def resume_setting(value: str | None) -> bool:
+    """`ZREP_RESUME`: resumable receives (`recv -s`, a cut stream resumed with `send -t`).
+
+    On unless switched off. zrep resumes only when ZREP_RESUME is set to anything; zrepq, like
+    zrepl, syncoid and zfs_autobackup, resumes by default, so unset or empty means on, any
+    other value means on as it does for zrep, and `0`, `no`, `off` or `false` mean off (for
+    pools without feature@extensible_dataset, which zrepq otherwise finds out by itself).
+    """
+    v = (value or "").strip().lower()
+    return v not in RESUME_OFF
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     tag: str = DEFAULT_TAG
@@ -47,7 +62,7 @@ class EngineConfig:
     recursive: bool = False  # ZREP_R=-R: send -R, snapshot -r
     send_flags: tuple[str, ...] = ()  # ZREP_SEND_FLAGS
     inc_flag: str = "-I"  # ZREP_INC_FLAG (-i with a non-default tag)
-    resume: bool = False  # ZREP_RESUME: recv -s, resume tokens
+    resume: bool = True  # ZREP_RESUME: recv -s, resume tokens (see `resume_setting`)
     outfilter: str | None = None  # ZREP_OUTFILTER, runs after send on the sending host
     infilter: str | None = None  # ZREP_INFILTER, runs before recv on the receiving host
     skip_expire: bool = False  # ZREP_SKIP_EXPIRE
@@ -117,7 +132,7 @@ class EngineConfig:
             recursive=zr == "-R",
             send_flags=tuple(shlex.split(env.get("ZREP_SEND_FLAGS", ""))),
             inc_flag=env.get("ZREP_INC_FLAG", "").strip() or inc_default,
-            resume=flag("ZREP_RESUME"),
+            resume=resume_setting(env.get("ZREP_RESUME")),
             outfilter=env.get("ZREP_OUTFILTER", "").strip() or None,
             infilter=env.get("ZREP_INFILTER", "").strip() or None,
             skip_expire=flag("ZREP_SKIP_EXPIRE"),

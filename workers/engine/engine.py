@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
-from . import admin, expire, init, pause, report, roles, sync, zreplock
+from . import admin, expire, handback, init, pause, report, roles, sync, zreplock
 from .config import EngineConfig
 from .errors import Cancelled, LockHeld, LockLost, ValidationError
 from .events import (
@@ -30,11 +30,18 @@ from .events import (
     safe_notify,
 )
 from .locks import LocalLocks, lock_name
-from .model import DatasetInfo, Snapshot
+from .model import DatasetInfo, Snapshot, may_hold
 from .names import validate_dataset, validate_host
 from .ports import LockHandle, Locks, Peer, StreamSpec, Transport
 from .ports import StreamProgress as PortProgress
-from .results import ExpireResult, InitResult, RoleResult, StatusRow, SyncResult
+from .results import (
+    ExpireResult,
+    HandbackResult,
+    InitResult,
+    RoleResult,
+    StatusRow,
+    SyncResult,
+)
 from .zfs import ZfsHost
 
 log = logging.getLogger(__name__)
@@ -238,21 +245,34 @@ class Engine:
         dst: ZfsHost,
         dst_fs: str,
         new: str,
-        old: Sequence[str],
+        *,
+        src_snaps: Sequence[Snapshot] = (),
+        dst_snaps: Sequence[Snapshot] = (),
     ) -> None:
-        """Hold the new last-sent snapshot on both sides, then release the older holds.
+        """Hold the new last-sent snapshot on both sides, and release our hold from every other
+        snapshot of either side that may carry one.
 
         The hold stops a manual `zfs destroy` (or an upstream zrep expire) from removing the
-        incremental base, which would force a full re-seed.
+        incremental base, which would force a full re-seed. Any other hold of ours is stale by
+        definition: the previous base, and also one left behind when zrep synced in between
+        (zrep moves no hold), which would keep zrep's expire failing with "dataset is busy".
+        `src_snaps`/`dst_snaps` are the sides' snapshots as read under the lease, with their
+        `userrefs`: only those with a hold (or unknown) are named, in one `zfs release` per
+        side, so the steady state costs what it always did (the previous base, once).
         """
         tag = self.config.hold_tag
         src.hold(tag, f"{src_fs}@{new}")
         dst.hold(tag, f"{dst_fs}@{new}")
-        # `old` often names the base twice (plan base and last sent): one release each.
-        for short in dict.fromkeys(old):
-            if short != new:
-                src.release(tag, f"{src_fs}@{short}")
-                dst.release(tag, f"{dst_fs}@{short}")
+        self.release_stale(src, src_snaps, keep=new)
+        self.release_stale(dst, dst_snaps, keep=new)
+
+    def release_stale(
+        self, zh: ZfsHost, snaps: Sequence[Snapshot], *, keep: str | None = None
+    ) -> list[str]:
+        """Release our hold from every snapshot in `snaps` that may carry one, except `keep`
+        (a short name); one call, none when no snapshot has a hold. Returns those released."""
+        names = [s.name for s in snaps if s.short != keep and may_hold(s)]
+        return zh.release(self.config.hold_tag, *names)
 
     # ---- zrep's commands -----------------------------------------------------------------
 
@@ -367,6 +387,9 @@ class Engine:
 
     def clear(self, fs: str) -> list[str]:
         return admin.clear(self, fs)
+
+    def handback(self, fs: str, *, local_only: bool = False) -> HandbackResult:
+        return handback.handback(self, fs, local_only=local_only)
 
     def changeconfig(
         self, fs: str, host: str, other_fs: str, *, force: bool = False, dest_side: bool = False

@@ -3,10 +3,16 @@
 The rule itself is pure (`plan.expire_candidates`); this module reads both sides, applies it
 and destroys. The last sent snapshot is never destroyed, on either side, and it also carries
 a `zfs hold`, so even a mistake here would be refused by ZFS ("dataset is busy").
+
+An expire run on its own first settles our holds on each side it expires: the hold goes on
+that side's current last sent snapshot, and every other hold of ours is released before
+anything is destroyed. Such a hold is stale by definition (zrep synced since zrepq last did,
+and moves no hold), and left in place it would make this expire, and zrep's, fail on it.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -22,6 +28,8 @@ from .zfs import ZfsHost
 if TYPE_CHECKING:
     from .engine import Engine
 
+log = logging.getLogger(__name__)
+
 
 def expire(eng: Engine, fs: str, *, local_only: bool = False) -> ExpireResult:
     if eng.config.skip_expire:
@@ -33,13 +41,19 @@ def expire(eng: Engine, fs: str, *, local_only: bool = False) -> ExpireResult:
     with eng.lock([(eng.host, fs)], "expire", local_info=info):
         eng.say(f"Expiring zrep snaps on {fs}", fs)
         if not info.is_master or local_only:
-            destroyed = expire_side(eng, local, fs, info)
+            destroyed = expire_side(eng, local, fs, info, settle_holds=True)
             return ExpireResult(fs, eng.host, destroyed)
         host, dest_fs = info.dest_host, info.dest_fs
         if not host or not dest_fs:
             raise StateError(f"Problem getting zrep properties for fs {fs}", dataset=fs)
         return expire_pair(
-            eng, local, fs, eng.zfs(validate_host(host)), validate_dataset(dest_fs), info=info
+            eng,
+            local,
+            fs,
+            eng.zfs(validate_host(host)),
+            validate_dataset(dest_fs),
+            info=info,
+            settle_holds=True,
         )
 
 
@@ -79,6 +93,7 @@ def expire_pair(
     info: DatasetInfo | None = None,
     just_sent: JustSent | None = None,
     announce: bool = True,
+    settle_holds: bool = False,
 ) -> ExpireResult:
     """Expire the master side, then the standby side with the standby's own savecount.
 
@@ -86,6 +101,8 @@ def expire_pair(
     read too unless the sync that just ran hands them over (`just_sent`). With `announce`,
     zrep's lines for the remote part: "Also running expire on HOST:FS now..." and the far
     side's "Expiring zrep snaps on FS" (zrep runs `zrep expire FS` there, which prints it).
+    `settle_holds`: first move our holds to each side's last sent snapshot (a sync has just
+    done that).
     """
     info = info or src.info(src_fs)
     dinfo, dsnaps = dst.state(dst_fs)
@@ -94,7 +111,9 @@ def expire_pair(
         ssnaps = src.snapshots(src_fs)
     sent = last_sent(ssnaps, eng.tag)
     protect = frozenset({sent.guid}) if sent else frozenset()
-    destroyed = expire_side(eng, src, src_fs, info, master=True, snaps=ssnaps)
+    destroyed = expire_side(
+        eng, src, src_fs, info, master=True, snaps=ssnaps, settle_holds=settle_holds
+    )
     if announce:
         eng.say(f"Also running expire on {dst.host}:{dst_fs} now...", src_fs)
     if dinfo.is_master:
@@ -105,7 +124,16 @@ def expire_pair(
         )
     if announce:
         eng.say(f"Expiring zrep snaps on {dst_fs}", src_fs)
-    remote = expire_side(eng, dst, dst_fs, dinfo, master=False, snaps=dsnaps, protect=protect)
+    remote = expire_side(
+        eng,
+        dst,
+        dst_fs,
+        dinfo,
+        master=False,
+        snaps=dsnaps,
+        protect=protect,
+        settle_holds=settle_holds,
+    )
     return ExpireResult(src_fs, src.host, destroyed, dst.host, remote, remote_fs=dst_fs)
 
 
@@ -116,8 +144,9 @@ def expire_side(
     info: DatasetInfo,
     *,
     master: bool | None = None,
-    snaps: list | None = None,  # type: ignore[type-arg]
+    snaps: list[Snapshot] | None = None,
     protect: frozenset[str] = frozenset(),
+    settle_holds: bool = False,
 ) -> list[str]:
     savecount = info.savecount
     if savecount is None or savecount < 1:
@@ -129,6 +158,8 @@ def expire_side(
         )
     is_master = info.is_master if master is None else master
     snaps = zh.snapshots(fs) if snaps is None else snaps
+    if settle_holds:
+        _settle_holds(eng, zh, snaps, protect)
     doomed = expire_candidates(snaps, eng.tag, savecount, master=is_master, protect_guids=protect)
     destroyed = []
     for s in doomed:
@@ -144,3 +175,17 @@ def expire_side(
     if destroyed:
         eng.emit(SnapshotsExpired(zh.host, fs, tuple(destroyed)))
     return destroyed
+
+
+def _settle_holds(eng: Engine, zh: ZfsHost, snaps: list[Snapshot], protect: frozenset[str]) -> None:
+    """Our hold on this side's last sent snapshot only (the master's last sent one, by guid,
+    on the standby), placed first, then every other one of ours released: one `zfs release`
+    when any other snapshot has a hold, one `zfs hold` when the last sent one has none (a
+    last sent snapshot that carries someone else's hold is protected by it already)."""
+    keep = next((s for s in snaps if s.guid in protect), None) or last_sent(snaps, eng.tag)
+    if keep is not None and keep.userrefs == 0:
+        zh.hold(eng.config.hold_tag, keep.name)
+    released = eng.release_stale(zh, snaps, keep=keep.short if keep else None)
+    if released:
+        # The log only: zrep's expire prints nothing of the kind, and scripts compare output.
+        log.info("%s: released %s where held: %s", zh.host, eng.config.hold_tag, released)

@@ -4,8 +4,9 @@ Properties src-fs/src-host/dest-fs/dest-host/savecount on the source, snapshot `
 `zfs send -p | zfs recv -u -o readonly=on -F`, `TAG:sent` on the snapshot, `TAG:master=yes`
 last (so `sync all` never picks up a half-made pair).
 
-Fixed on purpose (zrep issue 145): with resume on, a failed init keeps the partial state and
-the next init resumes it; without resume, the destination is destroyed only if init created it.
+Fixed on purpose (zrep issue 145): with resume on (the default), a failed init that left a
+partial receive keeps it and the next init resumes it; otherwise (resume off, or nothing
+arrived) it undoes what it did, and destroys the destination only if init created it.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from . import resume as resumable
 from .errors import StateError, ZrepqError
 from .model import DatasetInfo, Snapshot, next_snapname
 from .names import first_snapname, validate_dataset, validate_host
 from .ports import LockHandle
 from .results import InitResult
-from .zfs import ZfsHost
+from .zfs import DatasetMissing, ZfsHost
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -94,20 +96,22 @@ def init(
             recv = ["-u"]
             if not eng.config.create_flags:
                 recv += ["-o", "readonly=on"]
-            recv += (["-s"] if resume else []) + ["-F", "-x", f"{eng.tag}:master", dest_fs]
-            nbytes, _ = eng.stream(
+            recv += ["-F", "-x", f"{eng.tag}:master"]
+            nbytes, _ = resumable.stream_into(
+                eng,
                 local,
                 [*send, "-p", snap],
                 dst,
                 recv,
+                dest_fs,
+                resume=resume,
                 dataset=fs,
                 snapshot=snap,
                 base=None,
-                dest_fs=dest_fs,
                 handle=handle,
             )
         except ZrepqError as err:
-            if resume:
+            if resume and _partial_left(dst, dest_fs):
                 err.message += f". RESUME set: not clearing {fs}; run init again to resume"
                 raise
             _clear_after_failure(eng, local, fs, dst, dest_fs, destroy_remote=not existed)
@@ -168,10 +172,22 @@ def _finish(
         eng.say("clearing mountpoint value for remote", fs)
         dst.inherit(dest_fs, "mountpoint")
     eng.mark_sent(local, fs, dst, dest_fs, [Snapshot(snap, "", 0, 0)])
-    eng.move_holds(local, fs, dst, dest_fs, short, [])
+    eng.move_holds(local, fs, dst, dest_fs, short)
     local.set(fs, {f"{eng.tag}:master": "yes"})
     eng.say(f"Initialization copy of {fs} to {dst.host}:{dest_fs} complete", fs)
     eng.say("Filesystem will not be mounted", fs)  # received with -u, as zrep says
+
+
+def _partial_left(dst: ZfsHost, dest_fs: str) -> bool:
+    """Did the failed init leave a partial receive to resume? Nothing to resume (the stream
+    never started: an unreachable host, a refused key) means a clean slate, as without resume;
+    when the destination cannot be read, keep everything (the safe side)."""
+    try:
+        return dst.info(dest_fs).resume_token is not None
+    except DatasetMissing:
+        return False
+    except ZrepqError:
+        return True
 
 
 def _clear_after_failure(

@@ -47,6 +47,9 @@ class Snapshot:
     createtxg: int
     creation: int
     sent: int | None = None  # zrep:sent, only when set locally (zrep's definition)
+    # How many `zfs hold`s it carries (anyone's), read in the same `zfs get` as the rest;
+    # None when not read. 0 means certainly none of ours: no `zfs release` needed.
+    userrefs: int | None = None
 
     @property
     def fs(self) -> str:
@@ -139,6 +142,11 @@ class DatasetInfo:
     @property
     def mounted(self) -> bool:
         return self.get("mounted") == "yes"
+
+
+def may_hold(s: Snapshot) -> bool:
+    """Can `s` carry a hold of ours? Yes unless its `userrefs` was read as 0."""
+    return s.userrefs != 0
 
 
 def zrep_snapshots(snaps: list[Snapshot], tag: str) -> list[Snapshot]:

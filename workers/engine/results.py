@@ -79,3 +79,16 @@ class StatusRow(Result):
     paused: dict[str, Any] | None = None  # {since, by, reason, expire}
     error: dict[str, Any] | None = None  # {message, time, snapshot}: the last sync failed
     rolled_back: dict[str, Any] | None = None  # {snapshot, time}: a deliberate sync fs@snap
+
+
+@dataclass
+class HandbackResult(Result):
+    """What `handback` removed; entries name the host (`host:pool/fs@snap`)."""
+
+    dataset: str
+    host: str
+    other_host: str | None  # None with local_only
+    other_fs: str | None
+    released: list[str] = field(default_factory=list)  # snapshots whose hold was released
+    properties: list[str] = field(default_factory=list)  # "host:fs property", inherited
+    aborted: list[str] = field(default_factory=list)  # "host:fs" whose partial receive went

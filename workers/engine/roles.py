@@ -19,13 +19,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .errors import HostKeyError, HostUnreachable, SplitBrain, StateError, ZrepqError
-from .model import last_sent
+from .model import Snapshot, last_sent
 from .names import validate_dataset, validate_host, validate_snapshot
 from .results import RoleResult
 from .sync import replicate
 
 if TYPE_CHECKING:
     from .engine import Engine
+    from .zfs import ZfsHost
 
 
 def _split(name: str) -> tuple[str, str | None]:
@@ -70,10 +71,9 @@ def failover(
         try:
             if local_only:
                 eng.say(f"Failover for {fs} in LOCAL mode", fs)
+                snaps = local.snapshots(fs)
                 target = (
-                    f"{fs}@{short}"
-                    if short
-                    else getattr(last_sent(local.snapshots(fs), eng.tag), "name", None)
+                    f"{fs}@{short}" if short else getattr(last_sent(snaps, eng.tag), "name", None)
                 )
                 if target is None:
                     raise StateError(
@@ -81,12 +81,15 @@ def failover(
                     )
                 which = "specified snap" if short else "last sync"
                 eng.say(f"Rolling back to {which} {target}", fs)
+                _release_newer(eng, local, snaps, target)
                 local.rollback(target, flags="-Rr")
                 result.rolled_back_to = target
             elif short:
                 eng.say(f"Rolling back to local {fs}@{short}", fs)
+                _release_newer(eng, local, local.snapshots(fs), f"{fs}@{short}")
                 local.rollback(f"{fs}@{short}", flags="-Rr")
                 eng.say(f"Rolling back {remote_host} to {remote_fs}@{short}", fs)
+                _release_newer(eng, dst, dst.snapshots(remote_fs), f"{remote_fs}@{short}")
                 dst.rollback(f"{remote_fs}@{short}", flags="-r")
                 result.rolled_back_to = f"{fs}@{short}"
             else:
@@ -176,6 +179,11 @@ def takeover(
         )
     result = RoleResult(fs, eng.host, "master", remote_host, remote_fs)
     with eng.lock([(eng.host, fs)], "takeover", local_info=info):
+        if info.resume_token:
+            # This side becomes master: it receives nothing more, so the partial receive it
+            # holds would never be resumed (and would be stale once it is standby again).
+            eng.say(f"aborting the partial receive on {eng.host}:{fs}", fs, warning=True)
+            local.abort_resume(fs)
         local.inherit(fs, "readonly")
         if short:
             eng.say(
@@ -183,6 +191,7 @@ def takeover(
                 fs,
                 warning=True,
             )
+            _release_newer(eng, local, local.snapshots(fs), f"{fs}@{short}")
             local.rollback(f"{fs}@{short}", flags="-Rr")
             result.rolled_back_to = f"{fs}@{short}"
         eng.say(f"Setting master properties for {eng.host}:{fs}", fs)
@@ -205,6 +214,14 @@ def takeover(
             except ZrepqError as e:
                 eng.say(f"could not mount {fs}: {e}", fs, warning=True)
     return result
+
+
+def _release_newer(eng: Engine, zh: ZfsHost, snaps: list[Snapshot], target: str) -> None:
+    """Release our holds from the snapshots a `rollback -r` to `target` destroys (a held one
+    would refuse it: "dataset is busy"). One call, none when none of them has a hold."""
+    at = next((s for s in snaps if s.name == target), None)
+    if at is not None:
+        eng.release_stale(zh, [s for s in snaps if s.createtxg > at.createtxg])
 
 
 def _remote_master(eng: Engine, host: str | None, fs: str | None) -> bool:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
+from . import resume as resumable
 from .errors import (
     Conflict,
     LockHeld,
@@ -205,6 +206,7 @@ def _replicate(
 ) -> SyncResult:
     t0 = time.monotonic()
     resume = eng.config.resume if resume is None else resume
+    resume = resume and resumable.supported(dst.host, dst_fs)
     try:
         # The destination's properties and snapshots in one call (one SSH session).
         dinfo, dsnaps = dst.state(dst_fs)
@@ -233,7 +235,6 @@ def _replicate(
         force=force,
         resume=resume,
     )
-    old_base = last_sent(ssnaps, eng.tag)
 
     if plan.abort_token:
         eng.say(
@@ -257,14 +258,11 @@ def _replicate(
         eng.mark_sent(src, src_fs, dst, dst_fs, plan.landed)
         result.completed = [s.name for s in plan.landed]
     base = plan.base
-    held = [s.short for s in (plan.base, *plan.landed)]
-    if old_base is not None:
-        held.append(old_base.short)
 
     if make_snapshot and changed_only and is_unchanged(ssnaps, base, src_info_written):
         eng.say(f"No changes found in {src_fs}. Updating timestamp only", src_fs, level="detail")
         src.set(base.name, {f"{eng.tag}:sent": str(int(time.time()))})
-        eng.move_holds(src, src_fs, dst, dst_fs, base.short, held)
+        eng.move_holds(src, src_fs, dst, dst_fs, base.short, src_snaps=ssnaps, dst_snaps=dsnaps)
         result.status, result.snapshot = "unchanged", base.name
         _expire_after(eng, kind, src, src_fs, dst, dst_fs, src_info, None, result)
         result.seconds = time.monotonic() - t0
@@ -290,17 +288,18 @@ def _replicate(
     clean_send = not plan.landed  # a plain send from the lists read above: see the expire
 
     send_args = [*_send_flags(eng), eng.config.inc_flag, base.name, new_name]
-    recv_args = [*_recv_flags(eng, resume=resume, force=plan.force), dst_fs]
     try:
-        nbytes, _ = eng.stream(
+        nbytes, _ = resumable.stream_into(
+            eng,
             src,
             send_args,
             dst,
-            recv_args,
+            _recv_flags(eng, force=plan.force),
+            dst_fs,
+            resume=resume,
             dataset=src_fs,
             snapshot=new_name,
             base=base.name,
-            dest_fs=dst_fs,
             handle=handle,
         )
         result.bytes_sent += nbytes
@@ -308,7 +307,8 @@ def _replicate(
         if isinstance(err, LockLost) or handle.lost.is_set():
             raise  # the lease is someone else's now: no rename, no marks, nothing
         if not _landed(src, src_fs, dst, dst_fs, new_short):
-            _after_failed_send(eng, src, new_name, err, resume=resume, made=make_snapshot)
+            kept = resume and _partial_left(dst, dst_fs)
+            _after_failed_send(eng, src, new_name, err, resume=kept, made=make_snapshot)
             raise
         clean_send = False
         eng.say(
@@ -321,7 +321,7 @@ def _replicate(
     eng.check(handle)
     new_snap = Snapshot(new_name, "", 0, 0)
     eng.mark_sent(src, src_fs, dst, dst_fs, [new_snap])
-    eng.move_holds(src, src_fs, dst, dst_fs, new_short, held)
+    eng.move_holds(src, src_fs, dst, dst_fs, new_short, src_snaps=ssnaps, dst_snaps=dsnaps)
     result.snapshot, result.base = new_name, base.name
     # The source's savecount and snapshots as read at the start, under the same lease, plus
     # the one just sent: only the destination is read again.
@@ -381,12 +381,16 @@ def sync_to_snapshot(
     with eng.lock([(eng.host, fs)], "sync", local_info=info):
         eng.say("Validating remote snap", fs)
         ssnaps = local.snapshots(fs)
-        dsnaps = dst.snapshots(dest_fs)
+        dinfo, dsnaps = dst.state(dest_fs)
         target = next((s for s in dsnaps if s.short == short), None)
         if target is None:
             raise StateError(
                 f"{dest_fs}@{short} does not exist. Cannot roll to snap", dataset=fs, host=dest_host
             )
+        if dinfo.resume_token:
+            # A partial receive on top of a history we are about to cut is never resumed.
+            eng.say(f"aborting the partial receive on {dest_host}:{dest_fs}", fs, warning=True)
+            dst.abort_resume(dest_fs)
         made = local.zfs("get", "-H", "-o", "value", "creation", snapshot).stdout.strip()
         for line in (  # zrep's warning, word for word (double spaces included)
             f"WARNING: We will be rolling back  {dest_fs}, on {dest_host}",
@@ -399,20 +403,18 @@ def sync_to_snapshot(
         if before_rollback is not None:
             before_rollback()
         newer_dst = [s for s in dsnaps if s.createtxg > target.createtxg]
-        for s in newer_dst:
-            dst.release(eng.config.hold_tag, s.name)
+        eng.release_stale(dst, newer_dst)  # held snapshots would stop the rollback
         dst.rollback(f"{dest_fs}@{short}", flags="-Rr")
         eng.say(f"{dest_host}:{dest_fs} rolled back successfully to {short}", fs)
         eng.say("Now cleaning up local snapshots", fs)
         local_target = next(s for s in ssnaps if s.short == short)
         for s in ssnaps:
-            if s.createtxg > local_target.createtxg:
-                if s.sent is not None:
-                    local.inherit(s.name, f"{eng.tag}:sent")
-                local.release(eng.config.hold_tag, s.name)
+            if s.createtxg > local_target.createtxg and s.sent is not None:
+                local.inherit(s.name, f"{eng.tag}:sent")
         if local_target.sent is None:
             eng.mark_sent(local, fs, dst, dest_fs, [local_target])
-        eng.move_holds(local, fs, dst, dest_fs, short, [])
+        older_dst = [s for s in dsnaps if s.createtxg <= target.createtxg]
+        eng.move_holds(local, fs, dst, dest_fs, short, src_snaps=ssnaps, dst_snaps=older_dst)
         record_rollback(local, fs, snapshot)
     return SyncResult(
         fs,
@@ -463,10 +465,9 @@ def _send_flags(eng: Engine) -> list[str]:
     return (["-R"] if eng.config.recursive else []) + list(eng.config.send_flags)
 
 
-def _recv_flags(eng: Engine, *, resume: bool, force: bool) -> list[str]:
+def _recv_flags(eng: Engine, *, force: bool) -> list[str]:
+    """`zfs recv` flags but `-s` (`resumable.stream_into` adds it) and the dataset."""
     flags = []
-    if resume:
-        flags.append("-s")
     if force:
         flags.append("-F")
     if eng.config.recursive:
@@ -482,6 +483,15 @@ def _landed(src: ZfsHost, src_fs: str, dst: ZfsHost, dst_fs: str, short: str) ->
         return guid is not None and any(s.guid == guid for s in dst.snapshots(dst_fs))
     except ZrepqError:
         return False  # cannot tell (host unreachable): treat as not sent, the safe side
+
+
+def _partial_left(dst: ZfsHost, dst_fs: str) -> bool:
+    """Is there a partial receive to resume? Not when the stream was cut before its first
+    record (or never started); unknown (the host is unreachable) counts as yes: keep."""
+    try:
+        return dst.info(dst_fs).resume_token is not None
+    except ZrepqError:
+        return True
 
 
 def _after_failed_send(

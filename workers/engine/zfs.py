@@ -23,7 +23,9 @@ from .model import (
 )
 from .ports import CommandResult, Runner
 
-SNAPSHOT_PROPS = ("guid", "createtxg", "creation")  # with TAG:sent: what `Snapshot` holds
+# With TAG:sent, what `Snapshot` holds. `userrefs` (the number of holds) costs nothing in the
+# same `zfs get` and tells which snapshots can carry a hold of ours at all (see `release`).
+SNAPSHOT_PROPS = ("guid", "createtxg", "creation", "userrefs")
 _MISSING = ("dataset does not exist", "could not find any snapshots to destroy")
 
 
@@ -231,10 +233,14 @@ class ZfsHost:
     def rollback(self, snapshot: str, *, flags: str = "-r") -> None:
         self.zfs("rollback", *([flags] if flags else []), snapshot)
 
-    def _tolerant(self, what: str, name: str, benign: tuple[str, ...], *args: str) -> None:
-        """Run `zfs ARGS`; an error whose stderr has one of `benign` means "already so"."""
+    def _tolerant(self, what: str, name: str, benign: tuple[str, ...], *args: str) -> str:
+        """Run `zfs ARGS`; an error whose every stderr line has one of `benign` means "already
+        so" (a command naming several snapshots reports each one on its own line). Returns
+        stderr (the benign lines)."""
         res = self.zfs(*args, check=False)
-        if res.returncode != 0 and not any(m in res.stderr for m in benign):
+        lines = [line for line in res.stderr.splitlines() if line.strip()]
+        harmless = bool(lines) and all(any(m in ln for m in benign) for ln in lines)
+        if res.returncode != 0 and not harmless:
             raise CommandError(
                 f"{self.host}: cannot {what} {name}: {res.stderr.strip()}",
                 argv=res.argv,
@@ -243,16 +249,22 @@ class ZfsHost:
                 dataset=name,
                 host=self.host,
             )
+        return res.stderr if res.returncode != 0 else ""
 
     def hold(self, tag: str, snapshot: str) -> None:
         """Idempotent: a hold we already have is fine."""
         self._tolerant("hold", snapshot, ("tag already exists",), "hold", tag, snapshot)
 
-    def release(self, tag: str, snapshot: str) -> None:
-        """Idempotent: releasing a hold that is not there (or a gone snapshot) is fine."""
-        self._tolerant(
-            "release", snapshot, ("no such tag", "does not exist"), "release", tag, snapshot
-        )
+    def release(self, tag: str, *snapshots: str) -> list[str]:
+        """Release `tag` from every snapshot named, in one `zfs release` (it goes on past a
+        snapshot that fails, reporting each on its own line: `cannot release hold from
+        snapshot 'FS@S': no such tag on this dataset`). Idempotent: a snapshot without that
+        hold, or gone, is fine. No call when none is named. Returns those released."""
+        if not snapshots:
+            return []
+        benign = ("no such tag", "does not exist")
+        err = self._tolerant("release", ", ".join(snapshots), benign, "release", tag, *snapshots)
+        return [s for s in snapshots if f"'{s}'" not in err]
 
     def create(self, name: str, flags: Sequence[str] = ()) -> None:
         self.zfs("create", *flags, name)
@@ -262,6 +274,16 @@ class ZfsHost:
 
     def abort_resume(self, name: str) -> None:
         self.zfs("recv", "-A", name)
+
+    def own_props(self, name: str, prefix: str) -> list[tuple[str, str]]:
+        """(property, source) of every user property of `name` starting with `prefix` that is
+        set locally or received (what `zfs inherit` can remove)."""
+        res = self.zfs("get", "-H", "-s", "local,received", "-o", "property,source", "all", name)
+        return [
+            (row[0], row[1])
+            for row in _rows(res.stdout)
+            if len(row) >= 2 and row[0].startswith(prefix)
+        ]
 
     def require(self, name: str) -> DatasetInfo:
         info = self.info(name)
@@ -305,6 +327,7 @@ def _snapshots_from_rows(rows: Iterable[list[str]], sent_prop: str) -> list[Snap
                 createtxg=_int_or_none(p.get("createtxg", ("0", ""))[0]) or 0,
                 creation=_int_or_none(p.get("creation", ("0", ""))[0]) or 0,
                 sent=_int_or_none(sent_v) if sent_src == "local" else None,
+                userrefs=_int_or_none(p["userrefs"][0]) if "userrefs" in p else None,
             )
         )
     snaps.sort(key=lambda s: s.createtxg)

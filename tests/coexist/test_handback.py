@@ -1,0 +1,132 @@
+"""issue 12, point 2: `handback` gives a pair back to zrep exactly as zrep keeps it.
+
+It removes what zrepq added (its holds on both sides, `zrepq:TAG:*` properties, a partial
+receive) and nothing else; after it, zrep's sync and expire run with nothing in their way.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+
+import pytest
+
+from tests.coexist.conftest import HOLD, Pair
+from tests.harness.zfs_backend import ZfsBackend, get, ok
+from workers import cli
+from workers.engine.errors import LockHeld, PipelineError
+
+
+def zrep_state(b: ZfsBackend, fs: str) -> dict[str, str]:
+    """Everything zrep keeps on one side: its properties (with source) on the filesystem and
+    every snapshot, and each snapshot's guid; lock marks excluded (they come and go)."""
+    out = ok(b, "get", "-H", "-p", "-d", "1", "-t", "filesystem,snapshot",
+             "-o", "name,property,value,source", "all", fs)  # fmt: skip
+    state = {}
+    for line in out.splitlines():
+        name, prop, value, source = line.split("\t")
+        if (prop.startswith("zrep:") and "lock-" not in prop) or (prop == "guid" and "@" in name):
+            state[f"{name} {prop}"] = f"{value} ({source})"
+    return state
+
+
+def zrepq_marks(b: ZfsBackend, fs: str) -> list[str]:
+    """zrepq's own properties and holds on fs and its snapshots."""
+    out = ok(b, "get", "-H", "-d", "1", "-t", "filesystem,snapshot", "-o", "name,property",
+             "all", fs)  # fmt: skip
+    marks = [ln for ln in out.splitlines() if "\tzrepq:" in ln]
+    held = ok(b, "get", "-H", "-p", "-d", "1", "-t", "snapshot", "-o", "name,value", "userrefs", fs)
+    for line in held.splitlines():
+        name, refs = line.split("\t")
+        if refs != "0":
+            marks += [ln for ln in ok(b, "holds", "-H", name).splitlines() if HOLD in ln]
+    return marks
+
+
+def make_zrepq_pair_with_everything(p: Pair) -> None:
+    """A pair zrepq ran for a while: holds, pause, an error flag and a partial receive."""
+    eng = p.engine()
+    eng.init(p.src, "hostb", p.dst)
+    for i in range(2):
+        p.write("f", f"{i}".encode())
+        eng.sync(p.src)
+    eng.pause(p.src, reason="moving back to zrep")
+    p.write("big", os.urandom(1_500_000))
+    cut = p.engine({"ZREP_INFILTER": "head -c 400000"})
+    with pytest.raises(PipelineError):
+        cut.sync(p.src, ignore_pause=True)  # resume on: the partial receive stays, flag up
+    assert get(p.b, "receive_resume_token", p.dst) != "-"
+    assert get(p.b, "zrepq:zrep:last-error", p.src) != "-"
+    assert zrepq_marks(p.b, p.src) and zrepq_marks(p.b, p.dst)
+
+
+def test_handback_removes_only_what_zrepq_added(pair: Pair) -> None:
+    p = pair
+    make_zrepq_pair_with_everything(p)
+    before = zrep_state(p.b, p.src), zrep_state(p.b, p.dst)
+    res = p.engine().handback(p.src)
+    assert res.released == [f"hosta:{p.src}@zrep_000002", f"hostb:{p.dst}@zrep_000002"]
+    assert res.aborted == [f"hostb:{p.dst}"]
+    assert {r.split()[1] for r in res.properties} >= {
+        "zrepq:zrep:paused",
+        "zrepq:zrep:last-error",
+    }
+    assert (zrep_state(p.b, p.src), zrep_state(p.b, p.dst)) == before
+    assert zrepq_marks(p.b, p.src) == [] and zrepq_marks(p.b, p.dst) == []
+    assert get(p.b, "receive_resume_token", p.dst) == "-"
+    assert get(p.b, "zrep:lock-pid", p.src) == "-"
+
+    # zrep from here on, as if zrepq had never been there: nothing in the way
+    zrep = p.zrep()
+    for i in range(2):  # 0..3 and 0..2 now: expiry starts with the second
+        p.write("f", f"zrep {i}".encode())
+        run = zrep.sync(p.src)
+        assert run.rc == 0 and run.stderr == "", run
+        assert run.stdout.startswith(f"sending {p.src}@zrep_{4 + i:06x} to hostb:{p.dst}\n")
+    run = zrep.expire(p.src)
+    assert run.rc == 0 and run.stderr == "", run
+    assert run.stdout.splitlines() == [
+        f"Expiring zrep snaps on {p.src}",
+        f"Also running expire on hostb:{p.dst} now...",
+        f"Expiring zrep snaps on {p.dst}",
+    ]
+    assert p.look() == ((5, 5), ({}, {}))
+
+
+def test_handback_from_the_standby_and_of_one_side_only(standin_pair: Pair) -> None:
+    p = standin_pair
+    eng = p.engine()
+    eng.init(p.src, "hostb", p.dst)
+    eng.pause(p.src)
+    res = p.engine(host="hostb").handback(p.dst, local_only=True)  # the master is gone, say
+    assert (res.other_host, res.released) == (None, [f"hostb:{p.dst}@zrep_000000"])
+    assert p.holds() == ({"zrep_000000": [HOLD]}, {})
+    res = p.engine(host="hostb").handback(p.dst)  # both sides, run on the standby
+    assert (res.other_host, res.other_fs) == ("hosta", p.src)
+    assert res.released == [f"hosta:{p.src}@zrep_000000"]
+    assert f"hosta:{p.src} zrepq:zrep:paused" in res.properties
+    assert p.holds() == ({}, {}) and zrepq_marks(p.b, p.src) == []
+
+
+def test_handback_waits_for_no_one_a_busy_pair_is_refused_untouched(standin_pair: Pair) -> None:
+    p = standin_pair
+    eng = p.engine()
+    eng.init(p.src, "hostb", p.dst)
+    with eng.lock([("hostb", p.dst)], "sync"), pytest.raises(LockHeld):
+        eng.handback(p.src)
+    assert p.holds() == ({"zrep_000000": [HOLD]}, {"zrep_000000": [HOLD]})
+
+
+def test_zrepq_local_handback(standin_pair: Pair) -> None:
+    p = standin_pair
+    eng = p.engine()
+    eng.init(p.src, "hostb", p.dst)
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.main(["handback", p.src], engine=eng, out=out, err=err) == 0, err.getvalue()
+    assert out.getvalue().splitlines() == [
+        f"hosta:{p.src}: released {HOLD} where held",
+        f"hostb:{p.dst}: released {HOLD} where held",
+        f"{p.src}: handed back; zrep's own state is untouched",
+    ]
+    assert p.holds() == ({}, {})
+    assert cli.main(["handback"], engine=eng, out=out, err=err) == 2  # usage
