@@ -9,10 +9,9 @@ import os
 import sys
 import time
 
-from .errors import Exit, err, fail
+from .errors import CURRENT_CMD, Exit, err
 from .lazy import jdumps
 from .state import get_host
-from .usage import CURRENT_CMD, ZFS_USAGE, zfs_usage
 
 # command -> (module in standin.commands, function): a call imports its own module only
 ZFS_COMMANDS = {
@@ -39,28 +38,17 @@ ALIAS_CMDS = {"umount": "unmount", "recv": "receive", "snap": "snapshot"}
 
 
 def zfs_main(args) -> int:
-    if not args:
-        err("missing command")
-        raise zfs_usage(False)
-    cmd = ALIAS_CMDS.get(args[0], args[0])
-    if cmd in ("-?", "--help"):
-        raise zfs_usage(True)
+    cmd = ALIAS_CMDS.get(args[0], args[0]) if args else ""
     if cmd in ("-V", "--version"):
         cmd = "version"
-    if cmd == "help":
-        if len(args) > 1 and args[1] in ZFS_USAGE:
-            CURRENT_CMD[0] = args[1]
-        raise zfs_usage(True)
     rest = args[1:]
     if cmd not in ZFS_COMMANDS and "=" in cmd:
         cmd = "set"
         rest = args
     if cmd not in ZFS_COMMANDS:
-        if cmd in ZFS_USAGE:
-            raise fail("zfs stand-in: 'zfs %s' is not modelled" % cmd)
-        err("unrecognized command '%s'" % cmd)
-        zfs_usage(False)
-        raise Exit(2)
+        from .usage import no_command  # help, or no command the stand-in runs
+
+        raise no_command(args)
     CURRENT_CMD[0] = cmd
     host = get_host()
     return command(*ZFS_COMMANDS[cmd])(host, rest)

@@ -1,5 +1,6 @@
 """How a command fails: `Exit` carries the exit code up to cli; `err`/`fail` print
-OpenZFS's message on stderr first."""
+OpenZFS's message on stderr first; `usage_err` adds the command's usage text (usage.py, loaded
+only to print it) and exits 2."""
 
 from __future__ import annotations
 
@@ -20,3 +21,14 @@ def err(msg: str) -> None:
 def fail(msg: str, code: int = 1) -> Exit:
     err(msg)
     return Exit(code)
+
+
+CURRENT_CMD = [None]  # the zfs command running: whose usage a usage error prints
+
+
+def usage_err(msg: str | None = None) -> Exit:
+    if msg:
+        err(msg)
+    from .usage import zfs_usage  # the usage text is only loaded to be printed
+
+    return zfs_usage(False)

@@ -10,15 +10,19 @@ class Lazy:
     set, hold) need none of these: importing them all took more than half of a `zfs get`'s
     own run time (json pulls in re, hashlib OpenSSL, shutil bz2/lzma, contextlib collections).
     Bound in a module as `zlib = Lazy("zlib", globals())`: the first use puts the real module
-    in that namespace under the same name."""
+    in that namespace under the same name. A name with leading dots is a module of this
+    package, relative to the binding module (`trees = Lazy(".trees", globals())`): each
+    module costs ~50 us to import, so those only some calls need are loaded by those."""
 
     def __init__(self, name: str, namespace: dict):
         self.__dict__["_name"] = name
         self.__dict__["_namespace"] = namespace
 
     def __getattr__(self, attr: str):
-        mod = __import__(self._name)
-        self._namespace[self._name] = mod  # later uses go straight to the module
+        name = self._name.lstrip(".")
+        level = len(self._name) - len(name)
+        mod = __import__(name, self._namespace, None, ("_",) if level else (), level)
+        self._namespace[name] = mod  # later uses go straight to the module
         return getattr(mod, attr)
 
 

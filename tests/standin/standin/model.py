@@ -12,10 +12,10 @@ from .lazy import Lazy
 from .names import name_problem
 from .properties import Properties
 from .state import Host
-from .trees import scan_tree
 
 contextlib = Lazy("contextlib", globals())
 shutil = Lazy("shutil", globals())
+trees = Lazy(".trees", globals())
 
 
 class Model(Properties):
@@ -170,7 +170,7 @@ class Model(Properties):
     def live(self, name: str, store: bool = False) -> dict:
         key = (name, store)
         if key not in self._live_cache:
-            self._live_cache[key] = scan_tree(
+            self._live_cache[key] = trees.scan_tree(
                 self.host, self.ds[name]["dir"], self.exclude_for(name), store
             )
             if store:

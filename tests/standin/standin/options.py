@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .usage import usage_err
+from .errors import usage_err
 
 
 def getopts(args, spec: str, longopts: dict | None = None, colon_msgs: bool = True):

@@ -8,9 +8,11 @@ from __future__ import annotations
 import os
 
 from .errors import fail
+from .lazy import Lazy
 from .names import parent_of, pool_of
-from .trees import manifest_size
-from .units import fmt_time, nicenum, parse_size
+
+trees = Lazy(".trees", globals())
+units = Lazy(".units", globals())
 
 
 class Prop:
@@ -217,15 +219,15 @@ class Properties:
             n = int(v)
             if n == 0:
                 return "0" if parsable else "none"
-            return str(n) if parsable else nicenum(n)
+            return str(n) if parsable else units.nicenum(n)
         if prop == "recordsize":
-            return str(int(v)) if parsable else nicenum(int(v))
+            return str(int(v)) if parsable else units.nicenum(int(v))
         if prop in ("used", "available", "referenced", "written", "usedbysnapshots",
                     "usedbydataset", "usedbychildren", "usedbyrefreservation",
                     "logicalused", "logicalreferenced"):  # fmt: skip
-            return str(int(v)) if parsable else nicenum(int(v))
+            return str(int(v)) if parsable else units.nicenum(int(v))
         if prop == "creation":
-            return str(int(v)) if parsable else fmt_time(int(v))
+            return str(int(v)) if parsable else units.fmt_time(int(v))
         if prop in ("compressratio", "refcompressratio"):
             return "1.00" if parsable else "1.00x"
         return str(v)
@@ -263,8 +265,8 @@ class Properties:
             return d["partial"]["token"] if d.get("partial") else None
         if prop in ("referenced", "logicalreferenced"):
             if s:
-                return manifest_size(self.snap_manifest(s))
-            return manifest_size(self.live(fsname))
+                return trees.manifest_size(self.snap_manifest(s))
+            return trees.manifest_size(self.live(fsname))
         if prop == "written":
             return self.written(fsname, s)
         if prop in ("used", "logicalused"):
@@ -272,11 +274,11 @@ class Properties:
         if prop == "usedbysnapshots":
             return (
                 self.used(fsname, None)
-                - manifest_size(self.live(fsname))
+                - trees.manifest_size(self.live(fsname))
                 - sum(self.used(c, None) for c in self.children(fsname, recursive=False))
             )
         if prop == "usedbydataset":
-            return manifest_size(self.live(fsname))
+            return trees.manifest_size(self.live(fsname))
         if prop == "usedbychildren":
             return sum(self.used(c, None) for c in self.children(fsname, recursive=False))
         if prop == "usedbyrefreservation":
@@ -315,7 +317,7 @@ class Properties:
                     total += e[3]
             return total
         live = self.live(fsname)
-        total = manifest_size(live)
+        total = trees.manifest_size(live)
         seen = {e[1] for e in live.values() if e[0] == "f"}
         for o in d["snaps"]:
             for e in self.snap_manifest(o).values():
@@ -357,12 +359,12 @@ class Properties:
         if native in ("quota", "reservation", "refquota", "refreservation"):
             if value == "none":
                 return native, "0"
-            n = parse_size(value)
+            n = units.parse_size(value)
             if n is None:
                 raise fail("%s: bad numeric value '%s'" % (errbuf, value))
             return native, str(n)
         if native == "recordsize":
-            n = parse_size(value)
+            n = units.parse_size(value)
             if n is None:
                 raise fail("%s: bad numeric value '%s'" % (errbuf, value))
             if n < 512 or n > (16 << 20) or n & (n - 1):

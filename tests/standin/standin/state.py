@@ -8,9 +8,9 @@ import os
 import time
 
 from .errors import fail
-from .fileio import CHUNK, SideWriter, open_noatime
 from .lazy import Lazy, jdumps, jloads
 
+fileio = Lazy(".fileio", globals())
 hashlib = Lazy("hashlib", globals())
 
 
@@ -145,11 +145,11 @@ class Host:
             if not store or self.has_obj(sha):
                 return sha
         if store:
-            side = SideWriter(self.tmpfile(), st.st_size)  # copy + hash while this reads
+            side = fileio.SideWriter(self.tmpfile(), st.st_size)  # copy + hash while this reads
             try:
-                with open_noatime(path) as src:
+                with fileio.open_noatime(path) as src:
                     while True:
-                        b = src.read(CHUNK)
+                        b = src.read(fileio.CHUNK)
                         if not b:
                             break
                         side.put(b)
@@ -160,9 +160,9 @@ class Host:
             self.commit_obj(side.path, sha)
         else:
             h = hashlib.sha256()
-            with open_noatime(path) as src:
+            with fileio.open_noatime(path) as src:
                 while True:
-                    b = src.read(CHUNK)
+                    b = src.read(fileio.CHUNK)
                     if not b:
                         break
                     h.update(b)

@@ -1,11 +1,12 @@
 """zfs's usage text (per command and in full, with the property table for set/get/
-inherit/list) and usage errors: exit 2, or 0 for `zfs help`."""
+inherit/list), printed for usage errors (exit 2), `zfs help` (exit 0) and a call that names
+no command the stand-in runs. Imported only then."""
 
 from __future__ import annotations
 
 import sys
 
-from .errors import Exit, err
+from .errors import CURRENT_CMD, Exit, err, fail
 from .properties import NATIVE
 from .release import zversion
 
@@ -94,7 +95,6 @@ ZFS_COMMAND_ORDER = [
     "unallow", None, "hold", "holds", "release", None, "load-key", "unload-key",
     "change-key", None, "program", "wait", None, "zone", "unzone",
 ]  # fmt: skip
-CURRENT_CMD = [None]
 
 
 def zfs_usage(requested: bool = False) -> Exit:
@@ -135,7 +135,20 @@ def zfs_usage(requested: bool = False) -> Exit:
     return Exit(0 if requested else 2)
 
 
-def usage_err(msg: str | None = None) -> Exit:
-    if msg:
-        err(msg)
-    return zfs_usage(False)
+def no_command(args) -> Exit:
+    """`zfs`, `zfs help [cmd]`, `zfs -?`, or a command that is not modelled or not zfs's."""
+    if not args:
+        err("missing command")
+        return zfs_usage(False)
+    cmd = args[0]
+    if cmd in ("-?", "--help"):
+        return zfs_usage(True)
+    if cmd == "help":
+        if len(args) > 1 and args[1] in ZFS_USAGE:
+            CURRENT_CMD[0] = args[1]
+        return zfs_usage(True)
+    if cmd in ZFS_USAGE:
+        return fail("zfs stand-in: 'zfs %s' is not modelled" % cmd)
+    err("unrecognized command '%s'" % cmd)
+    zfs_usage(False)
+    return Exit(2)

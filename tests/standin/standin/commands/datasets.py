@@ -3,14 +3,13 @@ rename."""
 
 from __future__ import annotations
 
-from ..errors import err, fail
+from ..errors import err, fail, usage_err
 from ..model import Session
 from ..names import is_descendant, name_problem, parent_of, pool_of
 from ..options import getopts
 from ..release import zversion
 from ..state import Host
 from ..units import nicenum
-from ..usage import usage_err
 
 
 def cmd_create(host: Host, args) -> int:

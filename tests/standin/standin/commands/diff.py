@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 import sys
 
-from ..errors import fail
+from ..errors import fail, usage_err
 from ..model import Session
 from ..options import getopts
 from ..state import Host
-from ..usage import usage_err
 
 
 def cmd_diff(host: Host, args) -> int:

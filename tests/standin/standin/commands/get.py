@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from ..errors import err, fail
+from ..errors import fail, usage_err
+from ..lazy import Lazy
 from ..model import Model, Session
 from ..names import parent_of
 from ..options import getopts
 from ..properties import NATIVE, canon_prop, is_user_prop
 from ..state import Host
-from ..units import nicenum
-from ..usage import usage_err, zfs_usage
 from .selection import iterate, parse_depth, parse_types, write_table
+
+units = Lazy("..units", globals())
 
 GET_COLS = ("name", "property", "value", "received", "source")
 SOURCES = {"local", "default", "inherited", "received", "temporary", "none"}
@@ -107,8 +108,7 @@ def cmd_get(host: Host, args) -> int:
                 if p.startswith("written@"):
                     proplist.append(p)
                     continue
-                err("bad property list: invalid property '%s'" % p)
-                raise zfs_usage(False)
+                raise usage_err("bad property list: invalid property '%s'" % p)
             proplist.append(c or p)
     with Session(host, write=False) as m:
         names, ret = iterate(m, datasets, types, recurse, depth, listsnaps=True)
@@ -120,7 +120,8 @@ def cmd_get(host: Host, args) -> int:
                     v = written_at(m, n, p[len("written@") :])
                     if v is None:
                         continue
-                    rows.append((n, p, v if parsable else nicenum(int(v)), "-", "local", None))
+                    shown = v if parsable else units.nicenum(int(v))
+                    rows.append((n, p, shown, "-", "local", None))
                     continue
                 v, kind, src, recvd = m.prop_value(n, p, parsable)
                 if v is None:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import sys
 import time
 
-from ..errors import Exit, err
+from ..errors import Exit, err, usage_err
 from ..model import Session
 from ..options import getopts
 from ..release import zversion
 from ..state import Host
 from ..units import fmt_time
-from ..usage import ZFS_USAGE, usage_err
 
 
 def cmd_hold_release(host: Host, args, holding: bool) -> int:
@@ -75,6 +74,8 @@ def cmd_release(host: Host, args) -> int:
 
 def cmd_holds(host: Host, args) -> int:
     if zversion() < (2, 2, 0):  # `holds -p` came with 2.2 (2.1.11 refuses it: found on OpenZFS)
+        from ..usage import ZFS_USAGE
+
         ZFS_USAGE["holds"] = "\tholds [-rH] <snapshot> ...\n"
         opts, ops = getopts(args, "rH", colon_msgs=False)
     else:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from ..errors import err, fail
+from ..errors import err, fail, usage_err
 from ..model import Model, Session
 from ..options import getopts
 from ..properties import NATIVE, canon_prop, is_user_prop
 from ..state import Host
-from ..usage import usage_err, zfs_usage
 from .selection import iterate, parse_depth, parse_types, write_table
 
 
@@ -54,8 +53,7 @@ def cmd_list(host: Host, args) -> int:
     for p in fields.split(","):
         c = canon_prop(p)
         if c is None and not is_user_prop(p):
-            err("bad property list: invalid property '%s'" % p)
-            raise zfs_usage(False)
+            raise usage_err("bad property list: invalid property '%s'" % p)
         cols.append(c or p)
     with Session(host, write=False) as m:
         names, ret = iterate(m, ops, types, recurse, depth, listsnaps)

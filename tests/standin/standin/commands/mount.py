@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 
-from ..errors import err, fail
+from ..errors import err, fail, usage_err
 from ..model import Session
 from ..options import getopts
 from ..state import Host
-from ..usage import usage_err
 
 
 def cmd_mount(host: Host, args) -> int:

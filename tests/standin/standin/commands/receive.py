@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ..errors import err, fail
+from ..errors import err, fail, usage_err
 from ..lazy import Lazy, jloads
 from ..model import Session
 from ..names import name_problem, parent_of
@@ -17,7 +17,6 @@ from ..properties import canon_prop, is_user_prop
 from ..state import Host
 from ..stream import MAGIC, REC, Reader, Truncated
 from ..trees import apply_manifest
-from ..usage import usage_err
 from .recv_data import RecvData
 from .recv_rules import RecvRules
 

@@ -6,10 +6,9 @@ from __future__ import annotations
 import os
 import sys
 
-from ..errors import err
+from ..errors import err, usage_err
 from ..model import Model
 from ..names import name_problem
-from ..usage import usage_err
 
 
 def parse_depth(val: str) -> int:

@@ -7,14 +7,13 @@ import os
 import sys
 import time
 
-from ..errors import err, fail
+from ..errors import err, fail, usage_err
 from ..lazy import Lazy
 from ..model import Model, Session
 from ..options import getopts
 from ..state import Host
 from ..stream import MAGIC, Writer, emit_section, jdump, section_plan, section_size, token_decode
 from ..units import nicenum
-from ..usage import usage_err
 
 signal = Lazy("signal", globals())
 threading = Lazy("threading", globals())

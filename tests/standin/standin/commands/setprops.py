@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from ..errors import Exit, err, fail
+from ..errors import Exit, err, fail, usage_err
 from ..model import Session
 from ..options import getopts
 from ..properties import NATIVE, canon_prop, is_user_prop
 from ..release import zversion
 from ..state import Host
-from ..usage import usage_err
 
 
 def cmd_set(host: Host, args) -> int:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import time
 
-from ..errors import err
+from ..errors import err, usage_err
 from ..model import Model, Session
 from ..names import name_problem
 from ..options import getopts
 from ..state import Host
 from ..trees import apply_manifest
-from ..usage import usage_err
 
 
 def take_snapshots(m: Model, names: list, props: dict) -> None:
