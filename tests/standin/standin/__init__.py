@@ -55,4 +55,7 @@ ones its command needs, see cli.ZFS_COMMANDS):
     stream       the send stream format (records, checksums) and resume tokens
     commands/    one module per command family (zfs get, zfs send, zpool, ...)
     cli          entry point: call log, dispatch, exit
+
+No module has `from __future__ import annotations`: that line imports `__future__` at run
+time, on every call; the few `X | None` annotations are quoted instead (Python < 3.10).
 """

@@ -1,7 +1,5 @@
 """`python3 -m standin zfs|zpool ARGS...` (with tests/standin on sys.path)."""
 
-from __future__ import annotations
-
 import sys
 
 from .cli import main

@@ -3,8 +3,6 @@
 Every call is a new process: the command table names the module of each command, which is
 imported only when that command runs, so a `zfs get` never loads send or receive."""
 
-from __future__ import annotations
-
 import os
 import sys
 import time

@@ -2,8 +2,6 @@
 OpenZFS's message on stderr first; `usage_err` adds the command's usage text (usage.py, loaded
 only to print it) and exits 2."""
 
-from __future__ import annotations
-
 import sys
 
 
@@ -26,7 +24,7 @@ def fail(msg: str, code: int = 1) -> Exit:
 CURRENT_CMD = [None]  # the zfs command running: whose usage a usage error prints
 
 
-def usage_err(msg: str | None = None) -> Exit:
+def usage_err(msg: "str | None" = None) -> Exit:
     if msg:
         err(msg)
     from .usage import zfs_usage  # the usage text is only loaded to be printed

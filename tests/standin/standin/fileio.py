@@ -1,8 +1,6 @@
 """Reading and writing file contents: the chunk size, reads that leave atime alone,
 preallocation, and the side writer that stores and hashes received bytes in a thread."""
 
-from __future__ import annotations
-
 import os
 
 from .lazy import Lazy

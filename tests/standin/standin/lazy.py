@@ -2,8 +2,6 @@
 
 Every stand-in call is a new Python process, so each import is paid on every `zfs get`."""
 
-from __future__ import annotations
-
 
 class Lazy:
     """A module imported at its first use. Every zfs call is a new process, and most (get,

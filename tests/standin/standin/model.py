@@ -1,8 +1,6 @@
 """The loaded state of one host: pools, filesystems, snapshots and their content
 directories (`Model`), and `Session`, which locks, loads and saves it around a command."""
 
-from __future__ import annotations
-
 import os
 import stat
 import time
@@ -80,7 +78,7 @@ class Model(Properties):
                 return g
 
     # -- dataset creation
-    def new_fs(self, name: str, local: dict | None = None, creation: int | None = None):
+    def new_fs(self, name: str, local: "dict | None" = None, creation: "int | None" = None):
         d = {
             "type": "filesystem",
             "guid": self.guid_new(),
@@ -110,7 +108,7 @@ class Model(Properties):
             return want
         return os.path.join(self.host.nomount, name)
 
-    def desired_dir(self, name: str) -> str | None:
+    def desired_dir(self, name: str) -> "str | None":
         mp, _src, _ = self.get_prop(name, "mountpoint")
         if not mp.startswith("/"):
             return None
@@ -180,7 +178,7 @@ class Model(Properties):
     def snap_manifest(self, s: dict) -> dict:
         return self.host.get_manifest(s["manifest"])
 
-    def modified_since(self, name: str, s: dict | None) -> bool:
+    def modified_since(self, name: str, s: "dict | None") -> bool:
         base = self.snap_manifest(s) if s else {}
         return self.live(name) != base or self.atime_touched(name)
 

@@ -1,11 +1,9 @@
 """Dataset and snapshot names: OpenZFS's validity rules and messages, and name parts."""
 
-from __future__ import annotations
-
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.: ")
 
 
-def name_problem(name: str, allow_snap: bool, require_snap: bool = False) -> str | None:
+def name_problem(name: str, allow_snap: bool, require_snap: bool = False) -> "str | None":
     if not name:
         return "empty component or misplaced '@' or '#' delimiter in name"
     if "@" in name and not allow_snap:
@@ -47,7 +45,7 @@ def name_problem(name: str, allow_snap: bool, require_snap: bool = False) -> str
     return None
 
 
-def parent_of(name: str) -> str | None:
+def parent_of(name: str) -> "str | None":
     return name.rsplit("/", 1)[0] if "/" in name else None
 
 

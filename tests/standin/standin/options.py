@@ -1,11 +1,9 @@
 """Option parsing as the zfs command does it (GNU getopt, permuting, long options)."""
 
-from __future__ import annotations
-
 from .errors import usage_err
 
 
-def getopts(args, spec: str, longopts: dict | None = None, colon_msgs: bool = True):
+def getopts(args, spec: str, longopts: "dict | None" = None, colon_msgs: bool = True):
     """GNU-style (permuting) getopt. spec like "rHd:o:". Returns (opts, operands)."""
     takes = {}
     i = 0

@@ -3,8 +3,6 @@ property names, and how a dataset's value is found (local, received, `$inherit` 
 inherited, default), shown (`-p` or human), computed (space, guid...) and validated on set.
 `Properties` holds the Model methods for all of this."""
 
-from __future__ import annotations
-
 import os
 
 from .errors import fail
@@ -111,7 +109,7 @@ ENUMS = {
 USER_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_.:")
 
 
-def canon_prop(name: str) -> str | None:
+def canon_prop(name: str) -> "str | None":
     """Native property name (after aliases) or None."""
     name = ALIASES.get(name, name)
     return name if name in NATIVE else None
@@ -289,7 +287,7 @@ class Properties:
             return max(total - self.used(pool, None), 0)
         return None
 
-    def written(self, fsname: str, s: dict | None) -> int:
+    def written(self, fsname: str, s: "dict | None") -> int:
         d = self.ds[fsname]
         if s is None:
             newest = d["snaps"][-1] if d["snaps"] else None
@@ -301,7 +299,7 @@ class Properties:
         base = self.snap_manifest(newest) if newest else {}
         return sum(e[3] for r, e in cur.items() if e[0] == "f" and (r not in base or base[r] != e))
 
-    def used(self, fsname: str, s: dict | None) -> int:
+    def used(self, fsname: str, s: "dict | None") -> int:
         d = self.ds[fsname]
         if s is not None:
             others = set()

@@ -1,8 +1,6 @@
 """Which OpenZFS release the stand-in imitates: ZFS_STANDIN_VERSION (default 2.1.16)
 picks `zfs version` and the few messages and options that differ between releases."""
 
-from __future__ import annotations
-
 import os
 
 STANDIN_VERSION_DEFAULT = "2.1.16"

@@ -1,8 +1,6 @@
 """One host's state directory (ZFS_STANDIN_ROOT): the flock, state.json, the content-
 addressed objects and manifests, and the cache of file hashes."""
 
-from __future__ import annotations
-
 import fcntl
 import os
 import time

@@ -14,8 +14,6 @@ A stream is MAGIC then records: 4-byte tag, 8-byte big-endian length, payload.
 A receiver commits each snapshot when its SEND trailer checks out; EOF anywhere before that
 is a cut stream (with -s: partial state + resume token at object/offset granularity)."""
 
-from __future__ import annotations
-
 import fcntl
 import os
 import struct
@@ -37,7 +35,7 @@ def jdump(obj) -> bytes:
     return jdumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
-def section_plan(m: Model, fs: str, s: dict, from_s: dict | None) -> dict:
+def section_plan(m: Model, fs: str, s: dict, from_s: "dict | None") -> dict:
     man = m.snap_manifest(s)
     base = set()
     if from_s is not None:
@@ -186,7 +184,7 @@ class Reader:
         self.total += n
         return data
 
-    def record(self, want: bytes | None = None):
+    def record(self, want: "bytes | None" = None):
         hdr = self.read_exact(REC.size)
         tag, ln = REC.unpack(hdr)
         if want is not None and tag != want:

@@ -1,8 +1,6 @@
 """Live directory trees and manifests: scan a mountpoint into `{relpath: entry}`, and
 rewrite a mountpoint to equal a snapshot's manifest."""
 
-from __future__ import annotations
-
 import errno
 import os
 import stat
@@ -74,7 +72,7 @@ def _copy_obj(host: Host, sha: str, dest: str, mode: int) -> None:
 
 
 def apply_manifest(
-    host: Host, top: str, target: dict, exclude: set, prewritten: dict | None = None
+    host: Host, top: str, target: dict, exclude: set, prewritten: "dict | None" = None
 ) -> None:
     """Rewrite the live tree under `top` so that it equals `target`. `prewritten` maps sha to
     a temporary file with that content (written by the receive): moved into place instead of

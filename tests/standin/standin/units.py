@@ -1,11 +1,9 @@
 """Sizes and times as zfs parses and prints them (`1.5G`, `nicenum`, libzfs's dates)."""
 
-from __future__ import annotations
-
 import time
 
 
-def parse_size(text: str) -> int | None:
+def parse_size(text: str) -> "int | None":
     t = text.strip().upper()
     if not t:
         return None

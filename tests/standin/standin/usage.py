@@ -2,8 +2,6 @@
 inherit/list), printed for usage errors (exit 2), `zfs help` (exit 0) and a call that names
 no command the stand-in runs. Imported only then."""
 
-from __future__ import annotations
-
 import sys
 
 from .errors import CURRENT_CMD, Exit, err, fail

@@ -1,8 +1,6 @@
 """zfs create, destroy (filesystems and snapshots, with OpenZFS's refusal listings) and
 rename."""
 
-from __future__ import annotations
-
 from ..errors import err, fail, usage_err
 from ..model import Session
 from ..names import is_descendant, name_problem, parent_of, pool_of

@@ -1,7 +1,5 @@
 """zfs diff between two snapshots, or a snapshot and the live tree."""
 
-from __future__ import annotations
-
 import os
 import sys
 

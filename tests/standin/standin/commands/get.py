@@ -1,7 +1,5 @@
 """zfs get: columns, sources, `all`, `written@snap`."""
 
-from __future__ import annotations
-
 from ..errors import fail, usage_err
 from ..lazy import Lazy
 from ..model import Model, Session

@@ -1,7 +1,5 @@
 """zfs hold, release and holds."""
 
-from __future__ import annotations
-
 import sys
 import time
 

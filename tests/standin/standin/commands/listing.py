@@ -1,7 +1,5 @@
 """zfs list: columns, `space`, sorting (-s/-S)."""
 
-from __future__ import annotations
-
 from ..errors import err, fail, usage_err
 from ..model import Model, Session
 from ..options import getopts

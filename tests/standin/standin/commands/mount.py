@@ -1,7 +1,5 @@
 """zfs mount and unmount (`mounted` is a flag: content stays visible)."""
 
-from __future__ import annotations
-
 import os
 
 from ..errors import err, fail, usage_err

@@ -3,8 +3,6 @@ stream, and the commit of each received snapshot (properties, -o/-x, the live tr
 `-A` aborts a partial receive. The refusal rules are in recv_rules, the bytes in
 recv_data."""
 
-from __future__ import annotations
-
 import os
 import sys
 

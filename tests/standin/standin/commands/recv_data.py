@@ -2,8 +2,6 @@
 the live tree), skipping them, and a cut stream: an error, or with -s the partial state and
 its resume token."""
 
-from __future__ import annotations
-
 import os
 
 from ..errors import fail

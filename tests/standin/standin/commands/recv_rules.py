@@ -2,8 +2,6 @@
 destination, -F, full into an existing filesystem, partial state, resume), checked once
 before the data and again at commit."""
 
-from __future__ import annotations
-
 from ..errors import err, fail
 from ..names import parent_of, pool_of
 

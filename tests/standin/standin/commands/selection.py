@@ -1,8 +1,6 @@
 """What zfs get and list share: which datasets a call shows (operands, -r, -d, -t, in
 OpenZFS's order) and the table printer (also used by zpool list)."""
 
-from __future__ import annotations
-
 import os
 import sys
 
@@ -37,7 +35,7 @@ def parse_types(val: str) -> set:
     return out
 
 
-def iterate(m: Model, args, types: set, recurse: bool, depth: int | None, listsnaps: bool):
+def iterate(m: Model, args, types: set, recurse: bool, depth: "int | None", listsnaps: bool):
     """listsnaps=False: snapshots are listed when named, not found by recursion."""
     """zfs_for_each: returns (sorted names, ret)."""
     out = []

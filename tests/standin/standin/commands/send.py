@@ -1,8 +1,6 @@
 """zfs send: full, -i/-I, -R, -p, -t resume; -n/-v/-P estimates and progress lines;
 temporary holds on what is being sent."""
 
-from __future__ import annotations
-
 import os
 import sys
 import time

@@ -1,7 +1,5 @@
 """zfs set and inherit (-r, -S)."""
 
-from __future__ import annotations
-
 from ..errors import Exit, err, fail, usage_err
 from ..model import Session
 from ..options import getopts

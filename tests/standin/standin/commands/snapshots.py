@@ -1,7 +1,5 @@
 """zfs snapshot (atomic, -r) and rollback (-r)."""
 
-from __future__ import annotations
-
 import time
 
 from ..errors import err, usage_err

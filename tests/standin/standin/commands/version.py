@@ -1,7 +1,5 @@
 """zfs version (and zpool version)."""
 
-from __future__ import annotations
-
 import os
 
 from ..options import getopts

@@ -1,7 +1,5 @@
 """zpool create, destroy, list, status, version and sync."""
 
-from __future__ import annotations
-
 import sys
 import time
 
