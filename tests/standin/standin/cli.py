@@ -84,7 +84,7 @@ def main(argv=None) -> int:
             prog = args[0]
             args = args[1:]
         else:
-            err("usage: standin.py zfs|zpool ARGS...")
+            err("usage: python3 -m standin zfs|zpool ARGS...")
             return 2
     log_call(prog, args)
     delay = os.environ.get("ZFS_STANDIN_DELAY")
