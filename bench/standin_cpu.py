@@ -2,14 +2,16 @@
 
     .venv/bin/python -m bench.standin_cpu                      # this tree's tests/standin
     .venv/bin/python -m bench.standin_cpu --baseline DIR       # side by side with another copy
-    .venv/bin/python -m bench.standin_cpu --runs 50 --importtime
+    .venv/bin/python -m bench.standin_cpu --runs 50 --importtime --fill 200
 
 Every stand-in call is a new Python process, so what it imports and does before and after
 the command is paid on every call (a `sync all` makes ~15 per dataset). This builds one
 simulated host (a pool, `poola/src` with 20 snapshots and the zrep properties the engine
 reads), then runs each command `--runs` times through the `zfs` wrapper and takes the CPU of
 each call from `wait4` (user + system of the process and its children: the wrapper's shell,
-the interpreter, for send | recv both sides). With `--baseline`, the two copies alternate
+the interpreter, for send | recv both sides). `--fill N` adds N more filesystems with those
+properties and 3 snapshots each (a larger state file, as on a host with many datasets). With
+`--baseline`, the two copies alternate
 call by call, so load on the shared machine falls on both alike. Prints a markdown table of
 medians (and the 10th-90th percentile spread). `--importtime` adds the total import time of
 one `zfs get` from `python -X importtime`.
@@ -77,7 +79,7 @@ class Host:
     def zfs(self, *args: str) -> None:
         subprocess.run(["zfs", *args], env=self.env, check=True, capture_output=True)
 
-    def setup(self) -> None:
+    def setup(self, fill: int) -> None:
         subprocess.run(["zpool", "create", "poola", "/dev/x"], env=self.env, check=True)
         subprocess.run(["zpool", "create", "poolb", "/dev/x"], env=self.env, check=True)
         self.zfs("create", "-o", "zrep:src-fs=poola/src", "-o", "zrep:dest-fs=poolb/dst",
@@ -91,10 +93,18 @@ class Host:
         (self.root / "mnt" / "poola" / "small" / "f").write_bytes(b"x" * 10_000)
         self.zfs("snapshot", "poola/small@s1")
         self.zfs("create", "poola/snaps")
+        for i in range(fill):
+            self.zfs("create", "-p", "-o", f"zrep:src-fs=poola/fill/d{i:03d}",
+                     "-o", "zrep:dest-fs=poolb/x", "-o", "zrep:master=yes",
+                     f"poola/fill/d{i:03d}")  # fmt: skip
+        for s in range(3 if fill else 0):
+            self.zfs("snapshot", "-r", f"poola/fill@zrep_{s:06x}")
 
 
-def commands(h: Host) -> dict[str, Callable[[int], str]]:
-    """name -> (iteration -> shell script); each iteration's script is new where it must be."""
+def commands(h: Host, fill: int) -> dict[str, Callable[[int], str]]:
+    """name -> (iteration -> shell script); each iteration's script is new where it must be.
+    With --fill, no `zfs list` of everything: it sums the space of every filesystem."""
+    every = {} if fill else {"zfs list (all, default columns)": lambda i: "zfs list"}
     return {
         "zfs version": lambda i: "zfs version",
         "zfs get -H -p -d 1 (engine read, 20 snaps)": lambda i: (
@@ -102,7 +112,7 @@ def commands(h: Host) -> dict[str, Callable[[int], str]]:
             f"{ENGINE_KEYS} poola/src"
         ),
         "zfs list -H -o name DS": lambda i: "zfs list -H -o name poola/src",
-        "zfs list (all, default columns)": lambda i: "zfs list",
+        **every,
         "zfs snapshot": lambda i: f"zfs snapshot poola/snaps@s{i}",
         "zfs set": lambda i: f"zfs set zrep:lock-time={i} poola/src",
         "zfs hold": lambda i: f"zfs hold t{i} poola/src@zrep_000013",
@@ -152,6 +162,7 @@ def main() -> None:
     ap.add_argument("--baseline", type=Path, help="another tests/standin directory")
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--importtime", action="store_true")
+    ap.add_argument("--fill", type=int, default=0, help="N more filesystems on the host")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="standin-cpu-", dir="/dev/shm"))
     try:
@@ -160,19 +171,20 @@ def main() -> None:
             copies = {"baseline": args.baseline.resolve(), **copies}
         hosts = {k: Host(d, base / f"h{i}") for i, (k, d) in enumerate(copies.items())}
         for h in hosts.values():
-            h.setup()
+            h.setup(args.fill)
         bare = {k: [] for k in hosts}
         results: dict[str, dict[str, list[float]]] = {}
-        for name in commands(next(iter(hosts.values()))):
+        for name in commands(next(iter(hosts.values())), args.fill):
             results[name] = {k: [] for k in hosts}
         for i in range(args.runs):
             for k, h in hosts.items():
                 bare[k].append(h.run(f"{PY} -I -S -c pass"))
-                for name, script in commands(h).items():
+                for name, script in commands(h, args.fill).items():
                     results[name][k].append(h.run(script(i)))
         cols = list(hosts)
+        size = (next(iter(hosts.values())).root / "state.json").stat().st_size
         print(f"CPU per call (user+sys, median of {args.runs}, 10th-90th percentile), "
-              f"load {os.getloadavg()[0]:.1f}")  # fmt: skip
+              f"state.json {size // 1024} KB, load {os.getloadavg()[0]:.1f}")  # fmt: skip
         print("| command | " + " | ".join(cols) + " |")
         print("|---|" + "---|" * len(cols))
         print(f"| bare `{PY} -I -S -c pass` | " + " | ".join(fmt(bare[k]) for k in cols) + " |")
