@@ -35,7 +35,8 @@ from tests.faults.helpers import (
     wait_for,
     wait_no_strays,
 )
-from tests.harness.netns import NetBed, cmdline, ppid_of
+from tests.harness.netns import NetBed
+from tests.harness.netutil import cmdline, ppid_of
 
 ROUNDS = 6
 TTL = float(LEASE_TTL)
