@@ -47,7 +47,7 @@ ones its command needs, see cli.ZFS_COMMANDS):
     options      GNU getopt as zfs parses its options
     names        dataset and snapshot name rules
     units        sizes and times as zfs prints and parses them
-    fileio       chunked reads and writes, preallocation, the hashing side writer
+    fileio       reads that leave atime alone, preallocation, the hashing side writer
     state        one host's state directory: state.json, objects, manifests, hash cache
     trees        live directory trees <-> manifests
     properties   native and user properties: the table, sources, inheritance, values

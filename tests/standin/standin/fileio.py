@@ -1,17 +1,15 @@
-"""Reading and writing file contents: the chunk size, reads that leave atime alone,
-preallocation, and the side writer that stores and hashes received bytes in a thread."""
+"""Reading and writing file contents: reads that leave atime alone, preallocation, and the
+side writer that stores and hashes received bytes in a thread."""
 
 import os
 
 from .lazy import Lazy
+from .state import CHUNK
 
 contextlib = Lazy("contextlib", globals())
 hashlib = Lazy("hashlib", globals())
 queue = Lazy("queue", globals())
 threading = Lazy("threading", globals())
-
-
-CHUNK = 1 << 20
 
 
 def open_noatime(path: str):

@@ -11,6 +11,8 @@ from .lazy import Lazy, jdumps, jloads
 fileio = Lazy(".fileio", globals())
 hashlib = Lazy("hashlib", globals())
 
+CHUNK = 1 << 20  # every read and write of file contents (objects, streams, live files)
+
 
 class Host:
     """One host's state directory."""
@@ -30,7 +32,8 @@ class Host:
         self._hashcache_dirty = False
         self._saved = None  # state.json's text as loaded or last saved
         for d in (root, self.objdir, self.mandir, self.partdir, self.tmpdir, self.mntdir):
-            os.makedirs(d, exist_ok=True)
+            if not os.path.isdir(d):  # one stat; makedirs(exist_ok) costs an exception each
+                os.makedirs(d, exist_ok=True)
         marker = os.path.join(root, ".zfs_standin_root")
         if not os.path.exists(marker):
             with open(marker, "w") as f:
@@ -147,7 +150,7 @@ class Host:
             try:
                 with fileio.open_noatime(path) as src:
                     while True:
-                        b = src.read(fileio.CHUNK)
+                        b = src.read(CHUNK)
                         if not b:
                             break
                         side.put(b)
@@ -160,7 +163,7 @@ class Host:
             h = hashlib.sha256()
             with fileio.open_noatime(path) as src:
                 while True:
-                    b = src.read(fileio.CHUNK)
+                    b = src.read(CHUNK)
                     if not b:
                         break
                     h.update(b)

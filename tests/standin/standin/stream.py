@@ -18,10 +18,9 @@ import fcntl
 import os
 import struct
 
-from .fileio import CHUNK
 from .lazy import Lazy, jdumps, jloads
 from .model import Model
-from .state import Host
+from .state import CHUNK, Host
 
 contextlib = Lazy("contextlib", globals())
 zlib = Lazy("zlib", globals())

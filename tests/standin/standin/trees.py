@@ -5,9 +5,9 @@ import errno
 import os
 import stat
 
-from .fileio import CHUNK, preallocate
+from .fileio import preallocate
 from .lazy import Lazy
-from .state import Host
+from .state import CHUNK, Host
 
 contextlib = Lazy("contextlib", globals())
 shutil = Lazy("shutil", globals())

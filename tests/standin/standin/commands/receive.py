@@ -1,7 +1,8 @@
 """zfs receive: the command, the stream's sections in order, -F pruning of a replication
-stream, and the commit of each received snapshot (properties, -o/-x, the live tree);
-`-A` aborts a partial receive. The refusal rules are in recv_rules, the bytes in
-recv_data."""
+stream, and OpenZFS's refusal rules for each received snapshot (incremental base, modified
+destination, -F, full into an existing filesystem, partial state, resume), checked before
+its data and again at its commit; `-A` aborts a partial receive. What a section writes is in
+recv_store."""
 
 import os
 import sys
@@ -9,14 +10,12 @@ import sys
 from ..errors import err, fail, usage_err
 from ..lazy import Lazy, jloads
 from ..model import Session
-from ..names import name_problem, parent_of
+from ..names import name_problem, parent_of, pool_of
 from ..options import getopts
 from ..properties import canon_prop, is_user_prop
 from ..state import Host
 from ..stream import MAGIC, REC, Reader, Truncated
-from ..trees import apply_manifest
-from .recv_data import RecvData
-from .recv_rules import RecvRules
+from .recv_store import RecvStore
 
 zlib = Lazy("zlib", globals())
 
@@ -107,7 +106,10 @@ def recv_abort(host: Host, target: str) -> int:
     return 0
 
 
-class Receiver(RecvRules, RecvData):
+class Receiver(RecvStore):
+    """One `zfs receive`: the stream's sections in order, each checked against OpenZFS's
+    rules (`check`), then stored (RecvStore)."""
+
     def __init__(self, host, reader, head, target, fl, cmdprops, excludes):
         self.host = host
         self.r = reader
@@ -261,83 +263,91 @@ class Receiver(RecvRules, RecvData):
                 return
             self.commit(m, sec, fsname, snapname, plan, fss_entry)
 
-    def apply_fs_props(self, m, fsname, props, toplevel):
-        d = m.ds[fsname]
-        d["received"] = {}
-        for k, v in (props or {}).items():
-            d["received"][k] = v
-        d["hasrecvd"] = True
-        for k in self.excludes:
-            ck = canon_prop(k) or k
-            if ck in d.get("local", {}):
-                continue
-            if ck not in d["mask"]:
-                d["mask"].append(ck)
-        if toplevel:
-            for k, v in self.cmdprops.items():
-                ck, cv = m.validate_set(fsname, k, v, "cannot receive")
-                m.set_local(fsname, ck, cv)
-
-    def commit(self, m, sec, fsname, snapname, plan, fss_entry):
-        host = self.host
-        is_top = self.top is None or self.top == fsname
-        if self.top is None:
-            self.top = fsname
-        partial = plan.get("partial")
-        if plan.get("newfs") and fsname not in m.ds:
-            if plan.get("create_parents"):
-                missing = []
-                cur = parent_of(fsname)
-                while cur not in m.ds:
-                    missing.append(cur)
-                    cur = parent_of(cur)
-                for p in reversed(missing):
-                    m.new_fs(p)
-            m.new_fs(fsname)
-            m.ds[fsname]["mounted"] = not self.fl.get("u")
-        d = m.ds[fsname]
-        if partial is not None:
-            if partial.get("newfs"):
-                d["inconsistent"] = False
-                d["mounted"] = not self.fl.get("u")
-            m._drop_partial_files(d)
-            d["partial"] = None
-            if fss_entry is None and partial.get("props") is not None:
-                fss_entry = {"props": partial["props"], "snapprops": {}}
-                if partial.get("snapprops") is not None:
-                    fss_entry["snapprops"] = {snapname: partial["snapprops"]}
-        for s in plan.get("destroy", []) or []:
-            d["snaps"].remove(s)
-        if fss_entry is not None:
-            self.apply_fs_props(m, fsname, fss_entry.get("props"), toplevel=is_top)
-        elif is_top and self.cmdprops:
-            for k, v in self.cmdprops.items():
-                ck, cv = m.validate_set(fsname, k, v, "cannot receive")
-                m.set_local(fsname, ck, cv)
-        elif is_top and self.excludes:
-            for k in self.excludes:
-                ck = canon_prop(k) or k
-                if ck not in d.get("local", {}) and ck not in d["mask"]:
-                    d["mask"].append(ck)
-        mid = host.put_manifest(sec["manifest"])
-        snap = {
-            "name": snapname,
-            "guid": sec["toguid"],
-            "createtxg": m.next_txg(),
-            "creation": sec["creation"],
-            "manifest": mid,
-            "local": {},
-            "received": {},
-            "mask": [],
-            "holds": {},
-        }
-        if fss_entry is not None:
-            sp = (fss_entry.get("snapprops") or {}).get(sec["toname"].split("@")[1])
-            if sp:
-                snap["received"] = dict(sp)
-                snap["hasrecvd"] = True
-        d["snaps"].append(snap)
-        m.relocate_dirs()
-        apply_manifest(host, d["dir"], sec["manifest"], m.exclude_for(fsname), self.prewritten)
-        m._live_cache.clear()
-        m.mark_quiet(fsname)
+    # -- validation shared by pre-check and commit
+    def check(self, m, sec, fsname, snapname, errbuf, wants_new, resume, force,
+              committing=False):  # fmt: skip
+        plan = {}
+        exists = fsname in m.ds
+        if exists:
+            d = m.ds[fsname]
+            if wants_new:
+                if not force:
+                    raise fail("%s: destination '%s' exists\nmust specify -F to overwrite it"
+                               % (errbuf, fsname))  # fmt: skip
+                if d["snaps"]:
+                    first = "%s@%s" % (fsname, d["snaps"][0]["name"])
+                    raise fail("%s: destination has snapshots (eg. %s)\nmust destroy them to "
+                               "overwrite it" % (errbuf, first))  # fmt: skip
+            if resume:
+                p = d.get("partial")
+                if (
+                    not p
+                    or p["toguid"] != sec["toguid"]
+                    or p["fromguid"] != sec["fromguid"]
+                    or (not committing and (p["object"] != sec["resume_obj"]
+                                            or p["offset"] != sec["resume_off"]))
+                ):  # fmt: skip
+                    if self.fl.get("s"):
+                        raise fail("%s: kernel modules must be upgraded to receive this stream."
+                                   % errbuf)  # fmt: skip
+                    raise fail("%s: invalid backup stream" % errbuf)
+                if sec["fromguid"] == 0 and not p.get("newfs") and not force:
+                    raise fail("%s: Resuming recv on existing destination '%s'\nmust specify "
+                               "-F to overwrite it" % (errbuf, fsname))  # fmt: skip
+                plan["partial"] = p
+                plan["newfs"] = bool(p.get("newfs"))
+                plan["from"] = None
+                if sec["fromguid"]:
+                    for s in d["snaps"]:
+                        if s["guid"] == sec["fromguid"]:
+                            plan["from"] = s
+                    if plan["from"] is None:
+                        raise fail("%s: most recent snapshot of %s does not\nmatch incremental "
+                                   "source" % (errbuf, fsname))  # fmt: skip
+                    plan["destroy"] = [s for s in d["snaps"]
+                                       if s["createtxg"] > plan["from"]["createtxg"]]  # fmt: skip
+                return plan
+            if d.get("partial"):
+                raise fail('%s: destination %s contains partially-complete state from "zfs '
+                           'receive -s".' % (errbuf, fsname))  # fmt: skip
+            if m.find_snap(d, snapname) is not None:
+                if any(x["guid"] == sec["toguid"] for x in d["snaps"]):
+                    return "skip"
+                raise fail("cannot restore to %s@%s: destination already exists"
+                           % (fsname, snapname))  # fmt: skip
+            if wants_new:
+                plan["newfs"] = False
+                plan["replace"] = True
+                return plan
+            # incremental
+            from_s = None
+            for s in d["snaps"]:
+                if s["guid"] == sec["fromguid"]:
+                    from_s = s
+            if from_s is None:
+                raise fail("%s: most recent snapshot of %s does not\nmatch incremental source"
+                           % (errbuf, fsname))  # fmt: skip
+            newer = [s for s in d["snaps"] if s["createtxg"] > from_s["createtxg"]]
+            if not force:
+                if m.modified_since(fsname, from_s):
+                    raise fail("%s: destination %s has been modified\nsince most recent "
+                               "snapshot" % (errbuf, fsname))  # fmt: skip
+                newer = []
+            elif committing:
+                for s in newer:
+                    if s["holds"]:
+                        raise fail("%s: dataset is busy" % errbuf)
+            plan["from"] = from_s
+            plan["destroy"] = newer
+            plan["newfs"] = False
+            return plan
+        # destination does not exist
+        if resume or not wants_new or "/" not in fsname:
+            raise fail("%s: destination '%s' does not exist" % (errbuf, fsname))
+        par = parent_of(fsname)
+        if par not in m.ds and not (self.fl.get("d") and pool_of(par) in m.st["pools"]):
+            err("cannot open '%s': dataset does not exist" % par)
+            raise fail("%s: unable to restore to destination" % errbuf)
+        plan["newfs"] = True
+        plan["create_parents"] = par not in m.ds
+        return plan

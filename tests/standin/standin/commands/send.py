@@ -11,10 +11,10 @@ from ..model import Model, Session
 from ..options import getopts
 from ..state import Host
 from ..stream import MAGIC, Writer, emit_section, jdump, section_plan, section_size, token_decode
-from ..units import nicenum
 
 signal = Lazy("signal", globals())
 threading = Lazy("threading", globals())
+units = Lazy("..units", globals())
 
 
 class Progress:
@@ -45,7 +45,7 @@ class Progress:
             if self.parsable:
                 line = "%s\t%d\t%s\n" % (now, done, self.name)
             else:
-                line = "%s   %5s   %s\n" % (now, nicenum(done), self.name)
+                line = "%s   %5s   %s\n" % (now, units.nicenum(done), self.name)
             try:
                 sys.stderr.write(line)
                 sys.stderr.flush()
@@ -282,7 +282,7 @@ def run_send(host, head, plans, dry, parsable, verbosity) -> int:
             else:
                 ln = "full send of %s" % sec["toname"]
             if size:
-                ln += " estimated size is %s" % nicenum(size)
+                ln += " estimated size is %s" % units.nicenum(size)
             lines.append(ln)
     if verbosity:
         for ln in lines:
@@ -290,7 +290,7 @@ def run_send(host, head, plans, dry, parsable, verbosity) -> int:
         if parsable:
             out.write("size\t%d\n" % total)
         else:
-            out.write("total estimated size is %s\n" % nicenum(total))
+            out.write("total estimated size is %s\n" % units.nicenum(total))
         out.flush()
     if dry:
         return 0

@@ -1,15 +1,19 @@
-"""The bytes of a received snapshot: DATA records into the object store (and straight to
-the live tree), skipping them, and a cut stream: an error, or with -s the partial state and
-its resume token."""
+"""What a received snapshot writes: its DATA records into the object store (and straight to
+the live tree), or skipped; its commit (the snapshot, the filesystem's properties with
+-o/-x, the live tree); and for a cut stream an error, or with -s the partial state and its
+resume token. Receiver's methods (commands/receive.py)."""
 
 import os
 
 from ..errors import fail
-from ..fileio import CHUNK, SideWriter, preallocate
+from ..fileio import SideWriter, preallocate
 from ..lazy import Lazy, jloads
 from ..model import Session
 from ..names import parent_of
+from ..properties import canon_prop
+from ..state import CHUNK
 from ..stream import REC, Truncated, token_encode
+from ..trees import apply_manifest
 
 contextlib = Lazy("contextlib", globals())
 hashlib = Lazy("hashlib", globals())
@@ -17,7 +21,7 @@ shutil = Lazy("shutil", globals())
 zlib = Lazy("zlib", globals())
 
 
-class RecvData:
+class RecvStore:
     def skip_data(self, sec: dict) -> None:
         try:
             for i, (_sha, _size) in enumerate(sec["objects"]):
@@ -181,3 +185,84 @@ class RecvData:
             "A resuming stream can be generated on the sending system by running:\n"
             "    zfs send -t %s" % (errbuf, tok)
         )
+
+    def apply_fs_props(self, m, fsname, props, toplevel):
+        d = m.ds[fsname]
+        d["received"] = {}
+        for k, v in (props or {}).items():
+            d["received"][k] = v
+        d["hasrecvd"] = True
+        for k in self.excludes:
+            ck = canon_prop(k) or k
+            if ck in d.get("local", {}):
+                continue
+            if ck not in d["mask"]:
+                d["mask"].append(ck)
+        if toplevel:
+            for k, v in self.cmdprops.items():
+                ck, cv = m.validate_set(fsname, k, v, "cannot receive")
+                m.set_local(fsname, ck, cv)
+
+    def commit(self, m, sec, fsname, snapname, plan, fss_entry):
+        host = self.host
+        is_top = self.top is None or self.top == fsname
+        if self.top is None:
+            self.top = fsname
+        partial = plan.get("partial")
+        if plan.get("newfs") and fsname not in m.ds:
+            if plan.get("create_parents"):
+                missing = []
+                cur = parent_of(fsname)
+                while cur not in m.ds:
+                    missing.append(cur)
+                    cur = parent_of(cur)
+                for p in reversed(missing):
+                    m.new_fs(p)
+            m.new_fs(fsname)
+            m.ds[fsname]["mounted"] = not self.fl.get("u")
+        d = m.ds[fsname]
+        if partial is not None:
+            if partial.get("newfs"):
+                d["inconsistent"] = False
+                d["mounted"] = not self.fl.get("u")
+            m._drop_partial_files(d)
+            d["partial"] = None
+            if fss_entry is None and partial.get("props") is not None:
+                fss_entry = {"props": partial["props"], "snapprops": {}}
+                if partial.get("snapprops") is not None:
+                    fss_entry["snapprops"] = {snapname: partial["snapprops"]}
+        for s in plan.get("destroy", []) or []:
+            d["snaps"].remove(s)
+        if fss_entry is not None:
+            self.apply_fs_props(m, fsname, fss_entry.get("props"), toplevel=is_top)
+        elif is_top and self.cmdprops:
+            for k, v in self.cmdprops.items():
+                ck, cv = m.validate_set(fsname, k, v, "cannot receive")
+                m.set_local(fsname, ck, cv)
+        elif is_top and self.excludes:
+            for k in self.excludes:
+                ck = canon_prop(k) or k
+                if ck not in d.get("local", {}) and ck not in d["mask"]:
+                    d["mask"].append(ck)
+        mid = host.put_manifest(sec["manifest"])
+        snap = {
+            "name": snapname,
+            "guid": sec["toguid"],
+            "createtxg": m.next_txg(),
+            "creation": sec["creation"],
+            "manifest": mid,
+            "local": {},
+            "received": {},
+            "mask": [],
+            "holds": {},
+        }
+        if fss_entry is not None:
+            sp = (fss_entry.get("snapprops") or {}).get(sec["toname"].split("@")[1])
+            if sp:
+                snap["received"] = dict(sp)
+                snap["hasrecvd"] = True
+        d["snaps"].append(snap)
+        m.relocate_dirs()
+        apply_manifest(host, d["dir"], sec["manifest"], m.exclude_for(fsname), self.prewritten)
+        m._live_cache.clear()
+        m.mark_quiet(fsname)
