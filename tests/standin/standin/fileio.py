@@ -1,5 +1,6 @@
-"""Reading and writing file contents: reads that leave atime alone, preallocation, and the
-side writer that stores and hashes received bytes in a thread."""
+"""Reading and writing file contents: reads that leave atime alone, preallocation, sha256
+objects that load OpenSSL only for enough data, and the side writer that stores and hashes
+bytes (in a thread for a large object)."""
 
 import os
 
@@ -29,39 +30,72 @@ def preallocate(fd: int, size: int) -> None:
             os.posix_fallocate(fd, 0, size)
 
 
+_BUILTIN_BUDGET = [256 << 10]  # bytes this process may hash with the built-in sha256
+
+
+def sha256(size: int):
+    """A sha256 object for `size` bytes. Loading OpenSSL (hashlib) costs a call ~2 ms, more
+    than CPython's built-in sha256 takes for 256 KiB (it is ~6x slower per byte): the first
+    256 KiB a call hashes go through the built-in one, the rest through OpenSSL. Same digest."""
+    if size <= _BUILTIN_BUDGET[0]:
+        try:
+            from _sha256 import sha256 as builtin  # Python < 3.12
+        except ImportError:
+            try:
+                from _sha2 import sha256 as builtin  # Python >= 3.12
+            except ImportError:
+                builtin = None
+        if builtin is not None:
+            _BUILTIN_BUDGET[0] -= size
+            return builtin()
+    return hashlib.sha256()
+
+
 class SideWriter:
-    """Writes the received bytes of one object to a second file and hashes them, in a thread:
-    a receive needs two copies (object store and live tree) and this writes them in
-    parallel instead of copying one into the other afterwards."""
+    """Writes the bytes of one object to a file of its own and hashes them: for a large one
+    (a chunk or more) in a thread, so a receive writes its two copies (object store and live
+    tree) in parallel instead of copying one into the other afterwards, and a snapshot stores
+    a file while reading it. A small one is written as it comes: starting a thread (and
+    importing threading and queue, ~3 ms) would cost more than it saves. Either way a write
+    error is raised by close()."""
 
     def __init__(self, path: str, size: int):
         self.path = path
         self.f = open(path, "wb")  # noqa: SIM115 (closed in close())
         preallocate(self.f.fileno(), size)
-        self.h = hashlib.sha256()
-        self.q: queue.Queue = queue.Queue(maxsize=16)
+        self.h = sha256(size)
         self.error = None
-        self.t = threading.Thread(target=self._run, daemon=True)
-        self.t.start()
+        self.t = None
+        if size >= CHUNK:
+            self.q: queue.Queue = queue.Queue(maxsize=16)
+            self.t = threading.Thread(target=self._run, daemon=True)
+            self.t.start()
 
     def _run(self) -> None:
         while True:
             b = self.q.get()
             if b is None:
                 return
-            if self.error is None:
-                try:
-                    self.f.write(b)
-                    self.h.update(b)
-                except OSError as e:
-                    self.error = e
+            self._write(b)
+
+    def _write(self, b: bytes) -> None:
+        if self.error is None:
+            try:
+                self.f.write(b)
+                self.h.update(b)
+            except OSError as e:
+                self.error = e
 
     def put(self, b: bytes) -> None:
-        self.q.put(b)
+        if self.t is None:
+            self._write(b)
+        else:
+            self.q.put(b)
 
     def close(self) -> str:
-        self.q.put(None)
-        self.t.join()
+        if self.t is not None:
+            self.q.put(None)
+            self.t.join()
         self.f.close()
         if self.error is not None:
             raise self.error

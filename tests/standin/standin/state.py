@@ -9,7 +9,6 @@ from .errors import fail
 from .lazy import Lazy, jdumps, jloads
 
 fileio = Lazy(".fileio", globals())
-hashlib = Lazy("hashlib", globals())
 
 CHUNK = 1 << 20  # every read and write of file contents (objects, streams, live files)
 
@@ -93,7 +92,9 @@ class Host:
 
     def put_manifest(self, manifest: dict) -> str:
         data = jdumps(manifest, sort_keys=True, separators=(",", ":")).encode()
-        mid = hashlib.sha256(data).hexdigest()
+        h = fileio.sha256(len(data))
+        h.update(data)
+        mid = h.hexdigest()
         path = os.path.join(self.mandir, mid)
         if not os.path.exists(path):
             tmp = self.tmpfile()
@@ -160,7 +161,7 @@ class Host:
             sha = side.close()
             self.commit_obj(side.path, sha)
         else:
-            h = hashlib.sha256()
+            h = fileio.sha256(st.st_size)
             with fileio.open_noatime(path) as src:
                 while True:
                     b = src.read(CHUNK)

@@ -6,7 +6,7 @@ resume token. Receiver's methods (commands/receive.py)."""
 import os
 
 from ..errors import fail
-from ..fileio import SideWriter, preallocate
+from ..fileio import SideWriter, preallocate, sha256
 from ..lazy import Lazy, jloads
 from ..model import Session
 from ..names import parent_of
@@ -16,7 +16,6 @@ from ..stream import REC, Truncated, token_encode
 from ..trees import apply_manifest
 
 contextlib = Lazy("contextlib", globals())
-hashlib = Lazy("hashlib", globals())
 shutil = Lazy("shutil", globals())
 zlib = Lazy("zlib", globals())
 
@@ -60,7 +59,7 @@ class RecvStore:
             h = None
             if not host.has_obj(sha):
                 tmp = host.tmpfile()
-                h = hashlib.sha256()
+                h = sha256(size)
                 stage = partial.get("stage") if (off and partial) else None
                 if stage:
                     shutil.copyfile(os.path.join(host.partdir, stage), tmp)
