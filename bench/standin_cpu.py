@@ -79,7 +79,7 @@ class Host:
     def zfs(self, *args: str) -> None:
         subprocess.run(["zfs", *args], env=self.env, check=True, capture_output=True)
 
-    def setup(self, fill: int) -> None:
+    def setup(self, fill: int, runs: int) -> None:
         subprocess.run(["zpool", "create", "poola", "/dev/x"], env=self.env, check=True)
         subprocess.run(["zpool", "create", "poolb", "/dev/x"], env=self.env, check=True)
         self.zfs("create", "-o", "zrep:src-fs=poola/src", "-o", "zrep:dest-fs=poolb/dst",
@@ -93,6 +93,13 @@ class Host:
         (self.root / "mnt" / "poola" / "small" / "f").write_bytes(b"x" * 10_000)
         self.zfs("snapshot", "poola/small@s1")
         self.zfs("create", "poola/snaps")
+        # a chain of small incrementals, the first one already on poolb (the engine's syncs)
+        self.zfs("create", "poola/inc")
+        for i in range(runs + 1):
+            (self.root / "mnt" / "poola" / "inc" / f"f{i}").write_bytes(os.urandom(4096))
+            self.zfs("snapshot", f"poola/inc@c{i}")
+        subprocess.run("zfs send poola/inc@c0 | zfs recv poolb/inc", shell=True, env=self.env,
+                       check=True, capture_output=True)  # fmt: skip
         for i in range(fill):
             self.zfs("create", "-p", "-o", f"zrep:src-fs=poola/fill/d{i:03d}",
                      "-o", "zrep:dest-fs=poolb/x", "-o", "zrep:master=yes",
@@ -118,6 +125,9 @@ def commands(h: Host, fill: int) -> dict[str, Callable[[int], str]]:
         "zfs hold": lambda i: f"zfs hold t{i} poola/src@zrep_000013",
         "zfs send | zfs recv (10 kB, full)": lambda i: (
             f"zfs send poola/small@s1 | zfs recv poolb/r{i}"
+        ),
+        "zfs send -v -P -i | zfs recv (engine's form, 4 kB incremental)": lambda i: (
+            f"zfs send -v -P -i @c{i} poola/inc@c{i + 1} | zfs recv poolb/inc"
         ),
     }
 
@@ -171,7 +181,7 @@ def main() -> None:
             copies = {"baseline": args.baseline.resolve(), **copies}
         hosts = {k: Host(d, base / f"h{i}") for i, (k, d) in enumerate(copies.items())}
         for h in hosts.values():
-            h.setup(args.fill)
+            h.setup(args.fill, args.runs)
         bare = {k: [] for k in hosts}
         results: dict[str, dict[str, list[float]]] = {}
         for name in commands(next(iter(hosts.values())), args.fill):
