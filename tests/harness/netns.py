@@ -15,7 +15,9 @@ own Celery worker started *inside* its namespace (`ip netns exec`), and its own 
 state. One ssh_config names every host (HostName = its namespace address), so control commands
 (paramiko) and data streams (OpenSSH) cross the veth links; nothing listens on localhost, so
 nothing can take a shortcut. Redis listens on the root namespace's end of the link, which every
-namespace reaches through the bridge.
+namespace reaches through the bridge. The servers are the loopback tiers' own harnesses, bound
+elsewhere: sshd.py's SshdCluster (each sshd on its host's address, port 22, run through `ip
+netns exec`), redis_server.py's RedisServer, services.py's worker starter.
 
 The bridge lives in a namespace of its own, so the root namespace's firewall (a Docker host's
 FORWARD policy, say) never sees the hosts' traffic.
