@@ -220,7 +220,9 @@ class Properties:
             return str(n) if parsable else units.nicenum(n)
         if prop == "recordsize":
             return str(int(v)) if parsable else units.nicenum(int(v))
-        if prop in ("used", "available", "referenced", "written", "usedbysnapshots",
+        if prop == "written":  # libzfs's plain zfs_nicenum: "0", "512", "1.50M" (no "B")
+            return str(int(v)) if parsable else units.nicenum(int(v), bytes_=False)
+        if prop in ("used", "available", "referenced", "usedbysnapshots",
                     "usedbydataset", "usedbychildren", "usedbyrefreservation",
                     "logicalused", "logicalreferenced"):  # fmt: skip
             return str(int(v)) if parsable else units.nicenum(int(v))

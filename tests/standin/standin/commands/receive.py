@@ -267,6 +267,10 @@ class Receiver(RecvStore):
     def check(self, m, sec, fsname, snapname, errbuf, wants_new, resume, force,
               committing=False):  # fmt: skip
         plan = {}
+        # A resumable receive needs feature@extensible_dataset (dmu_recv_begin_check: ENOTSUP,
+        # which libzfs words as below); `zpool create -d` leaves it disabled.
+        if self.fl.get("s") and m.st["pools"].get(pool_of(fsname), {}).get("features_disabled"):
+            raise fail("%s: pool must be upgraded to receive this stream." % errbuf)
         exists = fsname in m.ds
         if exists:
             d = m.ds[fsname]

@@ -27,6 +27,7 @@ def zpool_main(args) -> int:
         for ch, val in opts:
             if ch == "m":
                 mount = val
+        no_features = any(ch == "d" for ch, _ in opts)  # -d: every feature disabled
         if not ops:
             err("missing pool name argument")
             return 2
@@ -45,6 +46,8 @@ def zpool_main(args) -> int:
                 raise fail("cannot create '%s': pool already exists" % pool)
             m.st["pools"][pool] = {"guid": m.guid_new(), "creation": int(time.time()),
                                    "size": 10 << 30}  # fmt: skip
+            if no_features:
+                m.st["pools"][pool]["features_disabled"] = True
             local = {}
             if mount:
                 local["mountpoint"] = mount
