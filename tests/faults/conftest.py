@@ -1,4 +1,5 @@
-"""Fixtures of the fault tier: `netbed(3)` gives three storage hosts in network namespaces.
+"""Fixtures of the fault tier: `netbed(3)` gives three storage hosts in network namespaces;
+`pair("kill", size=...)` gives two of them with a dataset replicated from na to nb.
 
 The bed (namespaces, bridge, Redis, one sshd and one zrepq worker per host) is made once per
 session and shared: each test uses its own datasets, and `netbed()` first repairs whatever a
@@ -9,10 +10,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 import pytest
 
-from tests.harness.netns import NetBed, netns_unavailable
+from producer.api import Producer
+from tests.faults.helpers import init_pair, leaf, make_fs, producer
+from tests.harness.netns import NetBed, NetHost, netns_unavailable
 
 HOST_NAMES = ("na", "nb", "nc", "nd", "ne")
 LEASE_TTL = "4"  # seconds; renewed every TTL/3. Short, so the fault tests wait little.
@@ -51,6 +55,32 @@ def netbed(_netbed_session: NetBed) -> Callable[..., NetBed]:
         bed.healthy()
         bed.wipe_datasets()
         return bed
+
+    return make
+
+
+class Pair(NamedTuple):
+    bed: NetBed
+    p: Producer
+    src: NetHost  # na
+    dst: NetHost  # nb
+    fs: str  # the dataset, under the same name on both
+
+
+@pytest.fixture
+def pair(netbed: Callable[..., NetBed]) -> Callable[..., Pair]:
+    """`bed, p, na, nb, fs = pair("kill", size=500_000, resume=True)`: two hosts (na, nb), a
+    producer, and a new dataset `tank/kill...` on na holding `size` bytes of data, initialised
+    to nb under the same name (other keywords go to the init)."""
+
+    def make(prefix: str, size: int, **init: Any) -> Pair:
+        bed = netbed(2)
+        p = producer(bed)
+        na, nb = bed["na"], bed["nb"]
+        fs = f"tank/{leaf(prefix)}"
+        make_fs(na, fs, size=size)
+        init_pair(p, na, fs, nb, fs, **init)
+        return Pair(bed, p, na, nb, fs)
 
     return make
 

@@ -12,7 +12,8 @@ from typing import Any
 from producer.api import Producer
 from producer.watch import outcome, wait
 from tasks.app import make_app
-from tests.harness.netns import NetBed, NetHost, is_stream_process, ppid_of
+from tests.harness.netns import NetBed, NetHost, is_stream_process
+from tests.harness.netutil import ppid_of
 
 _counter = itertools.count(1)
 

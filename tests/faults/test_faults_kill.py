@@ -17,16 +17,12 @@ import signal
 import time
 from collections.abc import Callable
 
-from tests.faults.conftest import LEASE_TTL
+from tests.faults.conftest import LEASE_TTL, Pair
 from tests.faults.helpers import (
     done,
     figure,
-    init_pair,
-    leaf,
     lease_holder,
-    make_fs,
     outcome_of,
-    producer,
     prop,
     same_content,
     send_processes,
@@ -35,21 +31,17 @@ from tests.faults.helpers import (
     wait_for,
     wait_no_strays,
 )
-from tests.harness.netns import NetBed, cmdline, ppid_of
+from tests.harness.netns import NetBed
+from tests.harness.netutil import cmdline, ppid_of
 
 ROUNDS = 6
 TTL = float(LEASE_TTL)
 
 
-def test_sigkill_mid_send_loses_nothing(netbed: Callable[..., NetBed]) -> None:
+def test_sigkill_mid_send_loses_nothing(pair: Callable[..., Pair]) -> None:
     seed = int(os.environ.get("ZREPQ_FAULT_SEED", time.time_ns() % 1_000_000))
     rng = random.Random(seed)
-    bed = netbed(2)
-    p = producer(bed)
-    na, nb = bed["na"], bed["nb"]
-    fs = f"tank/{leaf('kill')}"
-    make_fs(na, fs, size=500_000)
-    init_pair(p, na, fs, nb, fs, resume=True)
+    bed, p, na, nb, fs = pair("kill", size=500_000, resume=True)
     for h in (na, nb):  # keep every snapshot, so "nothing lost" means exactly that
         h.zfs.zfs("set", "zrep:savecount=1000", fs)
     confirmed = snaps(nb, fs)

@@ -12,14 +12,11 @@ import os
 import time
 from collections.abc import Callable
 
+from tests.faults.conftest import Pair
 from tests.faults.helpers import (
     done,
     figure,
-    init_pair,
-    leaf,
-    make_fs,
     outcome_of,
-    producer,
     prop,
     same_content,
     send_processes,
@@ -27,18 +24,12 @@ from tests.faults.helpers import (
     wait_for,
     wait_no_strays,
 )
-from tests.harness.netns import NetBed
 
 SIZE = 12_000_000  # ~3 s through pv -L 4m
 
 
-def test_link_dropped_mid_stream_then_resumed(netbed: Callable[..., NetBed]) -> None:
-    bed = netbed(2)
-    p = producer(bed)
-    na, nb = bed["na"], bed["nb"]
-    fs = f"tank/{leaf('link')}"
-    make_fs(na, fs, size=200_000)
-    init_pair(p, na, fs, nb, fs)
+def test_link_dropped_mid_stream_then_resumed(pair: Callable[..., Pair]) -> None:
+    bed, p, na, nb, fs = pair("link", size=200_000)
     na.zfs.write(fs, "data/big.bin", os.urandom(SIZE))
 
     r = p.sync(fs, host="na", resume=True)

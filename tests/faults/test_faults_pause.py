@@ -21,16 +21,12 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.faults.conftest import LEASE_TTL
+from tests.faults.conftest import LEASE_TTL, Pair
 from tests.faults.helpers import (
     done,
     figure,
-    init_pair,
-    leaf,
     lease_holder,
-    make_fs,
     mutating_calls,
-    producer,
     prop,
     same_content,
     send_processes,
@@ -38,7 +34,7 @@ from tests.faults.helpers import (
     wait_for,
     wait_no_strays,
 )
-from tests.harness.netns import NetBed, NetHost
+from tests.harness.netns import NetHost
 
 TTL = float(LEASE_TTL)
 
@@ -73,15 +69,8 @@ def _holds(host: NetHost, fs: str) -> dict[str, list[str]]:
 
 
 @pytest.mark.parametrize("moment", ["mid-stream", "after-snapshot"])
-def test_paused_worker_cannot_write_after_its_lease(
-    netbed: Callable[..., NetBed], moment: str
-) -> None:
-    bed = netbed(2)
-    p = producer(bed)
-    na, nb = bed["na"], bed["nb"]
-    fs = f"tank/{leaf('pause')}"
-    make_fs(na, fs, size=300_000)
-    init_pair(p, na, fs, nb, fs)
+def test_paused_worker_cannot_write_after_its_lease(pair: Callable[..., Pair], moment: str) -> None:
+    bed, p, na, nb, fs = pair("pause", size=300_000)
     na.zfs.write(fs, "data/big.bin", os.urandom(4_000_000))
     worker = na.worker
     assert worker is not None

@@ -16,30 +16,23 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from tests.faults.conftest import Pair
 from tests.faults.helpers import (
     StreamWatch,
     done,
     figure,
-    init_pair,
-    leaf,
-    make_fs,
     producer,
     same_content,
     snaps,
 )
-from tests.harness.netns import NetBed
 
 ROUNDS = 9
 MODES = ("sync+sync", "sync+sync -q", "sync+refresh")
 
 
-def test_two_producers_same_dataset_exactly_one_runs(netbed: Callable[..., NetBed]) -> None:
-    bed = netbed(2)
-    na, nb = bed["na"], bed["nb"]
-    p1, p2 = producer(bed), producer(bed)
-    fs = f"tank/{leaf('race')}"
-    make_fs(na, fs, size=200_000)
-    init_pair(p1, na, fs, nb, fs)
+def test_two_producers_same_dataset_exactly_one_runs(pair: Callable[..., Pair]) -> None:
+    bed, p1, na, nb, fs = pair("race", size=200_000)
+    p2 = producer(bed)
     tally: dict[str, int] = {}
     with StreamWatch(bed) as watch:
         for rnd in range(ROUNDS):

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from tests.faults.conftest import Pair
 from tests.faults.helpers import (
     done,
     figure,
@@ -35,13 +36,8 @@ from tests.faults.helpers import (
 from tests.harness.netns import NetBed, NetHost
 
 
-def test_both_sides_claiming_master_is_refused(netbed: Callable[..., NetBed]) -> None:
-    bed = netbed(2)
-    p = producer(bed)
-    na, nb = bed["na"], bed["nb"]
-    fs = f"tank/{leaf('sb')}"
-    make_fs(na, fs, size=200_000)
-    init_pair(p, na, fs, nb, fs)
+def test_both_sides_claiming_master_is_refused(pair: Callable[..., Pair]) -> None:
+    _bed, p, na, nb, fs = pair("sb", size=200_000)
     nb.zfs.zfs("set", "zrep:master=yes", fs)
     na.zfs.write(fs, "new.txt", b"not to be sent\n")
     na_before, nb_before, nb_tree = snaps(na, fs), snaps(nb, fs), nb.zfs.tree(fs)
@@ -61,13 +57,8 @@ def test_both_sides_claiming_master_is_refused(netbed: Callable[..., NetBed]) ->
     assert nb.zfs.tree(fs) == nb_tree
 
 
-def test_takeover_while_the_old_master_writes_is_refused(netbed: Callable[..., NetBed]) -> None:
-    bed = netbed(2)
-    p = producer(bed)
-    na, nb = bed["na"], bed["nb"]
-    fs = f"tank/{leaf('tk')}"
-    make_fs(na, fs, size=200_000)
-    init_pair(p, na, fs, nb, fs)
+def test_takeover_while_the_old_master_writes_is_refused(pair: Callable[..., Pair]) -> None:
+    _bed, p, na, nb, fs = pair("tk", size=200_000)
     stop = threading.Event()
 
     def writer() -> None:

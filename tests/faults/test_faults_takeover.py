@@ -31,7 +31,8 @@ from tests.faults.helpers import (
     wait_for,
     wait_no_strays,
 )
-from tests.harness.netns import NetBed, cmdline, ppid_of
+from tests.harness.netns import NetBed
+from tests.harness.netutil import cmdline, ppid_of
 from workers.engine.locks import LockToken
 
 TTL = 30.0

@@ -8,15 +8,13 @@ real sshd (paramiko for control, OpenSSH for the stream), exactly as on a real f
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import pytest
 
 from tests.harness.sshd import SshdCluster, SshdHost
-from tests.harness.standin import StandinHost
+from tests.harness.standin import StandinHost, wipe_root
 from workers.engine import Engine, EngineConfig
 from workers.engine.events import Event, Message
 from workers.exec.ssh_options import SshOptions
@@ -110,7 +108,7 @@ def fleet(sshd_cluster: SshdCluster) -> Iterator[Callable[..., Fleet]]:
         f = Fleet(sshd_cluster)
         for name in names:
             sshd = sshd_cluster.host(name)
-            _wipe(sshd.root)
+            wipe_root(sshd.root)
             z = StandinHost(sshd.root, name)
             pool = "pool" + name.removeprefix("host")
             z.create_pool(pool)
@@ -121,11 +119,3 @@ def fleet(sshd_cluster: SshdCluster) -> Iterator[Callable[..., Fleet]]:
     yield make
     for f in made:
         f.close()
-
-
-def _wipe(root: Path) -> None:
-    for child in root.iterdir():
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child)
-        else:
-            child.unlink()

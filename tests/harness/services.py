@@ -1,8 +1,10 @@
-"""Real zrepq workers (Celery) and Flower as subprocesses, for the queue tests and the demo.
+"""Real zrepq workers (Celery) and Flower as subprocesses, for the queue tests, the namespace
+test bed and the demo.
 
 A worker is `python -m workers.main` with one site's environment: its host name, its stand-in
-zfs state, the shared ssh client config, the test Redis as broker. Everything started here is
-stopped by pid (whole process group), even when a test fails.
+zfs state, the shared ssh client config, the test Redis as broker; `prefix` runs it inside
+something (`ip netns exec NS`). It counts as started once it registered in Redis. Everything
+started here is stopped by pid (whole process group), even when a test fails.
 """
 
 from __future__ import annotations
@@ -14,14 +16,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import redis
 
-from tests.harness.netutil import REPO, child_preexec, free_port, wait_for_port
+from tests.harness.netutil import REPO, free_port, spawn_logged, wait_for_port
 from tests.harness.standin import standin_env
 from workers.keys import HOSTS_KEY
 
@@ -59,23 +61,6 @@ class Service:
             os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-def spawn_logged(argv: list[str], env: dict[str, str] | None, log: Path) -> subprocess.Popen[bytes]:
-    """Start a service with its output appended to `log`, in its own process group (one
-    killpg stops it and everything it forks), dying with the harness (`child_preexec`)."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as fh:
-        return subprocess.Popen(
-            argv,
-            env=env,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=REPO,
-            process_group=0,
-            preexec_fn=child_preexec(),
-        )
-
-
 def worker_env(
     host: str, broker: str, site_env: dict[str, str], ssh_config: str | None, **extra: str
 ) -> dict[str, str]:
@@ -95,23 +80,55 @@ def worker_env(
     return env
 
 
-def start_worker(host: str, env: dict[str, str], logdir: Path, timeout: float = 60.0) -> Service:
+def start_worker(
+    host: str,
+    env: dict[str, str],
+    logdir: Path,
+    timeout: float = 60.0,
+    prefix: Sequence[str] = (),
+) -> Service:
     """Start `zrepq-worker` for `host` and wait until it has registered in Redis."""
-    client = redis.Redis.from_url(env["ZREPQ_BROKER_URL"])
-    client.hdel(HOSTS_KEY, host)
-    log = logdir / f"worker-{host}.log"
-    proc = spawn_logged([sys.executable, "-m", "workers.main"], env, log)
-    svc = Service(host, proc, log)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"worker {host} exited ({proc.returncode}):\n{svc.output()}")
-        raw = client.hget(HOSTS_KEY, host)
-        if raw and json.loads(raw).get("registered"):
-            return svc
-        time.sleep(0.2)
-    svc.stop()
-    raise RuntimeError(f"worker {host} did not register within {timeout} s:\n{svc.output()}")
+    return start_workers({host: env}, logdir, timeout, {host: prefix})[host]
+
+
+def start_workers(
+    envs: dict[str, dict[str, str]],
+    logdir: Path,
+    timeout: float = 90.0,
+    prefixes: dict[str, Sequence[str]] | None = None,
+) -> dict[str, Service]:
+    """Start a worker per host (`envs`: host -> its environment) at once, then wait until
+    every one registered in Redis (each takes seconds to import Celery). All or none: if one
+    exits or is late, all are stopped and RuntimeError says which and shows its log."""
+    started: dict[str, Service] = {}
+    clients = {host: redis.Redis.from_url(env["ZREPQ_BROKER_URL"]) for host, env in envs.items()}
+    try:
+        for host, env in envs.items():
+            clients[host].hdel(HOSTS_KEY, host)
+            argv = [*(prefixes or {}).get(host, ()), sys.executable, "-m", "workers.main"]
+            log = logdir / f"worker-{host}.log"
+            started[host] = Service(host, spawn_logged(argv, env, log), log)
+        waiting = dict(started)
+        deadline = time.monotonic() + timeout
+        while waiting:
+            for host, svc in list(waiting.items()):
+                if svc.proc.poll() is not None:
+                    raise RuntimeError(
+                        f"worker {host} exited ({svc.proc.returncode}):\n{svc.output()}"
+                    )
+                raw = clients[host].hget(HOSTS_KEY, host)
+                if raw and json.loads(raw).get("registered"):
+                    del waiting[host]
+            if waiting and time.monotonic() > deadline:
+                host, svc = next(iter(waiting.items()))
+                raise RuntimeError(
+                    f"worker {host} did not register within {timeout} s:\n{svc.output()}"
+                )
+            time.sleep(0.1)
+    except BaseException:
+        stop_all(started)
+        raise
+    return started
 
 
 def start_flower(
@@ -147,18 +164,13 @@ def start_site_workers(
 ) -> dict[str, Service]:
     """One worker per simulated host of `cluster`: its own stand-in root, the cluster's ssh
     client config, `extra` added to its environment. All or none: a failure stops the rest."""
-    started: dict[str, Service] = {}
-    try:
-        for name in hosts:
-            sshd = cluster.host(name)
-            env = worker_env(
-                name, broker, standin_env(sshd.root), str(cluster.config_file), **extra
-            )
-            started[name] = start_worker(name, env, logdir)
-    except BaseException:
-        stop_all(started)
-        raise
-    return started
+    envs = {
+        name: worker_env(
+            name, broker, standin_env(cluster.host(name).root), str(cluster.config_file), **extra
+        )
+        for name in hosts
+    }
+    return start_workers(envs, logdir)
 
 
 def stop_all(services: dict[str, Service]) -> None:

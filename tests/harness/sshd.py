@@ -1,9 +1,10 @@
-"""Real OpenSSH servers on loopback ports, one per simulated host.
+"""Real OpenSSH servers, one per simulated host: on loopback ports, or (the namespace test
+bed, tests/harness/netns.py) on each host's own address, port 22, inside its namespace.
 
-Each host gets its own `sshd -D -e -f <cfg>` on 127.0.0.1:<port> with its own ed25519 host
-key, key-only root login with one generated client key, and `SetEnv` so that every session
-sees that host's environment (the stand-in `zfs` first on PATH, `ZFS_STANDIN_ROOT` set to the
-host's own directory). One client `ssh_config` + `known_hosts` pair names every host, so
+Each host gets its own `sshd -D -e -f <cfg>` with its own ed25519 host key, key-only root
+login with one generated client key, and `SetEnv` so that every session sees that host's
+environment (the stand-in `zfs` first on PATH, `ZFS_STANDIN_ROOT` set to the host's own
+directory). One client `ssh_config` + `known_hosts` pair names every host, so
 `ssh -F cfg hostb` and `SshOptions(config_file=cfg)` both reach "hostb" by name.
 
 sshd runs each command through root's login shell, which may read ~/.bashrc; `HOME` is set to
@@ -24,9 +25,9 @@ from pathlib import Path
 
 from tests.harness.netutil import (
     REPO,
-    child_preexec,
-    children_of,
+    descendants,
     free_port,
+    spawn_logged,
     stop_pid,
     tail,
     wait_for_port,
@@ -60,6 +61,8 @@ class SshdHost:
     known_hosts: Path  # the shared client known_hosts
     identity_file: Path
     sshd_config: tuple[str, ...] = ()  # extra sshd_config lines
+    listen: str = "127.0.0.1"  # the address sshd listens on and clients connect to
+    prefix: tuple[str, ...] = ()  # what sshd runs inside, e.g. ("ip", "netns", "exec", NS)
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -74,7 +77,8 @@ class SshdHost:
     @property
     def known_hosts_line(self) -> str:
         keytype, key = self.host_key_pub.split()[:2]
-        return f"[127.0.0.1]:{self.port} {keytype} {key}"
+        where = self.listen if self.port == 22 else f"[{self.listen}]:{self.port}"
+        return f"{where} {keytype} {key}"
 
     @property
     def log(self) -> Path:
@@ -90,10 +94,14 @@ class SshdHost:
 
 
 class SshdCluster:
-    """Every simulated host of a test session, and the client files that reach them."""
+    """Every simulated host of a test session, and the client files that reach them.
 
-    def __init__(self, base: Path) -> None:
+    `client_options` are added to every host's stanza in the client config (the namespace
+    bed's keepalives)."""
+
+    def __init__(self, base: Path, client_options: Sequence[str] = ()) -> None:
         self.base = base
+        self.client_options = tuple(client_options)
         self.client_dir = base / "client"
         self.client_dir.mkdir(parents=True, exist_ok=True)
         self.identity_file = self.client_dir / "id_ed25519"
@@ -109,12 +117,20 @@ class SshdCluster:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
 
     def host(
-        self, name: str, env: dict[str, str] | None = None, sshd_config: tuple[str, ...] = ()
+        self,
+        name: str,
+        env: dict[str, str] | None = None,
+        sshd_config: tuple[str, ...] = (),
+        *,
+        listen: str = "127.0.0.1",
+        port: int | None = None,
+        prefix: tuple[str, ...] = (),
     ) -> SshdHost:
         """The sshd host `name`, started on first use.
 
         `env` is laid over the default session environment; `sshd_config` lines come before
         the harness's own (sshd takes the first value of a keyword), e.g. ("MaxSessions 3",).
+        sshd listens on `listen`:`port` (a free port if None) and runs inside `prefix`.
         """
         if isinstance(sshd_config, str):
             raise TypeError("sshd_config is a tuple of lines")
@@ -148,23 +164,45 @@ class SshdCluster:
                 known_hosts=self.known_hosts,
                 identity_file=self.identity_file,
                 sshd_config=tuple(sshd_config),
+                listen=listen,
+                prefix=tuple(prefix),
             )
             _keygen(host.host_key, f"{name}-host")
-            self._start(host)
+            self._start(host, port=port)
             self.hosts[name] = host
             self._write_client_files()
             return host
 
-    def regenerate_host_key(self, name: str) -> SshdHost:
-        """Give `name` a new host key and restart it; known_hosts keeps the old key."""
+    def regenerate_host_key(self, name: str, *, keep_old: bool = False) -> SshdHost:
+        """Give `name` a new host key and restart it; known_hosts keeps the old key. With
+        `keep_old`, the old key is kept aside for `restore_host_key`."""
         with self._lock:
             host = self.hosts[name]
             self._stop(host)
-            for path in (host.host_key, Path(f"{host.host_key}.pub")):
-                path.unlink()
+            for path, aside in _key_files(host):
+                if keep_old:
+                    path.replace(aside)  # keeps mode 0600
+                else:
+                    path.unlink()
             _keygen(host.host_key, f"{name}-host-new")
             self._start(host, port=host.port)
             return host
+
+    def restore_host_key(self, name: str) -> None:
+        """Put back the key `regenerate_host_key(keep_old=True)` kept aside, if any."""
+        with self._lock:
+            host = self.hosts[name]
+            pairs = _key_files(host)
+            if not pairs[0][1].exists():
+                return
+            self._stop(host)
+            for path, aside in pairs:
+                aside.replace(path)
+            self._start(host, port=host.port)
+
+    def running(self, name: str) -> bool:
+        proc = self.hosts[name].proc
+        return proc is not None and proc.poll() is None
 
     def stop(self, name: str) -> None:
         with self._lock:
@@ -191,10 +229,12 @@ class SshdCluster:
         """Another client config for the same hosts, e.g. with an empty known_hosts."""
         hosts = [self.hosts[n] for n in (names or list(self.hosts))]
         ports = port_overrides or {}
-        stanzas = [_stanza(h.name, ports.get(h.name, h.port), self, known_hosts) for h in hosts]
+        stanzas = [
+            _stanza(h.name, h.listen, ports.get(h.name, h.port), self, known_hosts) for h in hosts
+        ]
         for name, port in ports.items():
             if name not in self.hosts:
-                stanzas.append(_stanza(name, port, self, known_hosts))
+                stanzas.append(_stanza(name, "127.0.0.1", port, self, known_hosts))
         path.write_text("\n".join(stanzas))
         return path
 
@@ -207,19 +247,13 @@ class SshdCluster:
 
     def _start(self, host: SshdHost, port: int | None = None) -> None:
         for _ in range(1 if port else 5):
-            host.port = port or free_port()
+            host.port = port or free_port(host.listen)
             config = host.workdir / "sshd_config"
             config.write_text(self._sshd_config(host))
-            with open(host.log, "ab") as log:
-                host.proc = subprocess.Popen(
-                    [SSHD, "-D", "-e", "-f", str(config)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
-                    process_group=0,
-                    preexec_fn=child_preexec(),  # a killed pytest must not leave it running
-                )
-            if wait_for_port(host.port, host.proc, banner=b"SSH-"):
+            argv = [*host.prefix, SSHD, "-D", "-e", "-f", str(config)]
+            host.proc = spawn_logged(argv, None, host.log)
+            # Up once it answers with its banner (from here: in a namespace, across the bridge).
+            if wait_for_port(host.port, host.proc, 15, b"SSH-", host.listen):
                 return
             stop_pid(host.proc)
             host.proc = None
@@ -228,9 +262,9 @@ class SshdCluster:
     def _stop(self, host: SshdHost) -> None:
         if host.proc is None:
             return
-        # Each connection has its own sshd child, in its own session: stop those too, or a
-        # cached client connection would outlive "its" server.
-        sessions = children_of(host.proc.pid)
+        # Each connection has its own sshd child, in its own session: stop those and what they
+        # run too, or a cached client connection (or its zfs) would outlive "its" server.
+        sessions = descendants(host.proc.pid)
         stop_pid(host.proc)
         host.proc = None
         for pid in sessions:
@@ -239,7 +273,7 @@ class SshdCluster:
 
     def _sshd_config(self, host: SshdHost) -> str:
         return sshd_config_text(
-            listen="127.0.0.1",
+            listen=host.listen,
             port=host.port,
             host_key=host.host_key,
             workdir=host.workdir,
@@ -290,11 +324,11 @@ def sshd_config_text(
     )
 
 
-def _stanza(name: str, port: int, cluster: SshdCluster, known_hosts: Path) -> str:
+def _stanza(name: str, address: str, port: int, cluster: SshdCluster, known_hosts: Path) -> str:
     return "\n".join(
         [
             f"Host {name}",
-            "    HostName 127.0.0.1",
+            f"    HostName {address}",
             f"    Port {port}",
             "    User root",
             f"    IdentityFile {cluster.identity_file}",
@@ -303,9 +337,19 @@ def _stanza(name: str, port: int, cluster: SshdCluster, known_hosts: Path) -> st
             "    GlobalKnownHostsFile /dev/null",
             "    StrictHostKeyChecking yes",
             "    BatchMode yes",
+            *(f"    {option}" for option in cluster.client_options),
             "",
         ]
     )
+
+
+def _key_files(host: SshdHost) -> list[tuple[Path, Path]]:
+    """(host key file, where it is kept aside) for the private and the public key."""
+    key = host.host_key
+    return [
+        (key, key.with_name(f"{key.name}.orig")),
+        (Path(f"{key}.pub"), key.with_name(f"{key.name}.orig.pub")),
+    ]
 
 
 def _keygen(path: Path, comment: str) -> None:

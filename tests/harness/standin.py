@@ -1,4 +1,4 @@
-"""Test-side helpers for the stand-in `zfs`/`zpool` (tests/standin/standin.py).
+"""Test-side helpers for the stand-in `zfs`/`zpool` (the package in tests/standin/).
 
 A `StandinHost` is one simulated host: a state directory (`ZFS_STANDIN_ROOT`) plus an
 environment whose PATH finds the stand-in first. Everything it does goes through the
@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -149,6 +150,16 @@ class StandinHost:
             if argv and argv[0] == "zfs" and (subcommand is None or argv[1:2] == [subcommand]):
                 out.append(argv)
         return out
+
+
+def wipe_root(root: Path) -> None:
+    """Empty a stand-in state directory (the directory itself stays: sshd's env names it)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for child in root.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
 
 
 def tree_of(top: Path) -> dict[str, str]:

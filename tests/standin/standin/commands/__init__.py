@@ -1,0 +1,1 @@
+"""The commands, one module per family; cli imports only the module of the command called."""
