@@ -17,13 +17,11 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -277,43 +275,41 @@ def test_metrics_scrape(stack: Stack) -> None:
 
 
 @contextlib.contextmanager
-def chromium(shots: Path) -> Iterator[Any]:
-    """A Debian Chromium page logged in to Flower by basic auth; every request that is not
-    for this machine's loopback is refused and counted (all traffic stays here)."""
+def chromium() -> Iterator[Callable[[bool], Any]]:
+    """Debian's Chromium, headless, driven by Playwright (which gives it a fresh
+    --user-data-dir). Yields `new_page(login)`: a page in a new browser context, with or
+    without Flower's basic-auth credentials. Every request that is not for this machine's
+    loopback is refused and counted: all traffic stays here."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         unavailable("playwright not installed (pip install -e '.[test]')")
     if not Path(CHROMIUM).exists():
         unavailable(f"{CHROMIUM} not found (Debian: apt-get install chromium)")
-    profile = tempfile.mkdtemp(prefix="zrepq-chromium-")
     elsewhere: list[str] = []
-    try:
-        with sync_playwright() as pw:
-            ctx = pw.chromium.launch_persistent_context(
-                profile,  # a fresh --user-data-dir
-                executable_path=CHROMIUM,
-                headless=True,
-                args=CHROMIUM_FLAGS,
-                http_credentials={"username": FLOWER_USER, "password": FLOWER_PASSWORD},
-                viewport={"width": 1280, "height": 900},
+
+    def local_only(route: Any) -> None:
+        if re.match(r"^(https?|wss?)://127\.0\.0\.1[:/]", route.request.url):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+
+        def new_page(login: bool) -> Any:
+            creds = {"username": FLOWER_USER, "password": FLOWER_PASSWORD} if login else None
+            ctx = browser.new_context(
+                viewport={"width": 1280, "height": 900}, http_credentials=creds
             )
-
-            def local_only(route: Any) -> None:
-                url = route.request.url
-                if re.match(r"^(https?|wss?)://127\.0\.0\.1[:/]", url):
-                    route.continue_()
-                else:
-                    elsewhere.append(url)
-                    route.abort()
-
             ctx.route("**/*", local_only)
-            try:
-                yield ctx.new_page()
-            finally:
-                ctx.close()
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
+            return ctx.new_page()
+
+        try:
+            yield new_page
+        finally:
+            browser.close()
     assert not elsewhere, f"the browser tried to leave this machine: {elsewhere}"
 
 
@@ -327,7 +323,16 @@ def test_flower_in_a_browser_shows_a_running_sync(stack: Stack, artifacts: Path)
     size = 10 * RECV_RATE  # ~10 s through the demo hosts' pv -L
     stack.on("hosta", f"head -c {size} /dev/urandom > $ZFS_STANDIN_ROOT/mnt/poola/data/big.bin")
     base = f"http://127.0.0.1:{stack.flower_port}"
-    with chromium(shots) as page:
+    with chromium() as new_page:
+        # Without the password: Flower answers 401, and Chromium, with no credentials to
+        # give, stops there (headless, it has no login dialog to show).
+        anon = new_page(False)
+        answers: list[int] = []
+        anon.on("response", lambda r: answers.append(r.status))
+        with pytest.raises(Exception, match="ERR_INVALID_AUTH_CREDENTIALS"):
+            anon.goto(f"{base}/tasks")
+        assert answers == [401], answers
+        page = new_page(True)  # the browser answers Flower's basic-auth challenge
         task_id = stack.send("-S", "hosta:poola/data")
         assert wait_until(lambda: stack.task(task_id).get("status") == "PROGRESS", 30, 0.2), (
             stack.task(task_id)
