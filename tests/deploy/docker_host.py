@@ -1,7 +1,9 @@
 """The Docker engine for the deployment tier, and small wrappers around its CLI.
 
 dockerd is started here (overlay2 storage, cgroupfs) when none answers, and stopped at the
-end of the session by its pid; one that was already running is left alone. What cannot run
+end of the session by its pid; one that was already running is left alone. dockerd sets the
+root namespace's iptables FORWARD policy to DROP; a dockerd started here gives the policy it
+found back when it stops (other tests on this machine may route through the host). What cannot run
 on this machine is skipped with the precise reason, and fails instead when CI=true.
 """
 
@@ -168,6 +170,7 @@ class Dockerd:
     def __init__(self, log: Path) -> None:
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
+        self.forward_policy: str | None = None
         self.exe = need_tool("docker", "docker.io")
         self.docker = Docker(self.exe, log=log.with_name("docker-commands.log"))
 
@@ -185,6 +188,7 @@ class Dockerd:
         if not Path(DOCKERD).exists():
             unavailable(f"{DOCKERD} not found (Debian: apt-get install docker.io)")
         self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.forward_policy = _forward_policy()
         with open(self.log, "ab") as fh:
             self.proc = subprocess.Popen(
                 [
@@ -220,3 +224,14 @@ class Dockerd:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+        if self.forward_policy and _forward_policy() != self.forward_policy:
+            run(["iptables", "-P", "FORWARD", self.forward_policy], check=False)
+
+
+def _forward_policy() -> str | None:
+    """The iptables FORWARD chain's policy (ACCEPT, DROP), None without iptables."""
+    if shutil.which("iptables") is None:
+        return None
+    res = run(["iptables", "-S", "FORWARD"], check=False)
+    first = res.stdout.splitlines()[:1]
+    return first[0].split()[-1] if first and first[0].startswith("-P FORWARD") else None
