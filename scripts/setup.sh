@@ -9,10 +9,11 @@ if [ "$(id -u)" = 0 ] && [ -z "${ZREPQ_SKIP_APT:-}" ]; then
   apt-get -o DPkg::Lock::Timeout=900 update -q
   apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends \
     redis-server openssh-server openssh-client iproute2 procps zstd pv \
-    docker-compose openssl systemd \
+    docker.io docker-compose debootstrap chromium openssl systemd \
     python3 python3-venv python3-pip ca-certificates git >/dev/null
 fi
-# The distribution's redis/sshd services are not used: tests and demo start their own.
+# The distribution's redis/sshd/docker services are not used: tests and demo start their own
+# (tests/deploy starts dockerd when none runs).
 
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then

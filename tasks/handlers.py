@@ -509,6 +509,11 @@ def handback(self: Task[Any, Any], /, **kwargs: Any) -> dict[str, Any]:
     )
 
 
+# Set once the worker is ready (and has tried to register): event heartbeats start before
+# that, and a fresh worker's first heartbeat must not read as "Redis lost its data".
+_ready = threading.Event()
+
+
 @worker_ready.connect
 def _register_host(sender: Any = None, **_: Any) -> None:
     """Record this host in `zrepq:hosts`, so producers know which hosts exist."""
@@ -516,6 +521,7 @@ def _register_host(sender: Any = None, **_: Any) -> None:
 
     import redis
 
+    _ready.set()
     host = this_host()
     try:
         client = settings_of(app).redis()
@@ -551,6 +557,8 @@ def _stay_registered(sender: Any = None, **_: Any) -> None:
 
     import redis
 
+    if not _ready.is_set():
+        return
     host = this_host()
     try:
         if _registry_client(os.getpid()).hexists(HOSTS_KEY, host):

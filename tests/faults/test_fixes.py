@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -109,6 +110,11 @@ def test_a_worker_registers_again_when_redis_forgot_it(
     monkeypatch.setattr(handlers, "_registry_client", lambda pid: redis_client)
     monkeypatch.setattr(handlers, "_register_host", lambda sender=None: registered.append(sender))
     beat = SimpleNamespace(eventer=SimpleNamespace(hostname="zrepq@hx"))
+    ready = threading.Event()
+    monkeypatch.setattr(handlers, "_ready", ready)
+    handlers._stay_registered(beat)  # still starting: its own registration comes at ready
+    assert registered == []
+    ready.set()
     handlers._stay_registered(beat)  # missing (Redis restarted empty): registers
     assert len(registered) == 1 and registered[0].hostname == "zrepq@hx"
     redis_client.hset(HOSTS_KEY, "hx", "{}")

