@@ -19,9 +19,7 @@ from pydantic import Field, SecretStr, field_validator
 
 from tasks.app import make_app
 from tasks.app import settings_of as app_settings_of
-from tasks.settings import AppFile
-from workers.settings import Settings, load
-from workers.settings.sections import EnvNames, HostName, Section
+from tasks.settings import AppFile, EnvNames, HostName, Section, Settings, load
 
 DEFAULT_METRICS_PORT = 9478
 

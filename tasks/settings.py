@@ -13,8 +13,8 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from workers.keys import BEAT_PREFIX
-from workers.settings import Settings, WorkerFile
-from workers.settings.sections import EnvNames, Section
+from workers.settings import ConfigError, Settings, WorkerFile, load
+from workers.settings.sections import EnvNames, HostName, Section
 
 
 class SchedulerSection(Section):
@@ -65,3 +65,17 @@ def redbeat(cfg: Settings[AppFile]) -> dict[str, Any]:
     conf["redbeat_redis_url"] = "redis-sentinel://"
     conf["redbeat_redis_options"] = rb
     return conf
+
+
+# What the fleet's tools build their own tables from (producers import workers through tasks).
+__all__ = [
+    "AppFile",
+    "ConfigError",
+    "EnvNames",
+    "HostName",
+    "SchedulerSection",
+    "Section",
+    "Settings",
+    "load",
+    "redbeat",
+]
