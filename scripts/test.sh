@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up and run zrepq's whole test suite on a fresh Debian 12 machine (run as root):
-# lint (ruff), types (mypy), the import contracts (lint-imports), then pytest. Extra arguments go to pytest (`scripts/test.sh -x`).
+# lint (ruff), types (mypy), the import contracts (lint-imports), then pytest. Extra arguments
+# go to pytest (`scripts/test.sh -x`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
