@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import ClassVar, cast
+from typing import Annotated, cast
 from urllib.parse import urlsplit
 from weakref import WeakKeyDictionary
 
@@ -19,15 +19,15 @@ from pydantic import Field, SecretStr, field_validator
 
 from tasks.app import make_app
 from tasks.app import settings_of as app_settings_of
-from tasks.settings import AppFile, EnvNames, HostName, Section, Settings, load
+from tasks.settings import AppFile, Env, HostName, Section, Settings, load
 
 DEFAULT_METRICS_PORT = 9478
 
 
 class FlowerSection(Section):
-    url: str | None = None
-    username: str | None = None
-    password: SecretStr | None = None
+    url: Annotated[str | None, Env("ZREPQ_FLOWER_URL")] = None
+    username: Annotated[str | None, Env("ZREPQ_FLOWER_USER")] = None
+    password: Annotated[SecretStr | None, Env("ZREPQ_FLOWER_PASSWORD")] = None
 
     @field_validator("url")
     @classmethod
@@ -38,13 +38,17 @@ class FlowerSection(Section):
 
 
 class MetricsSection(Section):
-    address: str = "127.0.0.1"
-    port: int = Field(default=DEFAULT_METRICS_PORT, ge=1, le=65535)
-    status_interval: float = Field(default=300.0, ge=0)
+    address: Annotated[str, Env("ZREPQ_METRICS_ADDRESS")] = "127.0.0.1"
+    port: Annotated[int, Env("ZREPQ_METRICS_PORT")] = Field(
+        default=DEFAULT_METRICS_PORT, ge=1, le=65535
+    )
+    status_interval: Annotated[float, Env("ZREPQ_METRICS_STATUS_INTERVAL")] = Field(
+        default=300.0, ge=0
+    )
 
 
 class ProducerSection(Section):
-    default_host: HostName = None
+    default_host: Annotated[HostName, Env("ZREPQ_DEFAULT_HOST")] = None
 
 
 class ProducerFile(AppFile):
@@ -53,17 +57,6 @@ class ProducerFile(AppFile):
     flower: FlowerSection = Field(default_factory=FlowerSection)
     metrics: MetricsSection = Field(default_factory=MetricsSection)
     producer: ProducerSection = Field(default_factory=ProducerSection)
-
-    ENV: ClassVar[EnvNames] = {
-        **AppFile.ENV,
-        "ZREPQ_FLOWER_URL": ("flower", "url", None),
-        "ZREPQ_FLOWER_USER": ("flower", "username", None),
-        "ZREPQ_FLOWER_PASSWORD": ("flower", "password", None),
-        "ZREPQ_METRICS_ADDRESS": ("metrics", "address", None),
-        "ZREPQ_METRICS_PORT": ("metrics", "port", None),
-        "ZREPQ_METRICS_STATUS_INTERVAL": ("metrics", "status_interval", None),
-        "ZREPQ_DEFAULT_HOST": ("producer", "default_host", None),
-    }
 
 
 ProducerSettings = Settings[ProducerFile]

@@ -8,18 +8,18 @@ when it expires).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Annotated, Any
 
 from pydantic import Field
 
 from workers.keys import BEAT_PREFIX
 from workers.settings import ConfigError, Settings, WorkerFile, load
-from workers.settings.sections import EnvNames, HostName, Section
+from workers.settings.sections import Env, HostName, Section
 
 
 class SchedulerSection(Section):
-    lock_timeout: float = Field(default=60.0, ge=5)
-    max_interval: float = Field(default=10.0, gt=0)
+    lock_timeout: Annotated[float, Env("ZREPQ_BEAT_LOCK_TIMEOUT")] = Field(default=60.0, ge=5)
+    max_interval: Annotated[float, Env("ZREPQ_BEAT_MAX_INTERVAL")] = Field(default=10.0, gt=0)
     key_prefix: str = BEAT_PREFIX
 
 
@@ -27,12 +27,6 @@ class AppFile(WorkerFile):
     """The tables read by every process of the Celery app."""
 
     scheduler: SchedulerSection = Field(default_factory=SchedulerSection)
-
-    ENV: ClassVar[EnvNames] = {
-        **WorkerFile.ENV,
-        "ZREPQ_BEAT_LOCK_TIMEOUT": ("scheduler", "lock_timeout", None),
-        "ZREPQ_BEAT_MAX_INTERVAL": ("scheduler", "max_interval", None),
-    }
 
 
 def redbeat(cfg: Settings[AppFile]) -> dict[str, Any]:
@@ -71,7 +65,7 @@ def redbeat(cfg: Settings[AppFile]) -> dict[str, Any]:
 __all__ = [
     "AppFile",
     "ConfigError",
-    "EnvNames",
+    "Env",
     "HostName",
     "SchedulerSection",
     "Section",

@@ -20,6 +20,7 @@ import math
 import os
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import redis
@@ -44,6 +45,7 @@ class Renewable(Protocol):
     def reacquire(self) -> bool: ...
 
 
+@dataclass(slots=True, eq=False)
 class Held:
     """One `hold()`: its locks and `lost` event, when to renew it, and until when it is valid.
 
@@ -51,35 +53,14 @@ class Held:
     `Renewer`'s lock; `expired()` reads them without it (a float attribute is read whole).
     """
 
-    __slots__ = (
-        "clock",
-        "label",
-        "locks",
-        "lost",
-        "released",
-        "renew_at",
-        "token",
-        "valid_until",
-    )
-
-    def __init__(
-        self,
-        token: str,
-        locks: Sequence[Renewable],
-        lost: threading.Event,
-        label: str,
-        renew_at: float,
-        valid_until: float,
-        clock: Clock,
-    ) -> None:
-        self.token = token
-        self.locks = locks
-        self.lost = lost
-        self.label = label
-        self.renew_at = renew_at
-        self.valid_until = valid_until
-        self.clock = clock
-        self.released = False
+    token: str
+    locks: Sequence[Renewable]
+    lost: threading.Event
+    label: str
+    renew_at: float
+    valid_until: float
+    clock: Clock
+    released: bool = False
 
     def expired(self) -> bool:
         """Has the lease run out by the clock (and we still hold it, i.e. not released)?"""

@@ -47,7 +47,7 @@ def load(
     raw = read_file(model, file)
     problems = retired(source_env)
     _check_tables(raw, model, file, problems)
-    env_source = EnvSource(model, source_env, model.ENV)
+    env_source = EnvSource(model, source_env, model.env_names())
     merged = merge(raw, env_source())
     origin = env_source.origin
     try:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -53,6 +54,25 @@ def _host_name(name: str | None) -> str | None:
 HostName = Annotated[str | None, AfterValidator(_host_name)]
 
 
+def words(value: str) -> list[str]:
+    """A variable holding shell words (`ZREPQ_SSH_ARGS`)."""
+    return shlex.split(value)
+
+
+def items(value: str) -> list[str]:
+    """A variable holding a list separated by commas or spaces (`ZREPQ_SENTINELS`)."""
+    return [x for x in value.replace(",", " ").split() if x]
+
+
+@dataclass(frozen=True)
+class Env:
+    """A key's environment variable (`url: Annotated[str, Env("ZREPQ_BROKER_URL")]`), and how
+    its string becomes the key's value (None: as it is; pydantic converts it)."""
+
+    name: str
+    parse: Callable[[str], Any] | None = None
+
+
 class Section(BaseModel):
     """One table: unknown keys are errors, values never change after validation."""
 
@@ -60,20 +80,24 @@ class Section(BaseModel):
 
 
 class BrokerSection(Section):
-    url: str = DEFAULT_BROKER
-    result_backend: str | None = None
-    username: str | None = None
-    password: SecretStr | None = None
-    password_file: Path | None = None
-    sentinels: list[str] = Field(default_factory=list)
-    sentinel_master: str | None = None
-    sentinel_password: SecretStr | None = None
-    tls_ca_file: Path | None = None
-    tls_cert_file: Path | None = None
-    tls_key_file: Path | None = None
-    tls_verify: Literal["required", "optional", "none"] = "required"
-    visibility_timeout: float = Field(default=12 * 3600.0, gt=0)
-    result_expires: int = Field(default=7 * 86400, ge=0)
+    url: Annotated[str, Env("ZREPQ_BROKER_URL")] = DEFAULT_BROKER
+    result_backend: Annotated[str | None, Env("ZREPQ_RESULT_BACKEND")] = None
+    username: Annotated[str | None, Env("ZREPQ_REDIS_USERNAME")] = None
+    password: Annotated[SecretStr | None, Env("ZREPQ_REDIS_PASSWORD")] = None
+    password_file: Annotated[Path | None, Env("ZREPQ_REDIS_PASSWORD_FILE")] = None
+    sentinels: Annotated[list[str], Env("ZREPQ_SENTINELS", items)] = Field(default_factory=list)
+    sentinel_master: Annotated[str | None, Env("ZREPQ_SENTINEL_MASTER")] = None
+    sentinel_password: Annotated[SecretStr | None, Env("ZREPQ_SENTINEL_PASSWORD")] = None
+    tls_ca_file: Annotated[Path | None, Env("ZREPQ_REDIS_TLS_CA")] = None
+    tls_cert_file: Annotated[Path | None, Env("ZREPQ_REDIS_TLS_CERT")] = None
+    tls_key_file: Annotated[Path | None, Env("ZREPQ_REDIS_TLS_KEY")] = None
+    tls_verify: Annotated[
+        Literal["required", "optional", "none"], Env("ZREPQ_REDIS_TLS_VERIFY")
+    ] = "required"
+    visibility_timeout: Annotated[float, Env("ZREPQ_VISIBILITY_TIMEOUT")] = Field(
+        default=12 * 3600.0, gt=0
+    )
+    result_expires: Annotated[int, Env("ZREPQ_RESULT_EXPIRES")] = Field(default=7 * 86400, ge=0)
     socket_timeout: float = Field(default=30.0, gt=0)
 
     @field_validator("url", "result_backend")
@@ -101,12 +125,14 @@ class BrokerSection(Section):
 
 
 class WorkerSection(Section):
-    host: HostName = None
-    concurrency: int = Field(default=2, ge=1, le=256)
-    loglevel: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
-    lease_ttl: float = Field(default=60.0, ge=3)
-    remote_command: str = "zrepq-local"
-    check_timeout: float = Field(default=30.0, gt=0)
+    host: Annotated[HostName, Env("ZREPQ_HOST")] = None
+    concurrency: Annotated[int, Env("ZREPQ_CONCURRENCY")] = Field(default=2, ge=1, le=256)
+    loglevel: Annotated[
+        Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], Env("ZREPQ_LOGLEVEL")
+    ] = "INFO"
+    lease_ttl: Annotated[float, Env("ZREPQ_LEASE_TTL")] = Field(default=60.0, ge=3)
+    remote_command: Annotated[str, Env("ZREPQ_REMOTE_COMMAND")] = "zrepq-local"
+    check_timeout: Annotated[float, Env("ZREPQ_CHECK_TIMEOUT")] = Field(default=30.0, gt=0)
 
     @field_validator("loglevel", mode="before")
     @classmethod
@@ -117,8 +143,9 @@ class WorkerSection(Section):
 class LocksSection(Section):
     """How `zrepq-local` locks (workers always use Redis leases on the [broker])."""
 
-    dir: Path = Path(DEFAULT_LOCK_DIR)
-    redis: bool = False  # take the workers' Redis leases (the [broker] settings) instead
+    dir: Annotated[Path, Env("ZREPQ_LOCK_DIR")] = Path(DEFAULT_LOCK_DIR)
+    # Take the workers' Redis leases (the [broker] settings) instead.
+    redis: Annotated[bool, Env("ZREPQ_LOCK_REDIS")] = False
 
     @field_validator("dir")
     @classmethod
@@ -135,19 +162,20 @@ class HostSection(Section):
 
 
 class SshSection(Section):
-    config: Path | None = None
-    user: str | None = None
-    port: int | None = Field(default=None, ge=1, le=65535)
-    identity: Path | None = None
-    known_hosts: Path | None = None
-    accept_new: bool = False
-    cipher: str | None = None
-    args: list[str] = Field(default_factory=list)
+    config: Annotated[Path | None, Env("ZREPQ_SSH_CONFIG")] = None
+    user: Annotated[str | None, Env("ZREPQ_SSH_USER")] = None
+    port: Annotated[int | None, Env("ZREPQ_SSH_PORT")] = Field(default=None, ge=1, le=65535)
+    identity: Annotated[Path | None, Env("ZREPQ_SSH_IDENTITY")] = None
+    known_hosts: Annotated[Path | None, Env("ZREPQ_SSH_KNOWN_HOSTS")] = None
+    accept_new: Annotated[bool, Env("ZREPQ_SSH_ACCEPT_NEW")] = False
+    cipher: Annotated[str | None, Env("ZREPQ_SSH_CIPHER")] = None
+    args: Annotated[list[str], Env("ZREPQ_SSH_ARGS", words)] = Field(default_factory=list)
 
 
 class ZrepSection(Section):
     """zrep's own settings; each one is the zrep environment variable in the comment, and each
-    key is the `EngineConfig` field of the same name."""
+    key is the `EngineConfig` field of the same name. The variables keep zrep's meaning and
+    are read by `workers.settings.zrep`, not as `Env` names."""
 
     tag: str | None = None  # ZREPTAG
     save_count: int | None = Field(default=None, ge=1)  # ZREP_SAVE_COUNT
@@ -165,27 +193,17 @@ class ZrepSection(Section):
     rundir: str | None = None  # ZREP_RUNDIR (zrep's global lock file lives there)
 
 
-def words(value: str) -> list[str]:
-    """A variable holding shell words (`ZREPQ_SSH_ARGS`)."""
-    return shlex.split(value)
-
-
-def items(value: str) -> list[str]:
-    """A variable holding a list separated by commas or spaces (`ZREPQ_SENTINELS`)."""
-    return [x for x in value.replace(",", " ").split() if x]
-
-
-# How an environment variable's string becomes the table's value (None: as it is).
-Parse = Callable[[str], Any] | None
-EnvNames = Mapping[str, tuple[str, str, Parse]]
+# Environment name -> (table, key, parse).
+EnvNames = Mapping[str, tuple[str, str, Callable[[str], Any] | None]]
 
 
 class WorkerFile(BaseSettings):
     """The tables a storage host reads: `zrepq-worker`, the Celery worker, `zrepq-local`.
 
     A pydantic-settings model over two sources, laid key by key (`workers.settings.load`):
-    the TOML file, and over it the environment names in `ENV`. `OTHER_TABLES` are the
-    fleet's tables this process does not read (accepted in the file, never validated here).
+    the TOML file, and over it each key's environment variable (its `Env`). The fleet's
+    tables this process does not read (`other_tables`) are accepted in the file, never
+    validated here.
     """
 
     model_config = SettingsConfigDict(extra="forbid", frozen=True, case_sensitive=True)
@@ -197,47 +215,25 @@ class WorkerFile(BaseSettings):
     ssh: SshSection = Field(default_factory=SshSection)
     zrep: ZrepSection = Field(default_factory=ZrepSection)
 
-    # Environment name -> (table, key, parse). zrep's own names for the [zrep] table are not
-    # here: they keep zrep's meaning and are read by `workers.settings.zrep`.
-    ENV: ClassVar[EnvNames] = {
-        "ZREPQ_BROKER_URL": ("broker", "url", None),
-        "ZREPQ_RESULT_BACKEND": ("broker", "result_backend", None),
-        "ZREPQ_REDIS_USERNAME": ("broker", "username", None),
-        "ZREPQ_REDIS_PASSWORD": ("broker", "password", None),
-        "ZREPQ_REDIS_PASSWORD_FILE": ("broker", "password_file", None),
-        "ZREPQ_SENTINELS": ("broker", "sentinels", items),
-        "ZREPQ_SENTINEL_MASTER": ("broker", "sentinel_master", None),
-        "ZREPQ_SENTINEL_PASSWORD": ("broker", "sentinel_password", None),
-        "ZREPQ_REDIS_TLS_CA": ("broker", "tls_ca_file", None),
-        "ZREPQ_REDIS_TLS_CERT": ("broker", "tls_cert_file", None),
-        "ZREPQ_REDIS_TLS_KEY": ("broker", "tls_key_file", None),
-        "ZREPQ_REDIS_TLS_VERIFY": ("broker", "tls_verify", None),
-        "ZREPQ_VISIBILITY_TIMEOUT": ("broker", "visibility_timeout", None),
-        "ZREPQ_RESULT_EXPIRES": ("broker", "result_expires", None),
-        "ZREPQ_HOST": ("worker", "host", None),
-        "ZREPQ_CONCURRENCY": ("worker", "concurrency", None),
-        "ZREPQ_LOGLEVEL": ("worker", "loglevel", None),
-        "ZREPQ_LEASE_TTL": ("worker", "lease_ttl", None),
-        "ZREPQ_REMOTE_COMMAND": ("worker", "remote_command", None),
-        "ZREPQ_CHECK_TIMEOUT": ("worker", "check_timeout", None),
-        "ZREPQ_LOCK_DIR": ("locks", "dir", None),
-        "ZREPQ_LOCK_REDIS": ("locks", "redis", None),
-        "ZREPQ_SSH_CONFIG": ("ssh", "config", None),
-        "ZREPQ_SSH_USER": ("ssh", "user", None),
-        "ZREPQ_SSH_PORT": ("ssh", "port", None),
-        "ZREPQ_SSH_IDENTITY": ("ssh", "identity", None),
-        "ZREPQ_SSH_KNOWN_HOSTS": ("ssh", "known_hosts", None),
-        "ZREPQ_SSH_ACCEPT_NEW": ("ssh", "accept_new", None),
-        "ZREPQ_SSH_CIPHER": ("ssh", "cipher", None),
-        "ZREPQ_SSH_ARGS": ("ssh", "args", words),
-    }
-
     @field_validator("hosts")
     @classmethod
     def _host_names(cls, v: dict[str, HostSection]) -> dict[str, HostSection]:
         for name in v:
             _host_name(name)
         return v
+
+    @classmethod
+    def env_names(cls) -> EnvNames:
+        """Every `Env` name of this model's tables (zrep's own names are read apart)."""
+        out: dict[str, tuple[str, str, Callable[[str], Any] | None]] = {}
+        for table, info in cls.model_fields.items():
+            section = info.annotation
+            if not (isinstance(section, type) and issubclass(section, Section)):
+                continue  # [hosts.NAME]: no environment names
+            for key, field in section.model_fields.items():
+                for env in (m for m in field.metadata if isinstance(m, Env)):
+                    out[env.name] = (table, key, env.parse)
+        return out
 
     @classmethod
     def other_tables(cls) -> tuple[str, ...]:
