@@ -46,14 +46,14 @@ def lease_parts(client: Any, n: int) -> dict[str, list[float]]:
 
     from redis.lock import Lock
 
-    from workers.lease import _Renewer
+    from workers.renewal import Renewer
 
     def lock_only() -> None:
         lock = Lock(client, "zrepq:bench:parts", timeout=60, sleep=0.1, thread_local=False)
         lock.acquire(blocking=False, token="bench")
         lock.release()
 
-    renewer = _Renewer(60.0, "bench")
+    renewer = Renewer(60.0, "bench")
 
     def renewal_only() -> None:
         held = renewer.held("bench", [], threading.Event(), "bench", time.monotonic())

@@ -27,9 +27,8 @@ import redis
 from celery import Celery
 from celery.result import AsyncResult
 
+from producer.settings import default_app, settings_of
 from tasks import contract as c
-from tasks.app import app as default_app
-from tasks.app import settings_of
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +69,7 @@ class Producer:
         check_hosts: bool = True,
         connect_timeout: float = 5.0,
     ) -> None:
-        self.app = app or default_app
+        self.app = app or default_app()
         self.default_host = (
             default_host
             or os.environ.get("ZREPQ_DEFAULT_HOST")

@@ -341,7 +341,7 @@ def status(c: Ctx, verbose: bool, all_: bool, fleet: bool, fs: Sequence[str]) ->
     """status [-v] [-a|fs ...] | status --fleet: zrep's status lines, or the fleet view."""
     if fleet:
         from producer.fleet import fleet_status, fleet_text
-        from tasks.app import settings_of
+        from producer.settings import settings_of
 
         data = fleet_status(c.producer, timeout=c.timeout or 30.0, tag=c.producer.tag)
         if c.json:
@@ -620,33 +620,14 @@ def schedule_remove(c: Ctx, names: Sequence[str]) -> None:
         sys.exit(1)
 
 
-def scheduler_argv(loglevel: str, extra: Sequence[str] = ()) -> list[str]:
-    """The scheduler process: celery beat with zrepq's redbeat scheduler."""
-    return [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "tasks.app",
-        "beat",
-        "-S",
-        "tasks.beat:ZrepqScheduler",
-        "--pidfile=",  # no pid file: systemd / the container knows the pid
-        "--loglevel",
-        loglevel,
-        *extra,
-    ]
-
-
 @cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("extra", nargs=-1, type=click.UNPROCESSED)
 def scheduler(extra: Sequence[str]) -> None:
     """scheduler: run the beat that fires schedules (any number may run; one is active)."""
-    from tasks.app import app as default_app
-    from tasks.app import settings_of
+    from producer.settings import load_producer
+    from tasks.beat import scheduler_argv
 
-    cfg = settings_of(default_app)
-    argv = scheduler_argv(cfg.model.worker.loglevel, extra)
+    argv = scheduler_argv(load_producer().model.worker.loglevel, extra)
     os.execv(argv[0], argv)  # noqa: S606 (argv list; no shell wanted)
 
 
@@ -660,7 +641,7 @@ def metrics(c: Ctx, address: str | None, port: int | None, status_interval: floa
     import logging
 
     from producer.metrics import serve
-    from tasks.app import settings_of
+    from producer.settings import settings_of
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     m = settings_of(c.producer.app).model.metrics
@@ -677,7 +658,7 @@ def metrics(c: Ctx, address: str | None, port: int | None, status_interval: floa
 def config(c: Ctx) -> None:
     """config: check the settings and show them (secrets hidden)."""
     from producer.api import redact
-    from tasks.app import settings_of
+    from producer.settings import settings_of
 
     cfg = settings_of(c.producer.app)
     shown = cfg.model.model_dump(mode="json")

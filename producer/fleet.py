@@ -19,11 +19,6 @@ from producer.watch import wait
 from tasks import contract as c
 from tasks.app import settings_of
 from tasks.ops import read_records
-from workers.keys import queue_name
-
-
-def _node_host(node: str) -> str:
-    return node.split("@", 1)[1] if "@" in node else node
 
 
 def running_tasks(producer: Producer, timeout: float = 2.0) -> list[dict[str, Any]]:
@@ -33,11 +28,11 @@ def running_tasks(producer: Producer, timeout: float = 2.0) -> list[dict[str, An
     out = []
     for node, tasks in active.items():
         for t in tasks:
-            if t.get("name") == "zrepq.probe":
+            if t.get("name") == c.PROBE_TASK:
                 continue
             kwargs = t.get("kwargs") or {}
             row: dict[str, Any] = {
-                "host": _node_host(node),
+                "host": c.node_host(node),
                 "task": t.get("name"),
                 "id": t.get("id"),
                 "dataset": kwargs.get("fs") if isinstance(kwargs, dict) else None,
@@ -55,12 +50,12 @@ def running_tasks(producer: Producer, timeout: float = 2.0) -> list[dict[str, An
 
 def queue_lengths(producer: Producer, hosts: list[str]) -> dict[str, int]:
     client = settings_of(producer.app).redis()
-    return {h: int(client.llen(queue_name(h))) for h in hosts}
+    return {h: int(client.llen(c.queue_name(h))) for h in hosts}
 
 
 def alive_hosts(producer: Producer, timeout: float = 2.0) -> set[str]:
     replies = producer.app.control.ping(timeout=timeout) or []
-    return {_node_host(node) for r in replies for node in r}
+    return {c.node_host(node) for r in replies for node in r}
 
 
 def status_rows(

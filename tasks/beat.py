@@ -1,9 +1,10 @@
 """The scheduler: celery beat with redbeat, so the schedule lives in Redis.
 
 Run it as `zrepq scheduler` (which is `celery -A tasks.app beat -S tasks.beat:ZrepqScheduler`).
-Any number may run: redbeat holds a lock in Redis (`zrepq:beat::lock`), one scheduler sends
-and the others wait; when the active one dies its lock expires (`[scheduler] lock_timeout`)
-and a standby takes over. Entries are managed with `zrepq schedule add|list|remove`.
+Any number may run: redbeat holds a lock in Redis (`zrepq:beat::lock`: `[scheduler]
+key_prefix`), one scheduler sends and the others wait; when the active one dies its lock
+expires (`[scheduler] lock_timeout`) and a standby takes over. Entries are managed with
+`zrepq schedule add|list|remove`.
 
 Entries name a real task (`zrep.sync_all` on one host's queue, `zrep.sync` for one dataset,
 `zrep.expire`) or a fleet entry (`zrepq.fleet.sync_all`, `zrepq.fleet.expire`), which this
@@ -15,17 +16,32 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from redbeat import RedBeatScheduler  # type: ignore[import-untyped]
 
 from tasks import contract as c
+from workers.main import celery_argv
 
 log = logging.getLogger(__name__)
 
 FLEET_SYNC_ALL = "zrepq.fleet.sync_all"
 FLEET_EXPIRE = "zrepq.fleet.expire"
 FLEET_TASKS = {FLEET_SYNC_ALL: c.SYNC_ALL, FLEET_EXPIRE: c.EXPIRE}
+
+
+def scheduler_argv(loglevel: str, extra: Sequence[str] = ()) -> list[str]:
+    """The scheduler process: celery beat with zrepq's redbeat scheduler."""
+    return celery_argv(
+        "beat",
+        "-S",
+        "tasks.beat:ZrepqScheduler",
+        "--pidfile=",  # no pid file: systemd / the container knows the pid
+        "--loglevel",
+        loglevel,
+        *extra,
+    )
 
 
 def registered_hosts(client: Any) -> list[str]:

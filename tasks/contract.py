@@ -18,7 +18,20 @@ from pydantic import ValidationError as SchemaError
 
 from workers.engine.errors import HostUnreachable, ValidationError, ZrepqError
 from workers.engine.names import validate_dataset, validate_host, validate_snapshot, validate_tag
-from workers.keys import HOSTS_KEY, QUEUE_PREFIX, queue_name
+
+# Every Redis key and queue name zrepq gives, for producers (their one home: workers/keys.py).
+from workers.keys import (
+    BEAT_PREFIX,
+    DEFAULT_QUEUE,
+    HOSTS_KEY,
+    PROBE_TASK,
+    QUEUE_PREFIX,
+    SYNCS_KEY,
+    node_host,
+    node_name,
+    queue_name,
+    sync_record_field,
+)
 
 
 def queue_for(host: str) -> str:
@@ -224,12 +237,20 @@ def failed(error: dict[str, Any]) -> dict[str, Any]:
 
 
 __all__ = [
+    "BEAT_PREFIX",
+    "DEFAULT_QUEUE",
     "HOSTS_KEY",
+    "PROBE_TASK",
     "QUEUE_PREFIX",
     "SCHEMAS",
+    "SYNCS_KEY",
     "HostUnreachable",
     "ValidationError",
     "ZrepqError",
+    "node_host",
+    "node_name",
     "queue_for",
+    "queue_name",
+    "sync_record_field",
     "validate",
 ]

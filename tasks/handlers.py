@@ -29,7 +29,7 @@ from workers.engine.formats import list_verbose_text, names_text, status_text
 from workers.engine.locks import LockToken
 from workers.engine.ports import Locks, Transport
 from workers.keys import HOSTS_KEY
-from workers.runtime import engine_from_env, locks_from_env, settings_env, transport_from_env
+from workers.runtime import engine_from_env, transport_for
 
 log = logging.getLogger(__name__)
 
@@ -37,18 +37,13 @@ log = logging.getLogger(__name__)
 # ---- per-process context ---------------------------------------------------------------
 
 
-def _env() -> dict[str, str]:
-    """The environment with the configuration file's settings filled in."""
-    return settings_env(os.environ)
-
-
 @lru_cache(maxsize=1)
 def _context(pid: int) -> tuple[Transport, Locks]:
     """One transport (cached SSH connections) and one lease client per worker process."""
-    env = _env()
-    transport = transport_from_env(env)
-    client = settings_of(app).redis()  # the broker's Redis: sentinel, TLS and password aware
-    return transport, locks_from_env(env, transport.local_host, client=client)
+    cfg = settings_of(app)  # built once per process, with the app
+    transport = transport_for(cfg, cfg.host())
+    client = cfg.redis()  # the broker's Redis: sentinel, TLS and password aware
+    return transport, cfg.locks(transport.local_host, client=client)
 
 
 def this_host() -> str:
@@ -162,7 +157,10 @@ def _engine(task: Task[Any, Any], args: c.Args, peer: DeferredPeer | None = None
             host=transport.local_host,
         )
     eng = engine_from_env(
-        _env(), observer=Progress(task), peer=peer or DeferredPeer(), transport=transport
+        settings=settings_of(app),
+        observer=Progress(task),
+        peer=peer or DeferredPeer(),
+        transport=transport,
     )
     eng.locks = locks
     eng.operation_id = task.request.id

@@ -23,21 +23,14 @@ from celery.signals import task_postrun
 from tasks import contract as c
 from tasks.app import app, settings_of
 from tasks.errors import TaskFailed
-from workers.keys import PREFIX
 
 log = logging.getLogger(__name__)
 
-PROBE = "zrepq.probe"
-SYNCS_KEY = PREFIX + "syncs"  # hash TAG:HOST:FS -> JSON record
 # Outcomes that are not a failure of the pair (as in `sync all`'s summary).
 NOT_FAILURES = {"locked", "duplicate", "paused"}
 
 
-def record_field(tag: str, host: str, fs: str) -> str:
-    return f"{tag}:{host}:{fs}"
-
-
-@app.task(name=PROBE, bind=True)
+@app.task(name=c.PROBE_TASK, bind=True)
 def probe(self: Task[Any, Any], /, host: str = "", **_: Any) -> dict[str, Any]:
     from tasks.handlers import this_host
 
@@ -138,8 +131,8 @@ def _record_sync(
         tag = kwargs.get("tag") if isinstance(kwargs.get("tag"), str) else "zrep"
         success, data = _outcome(retval)
         client = _client(os.getpid())
-        field = record_field(str(tag), host, fs)
-        raw = client.hget(SYNCS_KEY, field)
+        field = c.sync_record_field(str(tag), host, fs)
+        raw = client.hget(c.SYNCS_KEY, field)
         old = json.loads(raw) if raw else None
         rec = update_record(
             old,
@@ -151,7 +144,7 @@ def _record_sync(
             task_id=task_id,
             now=time.time(),
         )
-        client.hset(SYNCS_KEY, field, json.dumps(rec))
+        client.hset(c.SYNCS_KEY, field, json.dumps(rec))
     except Exception as e:  # never let bookkeeping fail a task
         log.warning("could not record the outcome of %s %s: %s", name, fs, e)
 
@@ -159,7 +152,7 @@ def _record_sync(
 def read_records(client: Any) -> list[dict[str, Any]]:
     """Every sync record in Redis (for metrics and `status --fleet`)."""
     out = []
-    for raw in client.hgetall(SYNCS_KEY).values():
+    for raw in client.hgetall(c.SYNCS_KEY).values():
         try:
             out.append(json.loads(raw))
         except ValueError:

@@ -25,7 +25,6 @@ import fcntl
 import hashlib
 import os
 import stat
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -33,6 +32,7 @@ from pathlib import Path
 
 from workers.engine.errors import ConfigError, LockHeld
 from workers.engine.locks import LockToken, describe_holder
+from workers.handle import Handle
 
 DEFAULT_LOCK_DIR = "/run/zrepq/locks"
 _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
@@ -51,21 +51,8 @@ def lock_file_name(name: str) -> str:
     return f"{escaped[:_KEEP]}+{digest}{_SUFFIX}"
 
 
-class FileLockHandle:
+class FileLockHandle(Handle):
     """`ports.LockHandle`. A flock cannot be lost while its process lives: `lost` stays clear."""
-
-    def __init__(self, token: str, names: Sequence[str]) -> None:
-        self._token = token
-        self._lost = threading.Event()
-        self.names = tuple(names)
-
-    @property
-    def lost(self) -> threading.Event:
-        return self._lost
-
-    @property
-    def token(self) -> str:
-        return self._token
 
 
 class FileLocks:

@@ -6,13 +6,15 @@ string, as `celery -A` does, so starting the worker imports nothing of `tasks`.
 
 Settings (`workers.settings`) are read and validated before anything starts: a bad key
 stops the worker with a message naming it, and exit status 78 (EX_CONFIG), which the systemd
-unit treats as "do not restart".
+unit treats as "do not restart". The Celery process it becomes reads them again, from the
+same file and environment, once, when it loads the app (`tasks/app.py`): nothing is handed
+over through the environment.
 
 `zrepq-worker --check` is the liveness probe (systemd timer, container health check): the
 worker's node must answer a ping, consume this host's queue, and run a probe task sent
 through that queue (unless every pool slot is busy with real work). Workers have been seen
 to keep answering pings after a Redis reconnect while consuming nothing; the probe catches
-that.
+that. It sends the probe by name from a bare Celery client on the [broker] settings.
 """
 
 from __future__ import annotations
@@ -23,29 +25,26 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from celery import Celery
+
 from workers.engine.errors import ConfigError, ValidationError
 from workers.engine.names import validate_host
-from workers.keys import queue_name
-from workers.settings import Settings, load
+from workers.keys import PROBE_TASK, node_name, queue_name
+from workers.settings import EX_CONFIG, Settings, WorkerFile, load
 
-EX_CONFIG = 78  # sysexits.h: configuration error
 EX_UNAVAILABLE = 69  # the check failed: the worker is not doing its job
-PROBE_TASK = "zrepq.probe"
+APP = "tasks.app"  # zrepq's Celery app, by import string (`celery -A`)
 
 
-def node_name(host: str) -> str:
-    return f"zrepq@{host}"
+def celery_argv(*args: str) -> list[str]:
+    """The command line of a Celery process on zrepq's app: `celery -A tasks.app ARGS`."""
+    return [sys.executable, "-m", "celery", "-A", APP, *args]
 
 
 def worker_argv(
     host: str, concurrency: int, extra: Sequence[str] = (), loglevel: str | None = None
 ) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "tasks.app",
+    return celery_argv(
         "worker",
         "-Q",
         queue_name(host),
@@ -61,10 +60,10 @@ def worker_argv(
         "--loglevel",
         loglevel or os.environ.get("ZREPQ_LOGLEVEL", "INFO"),
         *extra,
-    ]
+    )
 
 
-def _settings() -> tuple[Settings, str]:
+def _settings() -> tuple[Settings[WorkerFile], str]:
     try:
         cfg = load()
         host = cfg.host()
@@ -75,12 +74,11 @@ def _settings() -> tuple[Settings, str]:
     return cfg, host
 
 
-def check(cfg: Settings, host: str, timeout: float | None = None) -> tuple[bool, str]:
+def check(cfg: Settings[Any], host: str, timeout: float | None = None) -> tuple[bool, str]:
     """Is this host's worker alive and consuming its queue? (ok, one line saying why)."""
-    from tasks.app import make_app
-
     timeout = timeout or cfg.model.worker.check_timeout
-    app = make_app(config=cfg)
+    app = Celery("zrepq-check", set_as_current=False)
+    app.conf.update(cfg.broker.celery())
     node, queue = node_name(host), queue_name(host)
     try:
         replies = app.control.ping(destination=[node], timeout=min(5.0, timeout)) or []
@@ -138,11 +136,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"config={cfg.path or '-'}"
         )
         sys.exit(0)
-    # Every setting the engine reads, from the file or the environment, in the environment of
-    # the Celery process; the engine names this host the same way (ZREP_SRC_HOST).
-    env = cfg.env()
-    env["ZREP_SRC_HOST"] = host
-    os.environ.update(env)
     argv_ = worker_argv(host, cfg.concurrency(host), args, cfg.model.worker.loglevel)
     os.execv(argv_[0], argv_)  # noqa: S606 (argv list; no shell wanted)
 

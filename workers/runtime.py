@@ -1,78 +1,30 @@
-"""Build an engine for this host from the environment: transport, leases, peer.
+"""Build an engine for this host from the settings: transport, leases, peer.
 
 One place turns settings into objects, so the direct CLI (`zrepq-local`) and the Celery
 worker build the same engine. Settings come from `workers.settings` (the TOML file, overlaid
 by environment variables: zrep's own names for engine behaviour, `ZREPQ_*` for what zrep never
-had), and are read here in their canonical environment form (`Settings.env()`).
+had), loaded once per process; each layer is given its typed part of them.
 """
 
 from __future__ import annotations
 
-import os
-import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from workers.engine import Engine, EngineConfig
+from workers.engine import Engine
 from workers.engine.errors import CommandError
 from workers.engine.events import Message, Observer
-from workers.engine.ports import Locks, Peer, Transport
+from workers.engine.ports import Peer, Transport
 from workers.engine.zfs import ZfsHost
-from workers.exec.ssh_options import SshOptions
-from workers.exec.transport import SshTransport, local_host_name
-from workers.filelock import DEFAULT_LOCK_DIR, FileLocks
-from workers.settings import load
+from workers.exec.transport import SshTransport
+from workers.settings import Settings, load
 
 
-def ssh_options_from_env(env: Mapping[str, str]) -> SshOptions:
-    """ZREPQ_SSH_* settings; zrep's `SSH="ssh -c cipher ..."` adds its extra arguments."""
-    extra: list[str] = []
-    legacy = shlex.split(env.get("SSH", ""))
-    if legacy and os.path.basename(legacy[0]) == "ssh":
-        extra = legacy[1:]
-    extra += shlex.split(env.get("ZREPQ_SSH_ARGS", ""))
-    port = env.get("ZREPQ_SSH_PORT")
-    return SshOptions(
-        config_file=env.get("ZREPQ_SSH_CONFIG") or None,
-        user=env.get("ZREPQ_SSH_USER") or None,
-        port=int(port) if port else None,
-        identity_file=env.get("ZREPQ_SSH_IDENTITY") or None,
-        known_hosts=env.get("ZREPQ_SSH_KNOWN_HOSTS") or None,
-        accept_unknown_host_keys=env.get("ZREPQ_SSH_ACCEPT_NEW", "") in ("1", "yes", "true"),
-        cipher=env.get("ZREPQ_SSH_CIPHER") or None,
-        extra_ssh_args=tuple(extra),
-    )
-
-
-def settings_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """`env` with the configuration file's settings filled in (raises `ConfigError`)."""
-    return load(os.environ if env is None else env).env()
-
-
-def transport_from_env(env: Mapping[str, str]) -> SshTransport:
-    host = env.get("ZREP_SRC_HOST") or env.get("ZREPQ_HOST") or local_host_name()
-    return SshTransport(host, ssh_options_from_env(env))
-
-
-def locks_from_env(env: Mapping[str, str], owner: str, client: Any = None) -> Locks:
-    """zrepq's own locks for an engine on this host.
-
-    The worker passes its Redis `client`: leases there (`workers.lease`). `zrepq-local` gets
-    lock files on this host (`[locks] dir`, `workers.filelock`): no Redis needed, as with zrep
-    from cron; or, with `[locks] redis`, the workers' own leases on the [broker] Redis, so a
-    `zrepq-local` run also excludes the queue's runs on the other host of a pair.
-    """
-    if client is None and env.get("ZREPQ_LOCK_REDIS", "").strip():
-        settings = load(env)
-        if settings.model.locks.redis:
-            client = settings.redis()
-    if client is None:
-        return FileLocks(env.get("ZREPQ_LOCK_DIR") or DEFAULT_LOCK_DIR, owner=owner)
-    from workers.lease import RedisLocks
-
-    ttl = float(env.get("ZREPQ_LEASE_TTL") or "60")
-    return RedisLocks(client, owner=owner, ttl=ttl)
+def transport_for(settings: Settings[Any], host: str | None = None) -> SshTransport:
+    """Commands and streams from this host, over SSH as [ssh] says. `host` is this host's
+    name (default: `zrepq-local`'s, `Settings.local_host`; the worker passes its own)."""
+    return SshTransport(host or settings.local_host(), settings.ssh_options())
 
 
 @dataclass
@@ -125,15 +77,15 @@ def engine_from_env(
     observer: Observer | None = None,
     peer: Peer | None = None,
     transport: Transport | None = None,
+    settings: Settings[Any] | None = None,
 ) -> Engine:
-    env = settings_env(env)
-    config = EngineConfig.from_env(env)
-    transport = transport or transport_from_env(env)
+    """An engine on `settings` (default: loaded from the file and `env`)."""
+    s = settings or load(env)
+    transport = transport or transport_for(s)
     if peer is None:
-        cmd = tuple(shlex.split(env.get("ZREPQ_REMOTE_COMMAND", "zrepq-local")))
-        peer = CommandPeer(transport, cmd)
-    locks = locks_from_env(env, transport.local_host)
-    return Engine(transport, config=config, locks=locks, observer=observer, peer=peer)
+        peer = CommandPeer(transport, s.remote_command())
+    locks = s.locks(transport.local_host)
+    return Engine(transport, config=s.engine_config(), locks=locks, observer=observer, peer=peer)
 
 
-__all__ = ["CommandPeer", "ZfsHost", "engine_from_env", "settings_env", "ssh_options_from_env"]
+__all__ = ["CommandPeer", "ZfsHost", "engine_from_env", "transport_for"]

@@ -1,4 +1,10 @@
-"""The Redis lease on a real redis-server, including its failure modes."""
+"""The Redis lease on a real redis-server, including its failure modes.
+
+Renewal and expiry run on simulated time (`tests.harness.clock.FakeClock`): each test moves
+the clock itself and asserts what the lease did at that moment. TTLs are long (Redis counts
+them in real time, and a slow machine must not let a key expire under a test); the tests
+that are about real time (a killed holder's key expiring in Redis) use the real clock.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +14,22 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
+from contextlib import ExitStack
 
 import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tests.harness.netutil import REPO, free_port, wait_until
+from tests.harness.clock import FakeClock
+from tests.harness.netutil import REPO, wait_until
 from tests.harness.redis_server import RedisServer
-from workers.engine.errors import HostUnreachable, LockHeld, LockLost
-from workers.keys import LOCK_PREFIX, lock_key
+from workers.engine.errors import LockHeld, LockLost
+from workers.keys import LOCK_PREFIX, lease_key, lock_key
 from workers.lease import RedisLocks
+from workers.renewal import Renewer
+
+TTL = 60.0  # renewed every 20 s, lost 59 s after the last renewal began (margin 1 s)
 
 pytestmark = pytest.mark.integration
 
@@ -71,37 +81,72 @@ def test_keys_are_taken_in_sorted_order_and_rolled_back(
 
 
 def test_wait_for_a_lease_being_released(redis_client: redis.Redis) -> None:
-    locks = RedisLocks(redis_client, owner="hosta")
-    held = threading.Event()
-    release = threading.Event()
-
-    def other_holder() -> None:
-        with RedisLocks(redis_client, owner="hostb").hold(["k"], operation="sync"):
-            held.set()
-            release.wait(5)
-
-    t = threading.Thread(target=other_holder)
-    t.start()
-    held.wait(5)
-    try:
+    clock = FakeClock()
+    locks = RedisLocks(redis_client, owner="hosta", clock=clock)
+    with ExitStack() as other:
+        other.enter_context(RedisLocks(redis_client, owner="hostb").hold(["k"], operation="sync"))
+        start = clock.now
         with pytest.raises(LockHeld) as info, locks.hold(["k"], operation="sync", wait=0.3):
             pass
         assert "waited" in str(info.value)
-        threading.Timer(0.3, release.set).start()
+        assert clock.now - start == pytest.approx(0.3)  # polled until the wait was over
+        clock.at(clock.now + 0.3, other.close)  # the other holder gives it back 0.3 s later
+        start = clock.now
         with locks.hold(["k"], operation="sync", wait=3) as handle:
             assert locks.holder("k") == handle.token
-    finally:
-        release.set()
-        t.join()
+            assert 0.3 - 1e-9 <= clock.now - start <= 0.3 + 0.1 + 1e-9  # at the next poll
+
+
+def test_a_lease_taken_after_waiting_is_valid_for_a_whole_ttl(redis_client: redis.Redis) -> None:
+    """The wait for a lapsing lease must not count against the new holder's TTL.
+
+    Before: validity was measured from when *waiting* began, so a lease taken after waiting
+    ~TTL was declared lost at once (a re-run after a killed worker failed with lock-lost).
+    """
+    clock = FakeClock()
+    redis_client.set(lease_key("k"), "dead:1:sync/x:y")  # a holder that died...
+    start = clock.now
+    clock.at(start + 1.5, lambda: redis_client.delete(lease_key("k")))  # ...its key expires
+    locks = RedisLocks(redis_client, owner="t", ttl=2.0, clock=clock)
+    with locks.hold(["k"], operation="sync", wait=5.0) as handle:
+        taken = clock.now
+        assert 1.5 <= taken - start <= 1.6 + 1e-9
+        clock.advance(start + 2.6 - clock.now)  # past start + ttl - margin (1.8 s)
+        clock.settle()
+        assert not handle.lost.is_set()  # valid until taken + 1.8 s, then renewed
+        assert redis_client.get(lease_key("k")) == handle.token.encode()
+
+
+def test_lost_reads_as_set_once_the_lease_ran_out_even_before_the_watchdog_runs(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process continued after SIGSTOP runs its main thread first: `lost` must already say
+    so, without waiting for the watchdog thread to be scheduled."""
+    monkeypatch.setattr(Renewer, "_renew", lambda self: None)  # no renewal,
+    monkeypatch.setattr(Renewer, "_watch", lambda self: None)  # no watchdog
+    clock = FakeClock()
+    locks = RedisLocks(redis_client, owner="t", ttl=TTL, clock=clock)
+    with locks.hold(["k"], operation="sync") as handle:
+        clock.advance(TTL - 1.0 - 0.5)  # the margin is 1 s
+        assert not handle.lost.is_set()
+        clock.advance(0.5)
+        assert handle.lost.is_set()
+        with pytest.raises(LockLost, match="lost the lease"):
+            handle.check()
 
 
 def test_renewal_keeps_a_lease_past_its_ttl(redis_client: redis.Redis) -> None:
-    locks = RedisLocks(redis_client, owner="hosta", ttl=0.6)
+    clock = FakeClock()
+    locks = RedisLocks(redis_client, owner="hosta", ttl=TTL, clock=clock)
+    key = LOCK_PREFIX + "k"
     with locks.hold(["k"], operation="sync") as handle:
-        time.sleep(1.5)
-        assert locks.holder("k") == handle.token
-        assert 0 < redis_client.pttl(LOCK_PREFIX + "k") <= 600
-        assert not handle.lost.is_set()
+        for _ in range(4):  # 80 s: past the TTL, renewed every ttl/3
+            redis_client.pexpire(key, 3_600_000)  # a renewal sets it back to the TTL
+            clock.advance(TTL / 3)
+            clock.settle()
+            assert 0 < redis_client.pttl(key) <= TTL * 1000
+            assert locks.holder("k") == handle.token
+            assert not handle.lost.is_set()
         handle.check()
 
 
@@ -109,7 +154,7 @@ _HOLDER = textwrap.dedent(
     """
     import sys, time, redis
     from workers.lease import RedisLocks
-    locks = RedisLocks(redis.Redis.from_url(sys.argv[1]), owner="victim", ttl=1.0)
+    locks = RedisLocks(redis.Redis.from_url(sys.argv[1]), owner="victim", ttl=2.0)
     with locks.hold(["k"], operation="sync") as handle:
         print(handle.token, flush=True)
         time.sleep(60)
@@ -120,6 +165,7 @@ _HOLDER = textwrap.dedent(
 def test_a_sigkilled_holder_frees_the_key_within_the_ttl(
     redis_client: redis.Redis, redis_url: str
 ) -> None:
+    """Real processes and Redis's own expiry: the real clock."""
     proc = subprocess.Popen(
         [sys.executable, "-c", _HOLDER, redis_url],
         stdout=subprocess.PIPE,
@@ -127,33 +173,39 @@ def test_a_sigkilled_holder_frees_the_key_within_the_ttl(
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
+    locks = RedisLocks(redis_client, owner="hosta")
     try:
         assert proc.stdout is not None
         token = proc.stdout.readline().strip()
-        locks = RedisLocks(redis_client, owner="hosta")
-        time.sleep(1.2)  # past one TTL: still held, so its renewal works
-        assert locks.holder("k") == token
+        # Past one TTL (2 s) it still holds: its renewal (every 0.67 s) works.
+        assert not wait_until(lambda: locks.holder("k") != token, timeout=2.5, step=0.1)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
-    killed = time.monotonic()
-    assert wait_until(lambda: locks.holder("k") is None, timeout=2.0)
-    assert time.monotonic() - killed <= 1.0 + 0.2  # the TTL, plus polling slack
+    # Nobody renews it any more: Redis drops it within the TTL (its last renewal's PX).
+    assert 0 < redis_client.pttl(LOCK_PREFIX + "k") <= 2000
+    assert wait_until(lambda: locks.holder("k") is None, timeout=30)
     with locks.hold(["k"], operation="sync"):
         pass
 
 
 @pytest.mark.parametrize("how", ["deleted", "stolen"])
 def test_lost_is_set_when_the_key_is_taken_away(redis_client: redis.Redis, how: str) -> None:
-    locks = RedisLocks(redis_client, owner="hosta", ttl=0.6)
+    clock = FakeClock()
+    locks = RedisLocks(redis_client, owner="hosta", ttl=TTL, clock=clock)
     with locks.hold(["k"], operation="sync") as handle:
         if how == "deleted":
             redis_client.delete(LOCK_PREFIX + "k")
         else:
             redis_client.set(LOCK_PREFIX + "k", "thief:1:sync:x")
-        assert handle.lost.wait(1.0)  # the next renewal, ttl/3 later, finds out
+        clock.advance(TTL / 3 - 0.5)
+        clock.settle()
+        assert not handle.lost.is_set()  # nobody looked yet
+        clock.advance(0.5)  # the next renewal, ttl/3 after the lease was taken, finds out
+        clock.settle()
+        assert handle.lost.is_set()
         with pytest.raises(LockLost):
             handle.check()
     # Leaving did not delete somebody else's key.
@@ -166,40 +218,34 @@ def test_redis_restarted_while_held_means_lost(
 ) -> None:
     """Without persistence a restart forgets the key: the holder is told it lost the lease,
     while a newcomer can take it, so the lease is never silently held twice."""
-    locks = RedisLocks(redis_client, owner="hosta", ttl=1.5)
+    clock = FakeClock()
+    locks = RedisLocks(redis_client, owner="hosta", ttl=TTL, clock=clock)
     with locks.hold(["k"], operation="sync") as handle:
         redis_server.restart()
         with RedisLocks(redis_server.client(), owner="hostb").hold(["k"], operation="sync"):
-            assert handle.lost.wait(2.0)
+            clock.advance(TTL / 3)
+            clock.settle()
+            assert handle.lost.is_set()
     assert locks.holder("k") is None
 
 
-def test_redis_down_while_held_means_lost_within_the_ttl(
-    redis_client: redis.Redis, redis_server: RedisServer
-) -> None:
+def test_redis_down_while_held_means_lost_within_the_ttl(redis_server: RedisServer) -> None:
     client = redis_server.client(socket_timeout=0.5, retry=Retry(NoBackoff(), 0))
-    locks = RedisLocks(client, owner="hosta", ttl=1.0)
+    clock = FakeClock()
+    locks = RedisLocks(client, owner="hosta", ttl=TTL, clock=clock)
     try:
         with locks.hold(["k"], operation="sync") as handle:
+            taken = clock.now
             redis_server.stop()
-            stopped = time.monotonic()
-            assert handle.lost.wait(2.0)
-            assert time.monotonic() - stopped < 1.0  # flagged before the lease could expire
+            # Renewals fail (retried every second) until the lease would have run out.
+            clock.run(TTL - 1.0 - 0.5, step=0.5)
+            assert not handle.lost.is_set()
+            clock.run(0.5, step=0.5)
+            assert handle.lost.is_set()
+            assert clock.now - taken < TTL  # flagged before the lease could expire in Redis
         # Leaving with Redis down does not raise (the key expires by itself).
     finally:
         redis_server.start()
-
-
-def test_redis_down_at_acquire_is_a_clear_host_unreachable() -> None:
-    port = free_port()
-    client = redis.Redis(port=port, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
-    locks = RedisLocks(client, owner="hosta")
-    with pytest.raises(HostUnreachable) as info, locks.hold(["k"], operation="sync"):
-        pass
-    assert str(info.value).startswith(f"redis at localhost:{port} unreachable")
-    assert info.value.retryable
-    with pytest.raises(HostUnreachable):
-        locks.holder("k")
 
 
 class _watch_sets:

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from tests.harness.clock import FakeClock
 from tests.harness.netutil import REPO
 from tests.harness.pids import spawn_with_pid
 from workers.engine import liveness
@@ -82,11 +83,13 @@ def procs() -> Iterator[list[subprocess.Popen[str]]]:
 
 
 def _take(client: redis.Redis, owner: str = "hosta") -> tuple[float, str]:
-    """Take the lease now (no waiting); return how long that took and the new token."""
-    locks = RedisLocks(client, owner=owner, ttl=TTL)
-    t0 = time.monotonic()
+    """Take the lease now (no waiting); return how long that took by the lease's (simulated)
+    clock, which only moves when it waits, and the new token."""
+    clock = FakeClock()
+    locks = RedisLocks(client, owner=owner, ttl=TTL, clock=clock)
+    t0 = clock.now
     with locks.hold([KEY], operation="sync") as handle:
-        took = time.monotonic() - t0
+        took = clock.now - t0
         assert client.get(lease_key(KEY)) == handle.token.encode()
         assert client.pttl(lease_key(KEY)) > (TTL - 2) * 1000  # a whole new TTL
         return took, handle.token
@@ -181,12 +184,14 @@ def test_a_holder_not_provably_gone_keeps_its_lease(
     # The same dead holder on this host, with its identity: taken over.
     redis_client.set(lease_key(KEY), str(LockToken("hosta", dead.pid, "sync", "n", ident)))
     assert _take(redis_client)[0] < 0.5
-    # A refusal stands until the lease expires by itself.
-    redis_client.set(lease_key(KEY), refused["on another host"], px=1200)
-    locks = RedisLocks(redis_client, owner="hosta", ttl=TTL)
-    t0 = time.monotonic()
+    # A refusal stands until the lease expires by itself (here: at 1.2 s by the clock).
+    redis_client.set(lease_key(KEY), refused["on another host"])
+    clock = FakeClock()
+    t0 = clock.now
+    clock.at(t0 + 1.2, lambda: redis_client.delete(lease_key(KEY)))
+    locks = RedisLocks(redis_client, owner="hosta", ttl=TTL, clock=clock)
     with locks.hold([KEY], operation="sync", wait=5):
-        assert 0.9 < time.monotonic() - t0 < 2.5
+        assert 1.2 <= clock.now - t0 <= 1.2 + 0.1 + 1e-9  # taken at the first look after
 
 
 def test_the_takeover_replaces_only_the_exact_dead_token(redis_client: redis.Redis) -> None:

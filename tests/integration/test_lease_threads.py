@@ -1,5 +1,8 @@
 """The lease's threads: one renewal and one watchdog thread per `RedisLocks`, shared by every
 lease it holds, started lazily in the process that holds (also after a fork), ending when idle.
+
+They run on simulated time (`tests.harness.clock.FakeClock`) with a long TTL, except across a
+fork and a SIGSTOP, which are about real processes and use the real clock.
 """
 
 from __future__ import annotations
@@ -15,10 +18,13 @@ import time
 import pytest
 import redis
 
-from tests.harness.netutil import REPO
-from workers import lease
+from tests.harness.clock import FakeClock
+from tests.harness.netutil import REPO, wait_until
+from workers import renewal
 from workers.keys import LOCK_PREFIX
 from workers.lease import RedisLocks
+
+TTL = 60.0  # renewed every 20 s; lost 59 s after the last renewal began
 
 pytestmark = pytest.mark.integration
 
@@ -45,55 +51,71 @@ def test_threads_start_with_the_first_lease_and_are_shared(redis_client: redis.R
 
 
 def test_concurrent_leases_are_each_renewed_and_lost_alone(redis_client: redis.Redis) -> None:
-    locks = RedisLocks(redis_client, owner="hosta", ttl=0.6)
+    clock = FakeClock()
+    locks = RedisLocks(redis_client, owner="hosta", ttl=TTL, clock=clock)
     with locks.hold(["a"], operation="sync") as a:
-        time.sleep(0.3)  # b's deadlines fall between a's
+        clock.run(10, step=5)  # b's deadlines fall between a's
         with locks.hold(["b"], operation="sync") as b, locks.hold(["c"], operation="sync") as c:
-            time.sleep(1.5)  # well past the TTL: all three were renewed
+            clock.run(TTL + 10, step=5)  # well past the TTL: all three were renewed
             for handle, key in ((a, "a"), (b, "b"), (c, "c")):
                 assert not handle.lost.is_set()
                 assert locks.holder(key) == handle.token
             redis_client.delete(LOCK_PREFIX + "b")
-            assert b.lost.wait(1.0)
-            time.sleep(0.5)
+            clock.run(TTL / 3, step=5)  # b's next renewal finds out
+            assert b.lost.is_set()
+            clock.run(TTL, step=5)
             assert not a.lost.is_set() and not c.lost.is_set()
             assert locks.holder("a") == a.token and locks.holder("c") == c.token
     assert {locks.holder(k) for k in "abc"} == {None}
 
 
-def test_a_lease_added_while_idle_wakes_the_threads(redis_client: redis.Redis) -> None:
-    """A lease taken after the threads went to sleep with nothing to do is still renewed."""
-    locks = RedisLocks(redis_client, owner="hosta", ttl=0.6)
+def test_a_lease_added_while_idle_wakes_the_threads(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lease taken after the threads went to sleep with nothing to do is still renewed:
+    taking it wakes them (idle, they would sleep far past its renewal and its end)."""
+    monkeypatch.setattr(renewal, "IDLE_EXIT", 10 * TTL)
+    clock = FakeClock()
+    locks = RedisLocks(redis_client, owner="hosta", ttl=TTL, clock=clock)
     with locks.hold(["a"], operation="sync"):
         pass
-    time.sleep(0.1)  # both threads now wait for work, without a deadline
+    clock.run(TTL, step=5)  # both threads now wait for work, up to IDLE_EXIT
     with locks.hold(["a"], operation="sync") as handle:
-        time.sleep(1.2)
+        clock.run(2 * TTL, step=5)
         assert not handle.lost.is_set()
         assert locks.holder("a") == handle.token
 
 
-def test_idle_threads_end_and_start_again(
-    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(lease, "_IDLE_EXIT", 0.2)
-    locks = RedisLocks(redis_client, owner="idle-owner", ttl=0.6)
+def test_idle_threads_end_and_start_again(redis_client: redis.Redis) -> None:
+    clock = FakeClock()
+    locks = RedisLocks(redis_client, owner="idle-owner", ttl=TTL, clock=clock)
     with locks.hold(["a"], operation="sync"):
+        clock.settle()  # both threads look after the lease
         assert len(_lease_threads("idle-owner")) == 2
-    deadline = time.monotonic() + 3
-    while _lease_threads("idle-owner") and time.monotonic() < deadline:
-        time.sleep(0.05)
+    # Each finds nothing to do when it next looks (the renewal at 20 s; the watchdog at 30 s,
+    # the longest it sleeps), then waits IDLE_EXIT (30 s) for a lease before it ends.
+    clock.run(20 + renewal.IDLE_EXIT - 1, step=1)
+    assert len(_lease_threads("idle-owner")) == 2
+    clock.run(1, step=1)
+    assert [t.name for t in _lease_threads("idle-owner")] == ["lease-watch idle-owner"]
+    clock.run(10, step=1)
     assert _lease_threads("idle-owner") == []
     with locks.hold(["a"], operation="sync") as handle:
         assert len(_lease_threads("idle-owner")) == 2
-        time.sleep(1.0)
+        clock.run(TTL + 10, step=5)
         assert not handle.lost.is_set() and locks.holder("a") == handle.token
+
+
+def _renewed(client: redis.Redis, *keys: str) -> bool:
+    """Have all these leases been renewed since their TTL was pushed to an hour?"""
+    return all(0 < client.pttl(LOCK_PREFIX + k) <= 3000 for k in keys)
 
 
 def test_a_forked_child_starts_its_own_threads(redis_client: redis.Redis, redis_url: str) -> None:
     """As in the Celery prefork pool: the parent's threads do not survive a fork, so the child
-    must start its own, or its leases would silently go unrenewed."""
-    locks = RedisLocks(redis_client, owner="hosta", ttl=0.6)
+    must start its own, or its leases would silently go unrenewed. (Real clock: TTL 3 s,
+    renewed every second; a renewal shows as the key's TTL set back from an hour.)"""
+    locks = RedisLocks(redis_client, owner="hosta", ttl=3.0)
     with locks.hold(["parent"], operation="sync"):
         pass  # the parent's threads are running
     read, write = os.pipe()
@@ -102,13 +124,16 @@ def test_a_forked_child_starts_its_own_threads(redis_client: redis.Redis, redis_
         status = 1
         try:
             os.close(read)
-            child = RedisLocks(redis.Redis.from_url(redis_url), owner="child", ttl=0.6)
+            client = redis.Redis.from_url(redis_url)
+            child = RedisLocks(client, owner="child", ttl=3.0)
             with (
                 locks.hold(["inherited"], operation="sync") as h1,
                 child.hold(["fresh"], operation="sync") as h2,
             ):
-                time.sleep(1.5)
-                ok = not h1.lost.is_set() and not h2.lost.is_set()
+                for k in ("inherited", "fresh"):
+                    client.pexpire(LOCK_PREFIX + k, 3_600_000)
+                ok = wait_until(lambda: _renewed(client, "inherited", "fresh"), timeout=30)
+                ok = ok and not h1.lost.is_set() and not h2.lost.is_set()
                 ok = ok and locks.holder("inherited") == h1.token
                 ok = ok and child.holder("fresh") == h2.token
             status = 0 if ok else 2
@@ -122,7 +147,8 @@ def test_a_forked_child_starts_its_own_threads(redis_client: redis.Redis, redis_
     assert os.waitstatus_to_exitcode(status) == 0
     assert locks.holder("inherited") is None and locks.holder("fresh") is None
     with locks.hold(["parent"], operation="sync") as handle:  # the parent is unaffected
-        time.sleep(1.0)
+        redis_client.pexpire(LOCK_PREFIX + "parent", 3_600_000)
+        assert wait_until(lambda: _renewed(redis_client, "parent"), timeout=30)
         assert not handle.lost.is_set()
 
 

@@ -226,12 +226,12 @@ def test_file_settings_reach_the_worker_and_env_overrides_them(tmp_path: Path) -
         check=True,
     ).stdout
     assert "host=otherhost concurrency=7" in out
-    s = load(env)
-    e = s.env()
-    assert e["ZREPTAG"] == "zrep-dr" and e["ZREP_RESUME"] == "yes" and e["ZREP_SAVE_COUNT"] == "9"
-    assert e["ZREPQ_SSH_CIPHER"] == "aes128-gcm@openssh.com" and e["ZREPQ_SSH_USER"] == "repl"
+    s = load(env)  # what the worker's Celery process builds for itself, from the same inputs
+    zrep, ssh = s.engine_config(), s.ssh_options()
+    assert zrep.tag == "zrep-dr" and zrep.resume is True and zrep.save_count == 9
+    assert ssh.cipher == "aes128-gcm@openssh.com" and ssh.user == "repl"
     # zrep's variable in the environment wins over the file, with zrep's meaning.
-    assert load({**env, "ZREP_SAVE_COUNT": "3"}).env()["ZREP_SAVE_COUNT"] == "3"
+    assert load({**env, "ZREP_SAVE_COUNT": "3"}).engine_config().save_count == 3
 
 
 def test_password_protected_redis_from_the_file(tmp_path: Path, sshd_cluster: SshdCluster) -> None:

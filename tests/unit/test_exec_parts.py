@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -21,14 +23,41 @@ from workers.keys import lock_key
 from workers.lease import RedisLocks
 
 
-def test_implementations_satisfy_the_ports() -> None:
-    # Checked by mypy: each assignment fails type-checking if a signature drifts from ports.py.
-    transport: Transport = SshTransport("hosta")
-    local: Runner = LocalRunner("hosta")
-    remote: Runner = ParamikoRunner("hostb")
-    locks: Locks = RedisLocks(redis.Redis(), owner="hosta")
-    files: Locks = FileLocks("/run/zrepq/locks", owner="hosta")  # nothing touched until hold()
-    assert transport and local and remote and locks and files
+def _port_members(port: type) -> dict[str, object]:
+    """The methods and properties a `ports` protocol asks for."""
+    return {n: v for n, v in vars(port).items() if not n.startswith("_")}
+
+
+def _params(fn: object, *, bound: bool) -> list[tuple[str, object, object]]:
+    params = list(inspect.signature(fn).parameters.values())  # type: ignore[arg-type]
+    return [(p.name, p.kind, p.default) for p in params[0 if bound else 1 :]]
+
+
+@pytest.mark.parametrize(
+    "make, port",
+    [
+        (lambda: SshTransport("hosta"), Transport),
+        (lambda: LocalRunner("hosta"), Runner),
+        (lambda: ParamikoRunner("hostb"), Runner),  # nothing connects until run()
+        (lambda: RedisLocks(redis.Redis(), owner="hosta"), Locks),
+        (lambda: FileLocks("/run/zrepq/locks", owner="hosta"), Locks),  # nothing until hold()
+    ],
+    ids=["SshTransport", "LocalRunner", "ParamikoRunner", "RedisLocks", "FileLocks"],
+)
+def test_implementations_satisfy_the_ports(make: Any, port: type) -> None:
+    """Each implementation has every member of its port, with the port's parameters (names,
+    kinds, defaults; more only if optional): what the engine calls is there, as it calls it."""
+    impl = make()
+    members = _port_members(port)
+    assert members
+    for name, wanted in members.items():
+        assert hasattr(impl, name), f"{type(impl).__name__} lacks {port.__name__}.{name}"
+        if isinstance(wanted, property):
+            assert isinstance(getattr(type(impl), name), property), name
+            continue
+        have, want = _params(getattr(impl, name), bound=True), _params(wanted, bound=False)
+        assert have[: len(want)] == want, name
+        assert all(default is not inspect.Parameter.empty for *_, default in have[len(want) :])
 
 
 def test_remote_command_survives_a_posix_shell() -> None:
@@ -190,3 +219,21 @@ def test_local_host_name() -> None:
 
 def test_lock_keys_live_under_the_zrepq_prefix() -> None:
     assert lock_key("zrep", "hosta", "pool/fs:x") == "zrepq:lock:zrep:hosta:pool/fs:x"
+
+
+def test_openssh_gets_keepalives_unless_configured(tmp_path: Path) -> None:
+    """A dead link must end a stream in about a minute, not TCP's ~15."""
+    argv = SshOptions().openssh_argv("hostb")
+    assert argv[-1] == "hostb"
+    assert argv[-5:-1] == ["-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]
+    own = SshOptions(extra_ssh_args=("-o", "ServerAliveInterval=3")).openssh_argv("hostb")
+    assert "ServerAliveInterval=15" not in own and "ServerAliveInterval=3" in own
+    cfg = tmp_path / "cfg"
+    cfg.write_text("Host hostb\n  ServerAliveInterval 2\n")
+    assert not any(
+        "ServerAlive" in a for a in SshOptions(config_file=str(cfg)).openssh_argv("hostb")
+    )
+    assert "ServerAliveInterval=15" in SshOptions(config_file=str(cfg)).openssh_argv("hostc")
+    assert not any(
+        "ServerAlive" in a for a in SshOptions(server_alive_interval=0).openssh_argv("h")
+    )

@@ -215,17 +215,16 @@ def test_lock_settings_are_validated_and_the_old_redis_url_is_refused(tmp_path: 
     s = load(base)
     assert str(s.model.locks.dir) == "/run/zrepq/locks" and s.model.locks.redis is False
     s = load({**base, "ZREPQ_LOCK_DIR": str(tmp_path), "ZREPQ_LOCK_REDIS": "yes"})
-    assert s.env()["ZREPQ_LOCK_DIR"] == str(tmp_path) and s.model.locks.redis is True
+    assert s.model.locks.dir == tmp_path and s.model.locks.redis is True
     with pytest.raises(ConfigError, match=r"ZREPQ_LOCK_DIR: .*absolute path"):
         load({**base, "ZREPQ_LOCK_DIR": "run/locks"})
     with pytest.raises(ConfigError, match=r"ZREPQ_REDIS_URL: no longer read.*\[locks\] redis"):
         load({**base, "ZREPQ_REDIS_URL": "redis://127.0.0.1:6379/0"})
     cfg = tmp_path / "zrepq.toml"
     cfg.write_text('[locks]\ndir = "/srv/locks"\nredis = true\n[zrep]\nrundir = "/srv/run"\n')
-    env = load({"ZREPQ_CONFIG": str(cfg)}).env()
-    assert env["ZREPQ_LOCK_DIR"] == "/srv/locks" and env["ZREPQ_LOCK_REDIS"] == "1"
-    assert env["ZREP_RUNDIR"] == "/srv/run"
-    assert EngineConfig.from_env(env).rundir == "/srv/run"
+    s = load({"ZREPQ_CONFIG": str(cfg)})
+    assert str(s.model.locks.dir) == "/srv/locks" and s.model.locks.redis is True
+    assert s.engine_config().rundir == "/srv/run"
     assert EngineConfig.from_env({}).rundir == ("/var/run" if os.geteuid() == 0 else "/tmp")
     with pytest.raises(ConfigError, match="ZREP_RUNDIR must be an absolute path"):
         EngineConfig.from_env({"ZREP_RUNDIR": "var/run"})

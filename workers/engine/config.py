@@ -10,6 +10,7 @@ import os
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from .errors import ConfigError, ValidationError
 from .names import validate_property_assignment, validate_tag
@@ -103,43 +104,81 @@ class EngineConfig:
         return f"{self.tag}:{name}"
 
     @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> EngineConfig:
+        """From typed field values (as `zrep_value` gives them); a missing field keeps its
+        default, and an `inc_flag` of None is zrep's: -I under the default tag, else -i."""
+        values = dict(values)
+        if values.get("inc_flag") is None:
+            tag = values.get("tag", DEFAULT_TAG)
+            values["inc_flag"] = "-I" if tag == DEFAULT_TAG else "-i"
+        return cls(**values)
+
+    @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> EngineConfig:
+        """From zrep's environment variables alone (`workers.settings` adds the file)."""
         env = os.environ if env is None else env
+        return cls.from_values(
+            {
+                field: zrep_value(field, env[var])
+                for field, var in ZREP_VARIABLES.items()
+                if var in env
+            }
+        )
 
-        def flag(name: str) -> bool:
-            return bool(env.get(name, "").strip())
 
-        tag = env.get("ZREPTAG", "").strip() or DEFAULT_TAG
+# EngineConfig field <- zrep's environment variable. The order is the order in which a bad
+# value is found (the first one is reported).
+ZREP_VARIABLES: dict[str, str] = {
+    "tag": "ZREPTAG",
+    "save_count": "ZREP_SAVE_COUNT",
+    "init_remote_properties": "ZREP_INIT_REMOTE_PROPERTIES",
+    "recursive": "ZREP_R",
+    "send_flags": "ZREP_SEND_FLAGS",
+    "inc_flag": "ZREP_INC_FLAG",
+    "resume": "ZREP_RESUME",
+    "outfilter": "ZREP_OUTFILTER",
+    "infilter": "ZREP_INFILTER",
+    "skip_expire": "ZREP_SKIP_EXPIRE",
+    "rename_unsent": "ZREP_RENAME_UNSENT",
+    "create_flags": "ZREP_CREATE_FLAGS",
+    "src_host": "ZREP_SRC_HOST",
+    "dateformat": "ZREP_DATEFORMAT",
+    "rundir": "ZREP_RUNDIR",
+}
+
+
+def zrep_value(field: str, text: str) -> Any:
+    """EngineConfig `field` from the string zrep would have in its variable, with zrep's
+    meaning (set but empty is not always unset: `ZREP_RENAME_UNSENT=` means no)."""
+    if field == "save_count":
         try:
-            save_count = int(env.get("ZREP_SAVE_COUNT", str(DEFAULT_SAVE_COUNT)))
+            return int(text)
         except ValueError:
-            raise ConfigError(
-                f"ZREP_SAVE_COUNT must be a number, not {env['ZREP_SAVE_COUNT']!r}"
-            ) from None
-        inc_default = "-I" if tag == DEFAULT_TAG else "-i"
+            raise ConfigError(f"ZREP_SAVE_COUNT must be a number, not {text!r}") from None
+    if field == "init_remote_properties":
         props: list[tuple[str, str]] = []
-        for item in shlex.split(env.get("ZREP_INIT_REMOTE_PROPERTIES", "")):
+        for item in shlex.split(text):
             try:
                 props.append(validate_property_assignment(item))
             except ValidationError as e:
                 raise ConfigError(f"ZREP_INIT_REMOTE_PROPERTIES: {e}") from None
-        zr = env.get("ZREP_R", "").strip()
-        if zr not in ("", "-R"):
-            raise ConfigError(f"ZREP_R must be empty or -R, not {zr!r}")
-        return cls(
-            tag=tag,
-            save_count=save_count,
-            recursive=zr == "-R",
-            send_flags=tuple(shlex.split(env.get("ZREP_SEND_FLAGS", ""))),
-            inc_flag=env.get("ZREP_INC_FLAG", "").strip() or inc_default,
-            resume=resume_setting(env.get("ZREP_RESUME")),
-            outfilter=env.get("ZREP_OUTFILTER", "").strip() or None,
-            infilter=env.get("ZREP_INFILTER", "").strip() or None,
-            skip_expire=flag("ZREP_SKIP_EXPIRE"),
-            rename_unsent=env.get("ZREP_RENAME_UNSENT", "yes").strip() == "yes",
-            create_flags=tuple(shlex.split(env.get("ZREP_CREATE_FLAGS", ""))),
-            init_remote_properties=tuple(props),
-            src_host=env.get("ZREP_SRC_HOST", "").strip() or None,
-            dateformat=env.get("ZREP_DATEFORMAT", "") or DEFAULT_DATEFORMAT,
-            rundir=env.get("ZREP_RUNDIR", "").strip(),
-        )
+        return tuple(props)
+    if field == "recursive":
+        if text.strip() not in ("", "-R"):
+            raise ConfigError(f"ZREP_R must be empty or -R, not {text.strip()!r}")
+        return text.strip() == "-R"
+    if field in ("send_flags", "create_flags"):
+        return tuple(shlex.split(text))
+    if field == "resume":
+        return resume_setting(text)
+    if field == "skip_expire":
+        return bool(text.strip())
+    if field == "rename_unsent":
+        return text.strip() == "yes"
+    if field == "tag":
+        return text.strip() or DEFAULT_TAG
+    if field == "dateformat":
+        return text or DEFAULT_DATEFORMAT
+    if field == "rundir":
+        return text.strip()
+    return text.strip() or None  # inc_flag (None: derived from the tag), filters, src_host

@@ -1,62 +1,23 @@
-"""Focused regression tests for the defects the fault tier found (see docs/reliability.md).
-
-Each is also exercised end to end by a scenario in this folder; these pin the exact rule.
-"""
+"""Rules of the task bodies (`tasks/handlers.py`) that need no worker: a redelivered task and
+its dead first run, the contract's failure record, the host registry kept up."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import threading
-import time
 from dataclasses import replace
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-import redis
 
 from tasks import handlers
 from tasks.errors import TaskFailed
 from workers.engine import liveness
 from workers.engine.errors import LockHeld
 from workers.engine.locks import LockToken
-from workers.exec.ssh_options import SshOptions
-from workers.keys import HOSTS_KEY, lease_key
-from workers.lease import RedisLocks, _Renewer
-
-
-def test_a_lease_taken_after_waiting_is_valid_for_a_whole_ttl(redis_client: redis.Redis) -> None:
-    """The wait for a lapsing lease must not count against the new holder's TTL.
-
-    Before: validity was measured from when *waiting* began, so a lease taken after waiting
-    ~TTL was declared lost at once (a re-run after a killed worker failed with lock-lost).
-    """
-    redis_client.set(lease_key("k"), "dead:1:sync/x:y", px=1500)  # a holder that died
-    locks = RedisLocks(redis_client, owner="t", ttl=2.0)
-    start = time.monotonic()
-    with locks.hold(["k"], operation="sync", wait=5.0) as handle:
-        assert 1.3 < time.monotonic() - start < 2.5
-        time.sleep(max(0.0, start + 2.6 - time.monotonic()))  # past start + ttl - margin
-        assert not handle.lost.is_set()
-        assert redis_client.get(lease_key("k")) == handle.token.encode()
-
-
-def test_lost_reads_as_set_once_the_lease_ran_out_even_before_the_watchdog_runs(
-    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A process continued after SIGSTOP runs its main thread first: `lost` must already say
-    so, without waiting for the watchdog thread to be scheduled."""
-    monkeypatch.setattr(_Renewer, "_renew", lambda self: None)  # no renewal,
-    monkeypatch.setattr(_Renewer, "_watch", lambda self: None)  # no watchdog
-    locks = RedisLocks(redis_client, owner="t", ttl=0.5)
-    with locks.hold(["k"], operation="sync") as handle:
-        assert not handle.lost.is_set()
-        time.sleep(0.5)
-        assert handle.lost.is_set()
-        with pytest.raises(Exception, match="lost the lease"):
-            handle.check()
+from workers.keys import HOSTS_KEY
 
 
 def _task(task_id: str | None) -> Any:
@@ -102,12 +63,23 @@ def test_sync_all_fails_with_the_contract_record() -> None:
     assert "invalid host name" in e.value.record["message"]
 
 
-def test_a_worker_registers_again_when_redis_forgot_it(
-    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
-) -> None:
+class _Registry:
+    """The host registry's hash, and every command sent to it."""
+
+    def __init__(self) -> None:
+        self.hosts: dict[str, str] = {}
+        self.calls: list[str] = []
+
+    def hexists(self, key: str, field: str) -> bool:
+        self.calls.append(f"HEXISTS {key} {field}")
+        return key == HOSTS_KEY and field in self.hosts
+
+
+def test_a_worker_registers_again_when_redis_forgot_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    registry = _Registry()
     registered: list[Any] = []
     monkeypatch.setattr(handlers, "this_host", lambda: "hx")
-    monkeypatch.setattr(handlers, "_registry_client", lambda pid: redis_client)
+    monkeypatch.setattr(handlers, "_registry_client", lambda pid: registry)
     monkeypatch.setattr(handlers, "_register_host", lambda sender=None: registered.append(sender))
     beat = SimpleNamespace(eventer=SimpleNamespace(hostname="zrepq@hx"))
     ready = threading.Event()
@@ -117,24 +89,8 @@ def test_a_worker_registers_again_when_redis_forgot_it(
     ready.set()
     handlers._stay_registered(beat)  # missing (Redis restarted empty): registers
     assert len(registered) == 1 and registered[0].hostname == "zrepq@hx"
-    redis_client.hset(HOSTS_KEY, "hx", "{}")
+    registry.hosts["hx"] = "{}"
+    registry.calls.clear()
     handlers._stay_registered(beat)  # present: one HEXISTS, nothing else
     assert len(registered) == 1
-
-
-def test_openssh_gets_keepalives_unless_configured(tmp_path: Path) -> None:
-    """A dead link must end a stream in about a minute, not TCP's ~15."""
-    argv = SshOptions().openssh_argv("hostb")
-    assert argv[-1] == "hostb"
-    assert argv[-5:-1] == ["-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]
-    own = SshOptions(extra_ssh_args=("-o", "ServerAliveInterval=3")).openssh_argv("hostb")
-    assert "ServerAliveInterval=15" not in own and "ServerAliveInterval=3" in own
-    cfg = tmp_path / "cfg"
-    cfg.write_text("Host hostb\n  ServerAliveInterval 2\n")
-    assert not any(
-        "ServerAlive" in a for a in SshOptions(config_file=str(cfg)).openssh_argv("hostb")
-    )
-    assert "ServerAliveInterval=15" in SshOptions(config_file=str(cfg)).openssh_argv("hostc")
-    assert not any(
-        "ServerAlive" in a for a in SshOptions(server_alive_interval=0).openssh_argv("h")
-    )
+    assert registry.calls == [f"HEXISTS {HOSTS_KEY} hx"]
