@@ -169,7 +169,11 @@ def _sent_fs(host: str, argv: list[str]) -> str | None:
         if "@" in a:
             return f"{host}:{a.split('@', 1)[0]}"
     if "-t" in argv:
-        return f"{host}:(resume)"
+        # A resumed send names no dataset, only its token: key it by the token, so two
+        # datasets resumed at once are not mistaken for one dataset sent twice.
+        i = argv.index("-t")
+        token = argv[i + 1] if i + 1 < len(argv) else ""
+        return f"{host}:(resume {token[:24]})"
     return None
 
 
@@ -199,6 +203,7 @@ def send_processes(host: NetHost, fs: str) -> list[int]:
     """Pids of `zfs send` processes reading `fs` on `host`."""
     found = []
     for pid, argv in host.processes().items():
-        if _sent_fs(host.name, argv) in (f"{host.name}:{fs}", f"{host.name}:(resume)"):
+        sent = _sent_fs(host.name, argv)
+        if sent == f"{host.name}:{fs}" or (sent or "").startswith(f"{host.name}:(resume "):
             found.append((pid, ppid_of(pid), argv))
     return [pid for pid, _, _ in _outermost(found)]
