@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from tests.harness.zfs_backend import ZfsBackend, ZfsResult
 from workers.engine.errors import Cancelled, HostUnreachable, PipelineError
 from workers.engine.ports import CommandResult, StreamProgress, StreamResult, StreamSpec
-from workers.exec.local import command_error, first_line
+from workers.exec.runner import command_error, first_line
 
 _SEP = "\x1e"  # between the send's and the receive's stderr in the stream script's output
 

@@ -26,8 +26,9 @@ from tests.harness.netutil import REPO, free_port, pids_matching, wait_until
 from tests.harness.sshd import SshdCluster, SshdHost
 from workers.engine.errors import Cancelled, HostKeyError, HostUnreachable, PipelineError
 from workers.engine.ports import StreamProgress, StreamSpec
-from workers.exec.pipeline import plan_stages, run_stream
+from workers.exec.pipeline import run_stream
 from workers.exec.ssh_options import SshOptions
+from workers.exec.stages import plan_stages
 from workers.exec.transport import SshTransport
 
 pytestmark = pytest.mark.integration

@@ -14,6 +14,7 @@ same operation later can succeed (`retryable`). Across the queue errors travel a
     ├── LockHeld               someone else holds the lease (or a live local zrep holds the fs)
     ├── LockLost               our lease expired or could not be renewed while we worked
     ├── CommandError           a command exited non-zero (argv, exit code, stderr)
+    │   ├── CommandTimedOut    a command ran past its timeout (retryable)
     │   └── PipelineError      a stage of send | filters | ssh recv failed
     ├── HostUnreachable        cannot connect to a host (retryable)
     │   └── HostKeyError       host key unknown or changed (never retryable)
@@ -127,6 +128,13 @@ class CommandError(ZrepqError):
         rec = super().to_record()
         rec.update(argv=list(self.argv), returncode=self.returncode, stderr=self.stderr)
         return rec
+
+
+class CommandTimedOut(CommandError):
+    """Retryable: a command that hung (a busy pool, a slow link) may well finish next time."""
+
+    kind = "timeout"
+    retryable = True
 
 
 class PipelineError(CommandError):
