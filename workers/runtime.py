@@ -1,7 +1,7 @@
-"""Build an engine for this host from the environment: transport, leases, peer.
+"""Build the engine's `Context` for this host from the environment: transport, leases, peer.
 
 One place turns settings into objects, so the direct CLI (`zrepq-local`) and the Celery
-worker build the same engine. Settings come from `workers.settings` (the TOML file, overlaid
+worker build the same context. Settings come from `workers.settings` (the TOML file, overlaid
 by environment variables: zrep's own names for engine behaviour, `ZREPQ_*` for what zrep never
 had), and are read here in their canonical environment form (`Settings.env()`).
 """
@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from workers.engine import Engine, EngineConfig
+from workers.engine import Context, EngineConfig
 from workers.engine.errors import CommandError
-from workers.engine.events import Message, Observer
+from workers.engine.events import Message, Observer, null_observer
 from workers.engine.ports import Locks, Peer, Transport
 from workers.engine.zfs import ZfsHost
 from workers.exec.ssh_options import SshOptions
@@ -86,6 +86,7 @@ class CommandPeer:
 
     transport: Transport
     command: tuple[str, ...] = ("zrepq-local",)
+    timeout: float | None = None  # seconds for the far side's command (None: no limit)
 
     def takeover_local(
         self, host: str, fs: str, *, tag: str, snap: str | None = None
@@ -98,7 +99,7 @@ class CommandPeer:
 
     def _run(self, host: str, fs: str, args: tuple[str, ...]) -> list[Message]:
         argv = (*self.command, *args)
-        res = self.transport.runner(host).run(argv, check=False)
+        res = self.transport.runner(host).run(argv, check=False, timeout=self.timeout)
         if res.returncode != 0:
             # It failed before it changed anything worth a line (lock, split brain, missing
             # fs): its own last "Error: ..." line says why.
@@ -119,21 +120,33 @@ class CommandPeer:
         ]
 
 
-def engine_from_env(
+def context_from_env(
     env: Mapping[str, str] | None = None,
     *,
-    observer: Observer | None = None,
+    observer: Observer = null_observer,
     peer: Peer | None = None,
     transport: Transport | None = None,
-) -> Engine:
+    locks: Locks | None = None,
+    operation_id: str | None = None,
+) -> Context:
+    """The context for an engine on this host: the parts given, the rest from settings.
+
+    The worker passes its per-process transport and leases, and its own peer (the other
+    host's queue); `zrepq-local` passes only its printer."""
     env = settings_env(env)
     config = EngineConfig.from_env(env)
     transport = transport or transport_from_env(env)
     if peer is None:
         cmd = tuple(shlex.split(env.get("ZREPQ_REMOTE_COMMAND", "zrepq-local")))
-        peer = CommandPeer(transport, cmd)
-    locks = locks_from_env(env, transport.local_host)
-    return Engine(transport, config=config, locks=locks, observer=observer, peer=peer)
+        peer = CommandPeer(transport, cmd, timeout=config.command_timeout)
+    return Context(
+        transport,
+        config,
+        locks=locks or locks_from_env(env, transport.local_host),
+        observer=observer,
+        peer=peer,
+        operation_id=operation_id,
+    )
 
 
-__all__ = ["CommandPeer", "ZfsHost", "engine_from_env", "settings_env", "ssh_options_from_env"]
+__all__ = ["CommandPeer", "ZfsHost", "context_from_env", "settings_env", "ssh_options_from_env"]

@@ -6,6 +6,7 @@ honours has the same meaning here.
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 from collections.abc import Mapping
@@ -17,6 +18,10 @@ from .names import validate_property_assignment, validate_tag
 DEFAULT_TAG = "zrep"
 DEFAULT_SAVE_COUNT = 5
 DEFAULT_DATEFORMAT = "%Y/%m/%d-%H:%M:%S"
+# Seconds a control command (`zfs get/set/snapshot/destroy/...`, the peer's `takeover -L`) may
+# run before it is stopped and the operation fails, retryably: long enough for a `destroy` or
+# a `snapshot -r` on a loaded pool, short enough that a hung host frees the worker.
+DEFAULT_COMMAND_TIMEOUT = 600.0
 _SEND_FLAGS_ALLOWED = {
     "-c",
     "--compressed",
@@ -72,6 +77,7 @@ class EngineConfig:
     src_host: str | None = None  # ZREP_SRC_HOST
     dateformat: str = DEFAULT_DATEFORMAT  # ZREP_DATEFORMAT
     rundir: str = ""  # ZREP_RUNDIR: where zrep's global lock `zrep.lock` lives
+    command_timeout: float = DEFAULT_COMMAND_TIMEOUT  # ZREPQ_COMMAND_TIMEOUT (zrepq's own)
     hold_tag: str = field(default="")  # derived: the `zfs hold` tag on the last sent snapshot
 
     def __post_init__(self) -> None:
@@ -86,6 +92,11 @@ class EngineConfig:
                     f"ZREP_SEND_FLAGS: {flag!r} is not a zfs send flag zrepq passes through "
                     f"(allowed: {' '.join(sorted(_SEND_FLAGS_ALLOWED))})"
                 )
+        if not 0 < self.command_timeout < math.inf:
+            raise ConfigError(
+                f"ZREPQ_COMMAND_TIMEOUT must be a number of seconds above 0, "
+                f"not {self.command_timeout!r}"
+            )
         if not self.hold_tag:
             object.__setattr__(self, "hold_tag", f"zrepq:{self.tag}:lastsent")
         if not self.rundir:
@@ -102,6 +113,17 @@ class EngineConfig:
         """`zrep:src-fs` and friends, under this config's tag."""
         return f"{self.tag}:{name}"
 
+    def pair_props(self, src: tuple[str, str], dest: tuple[str, str]) -> dict[str, str]:
+        """The properties that say which way a pair runs: from `src` to `dest`, each a (host,
+        fs). Set on both sides of a pair (the standby receives them), swapped by failover."""
+        (src_host, src_fs), (dest_host, dest_fs) = src, dest
+        return {
+            self.prop("src-fs"): src_fs,
+            self.prop("src-host"): src_host,
+            self.prop("dest-fs"): dest_fs,
+            self.prop("dest-host"): dest_host,
+        }
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> EngineConfig:
         env = os.environ if env is None else env
@@ -117,6 +139,13 @@ class EngineConfig:
                 f"ZREP_SAVE_COUNT must be a number, not {env['ZREP_SAVE_COUNT']!r}"
             ) from None
         inc_default = "-I" if tag == DEFAULT_TAG else "-i"
+        timeout = env.get("ZREPQ_COMMAND_TIMEOUT", "").strip()
+        try:
+            command_timeout = float(timeout) if timeout else DEFAULT_COMMAND_TIMEOUT
+        except ValueError:
+            raise ConfigError(
+                f"ZREPQ_COMMAND_TIMEOUT must be a number of seconds, not {timeout!r}"
+            ) from None
         props: list[tuple[str, str]] = []
         for item in shlex.split(env.get("ZREP_INIT_REMOTE_PROPERTIES", "")):
             try:
@@ -142,4 +171,5 @@ class EngineConfig:
             src_host=env.get("ZREP_SRC_HOST", "").strip() or None,
             dateformat=env.get("ZREP_DATEFORMAT", "") or DEFAULT_DATEFORMAT,
             rundir=env.get("ZREP_RUNDIR", "").strip(),
+            command_timeout=command_timeout,
         )

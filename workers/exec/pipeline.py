@@ -23,7 +23,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from workers.engine.errors import Cancelled, PipelineError
-from workers.engine.ports import StreamProgress, StreamResult, StreamSpec
+from workers.engine.events import StreamProgress
+from workers.engine.ports import StreamResult, StreamSpec
 from workers.exec.blame import blame
 from workers.exec.procs import child_argv, stop_group
 from workers.exec.progress import RateMeter, SendProgress
