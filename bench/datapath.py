@@ -11,7 +11,7 @@ sends new data the receiver has never seen) and `zfs snapshot`. Then one of:
   the cron one-liner, with the same ssh config (and cipher) zrepq uses;
 - zrepq engine: `sync.synconly(ctx, ...)` in this process (reads both sides, lease, size
   estimate, `send -v -P` with progress parsing, mark sent, holds, expire);
-- zrepq worker: `zrep.sync` with `snapshot: false` through Redis and a real worker for hosta,
+- zrepq worker: `zrep.synconly` through Redis and a real worker for hosta,
   timed from enqueue to result.
 
 The snapshot is taken before the clock starts, so both sides time the same work: moving one
@@ -210,7 +210,7 @@ class DataPath:
             raise RuntimeError(f"engine sync: {res}")
 
     def zrepq_worker(self) -> None:
-        rec = self._wait(self.producer.sync(SRC, host="hosta", snapshot=False))
+        rec = self._wait(self.producer.synconly(SRC, host="hosta"))
         if rec["result"].get("status") != "synced":
             raise RuntimeError(f"worker sync: {rec}")
 

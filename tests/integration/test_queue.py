@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from producer.api import Producer
-from producer.cli import _handback_text
+from producer.render import handback_text
 from producer.watch import outcome, wait
 from tasks import contract as c
 from tasks.app import make_app
@@ -380,7 +380,7 @@ def test_handback_through_the_queue_then_zrep_over_ssh(
     r = rec["result"]
     assert r["released"] == [f"qa:{src}@zrep_000001", f"qb:{dst}@zrep_000001"]
     assert f"qa:{src} zrepq:zrep:paused" in r["properties"] and r["aborted"] == []
-    assert _handback_text(src, r).startswith(f"{src}: handed back to zrep (released 2 holds")
+    assert handback_text(src, r).startswith(f"{src}: handed back to zrep (released 2 holds")
     zrep = zrep_on(a, b)
     for i in range(5):
         a.zfs.write(src, "data.txt", f"zrep {i}".encode())
