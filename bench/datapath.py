@@ -9,9 +9,9 @@ sends new data the receiver has never seen) and `zfs snapshot`. Then one of:
 
 - baseline: `sh -c 'zfs send -I @zrep_000000 @zrep_000001 | ssh -F cfg hostb zfs recv dst'`,
   the cron one-liner, with the same ssh config (and cipher) zrepq uses;
-- zrepq engine: `Engine.synconly(fs)` in this process (reads both sides, lease, size
+- zrepq engine: `sync.synconly(ctx, ...)` in this process (reads both sides, lease, size
   estimate, `send -v -P` with progress parsing, mark sent, holds, expire);
-- zrepq worker: `zrep.sync` with `snapshot: false` through Redis and a real worker for hosta,
+- zrepq worker: `zrep.synconly` through Redis and a real worker for hosta,
   timed from enqueue to result.
 
 The snapshot is taken before the clock starts, so both sides time the same work: moving one
@@ -138,17 +138,17 @@ class DataPath:
         self.worker: Any = None
         self.producer: Any = None
         self.calltime_log: Path | None = None
-        self.setup_engine = self.engine()
+        self.setup_engine = self.context()
 
     # -- setup --------------------------------------------------------------------------
 
-    def engine(self, env: dict[str, str] | None = None) -> Any:
-        from workers.engine import Engine, EngineConfig
+    def context(self, env: dict[str, str] | None = None) -> Any:
+        from workers.engine import Context, EngineConfig
         from workers.exec.transport import SshTransport
 
         transport = SshTransport("hosta", self.hostb.ssh_options(), local_env=self.a.env)
         self.lab.callback(transport.close)
-        return Engine(transport, config=EngineConfig.from_env(env or {}))
+        return Context(transport, EngineConfig.from_env(env or {}))
 
     def start_worker(self) -> None:
         from producer.api import Producer
@@ -201,13 +201,16 @@ class DataPath:
             line = f"zfs send -I {BASE} {NEW} | {ssh} zfs recv {DST}"
         subprocess.run(["sh", "-c", line], env=self.a.env, check=True)
 
-    def zrepq_engine(self, eng: Any) -> None:
-        res = eng.synconly(SRC)
+    def zrepq_engine(self, ctx: Any) -> None:
+        from workers.engine import run
+        from workers.engine.requests import SynconlyRequest
+
+        res = run(ctx, SynconlyRequest(fs=SRC))
         if res.status != "synced":
             raise RuntimeError(f"engine sync: {res}")
 
     def zrepq_worker(self) -> None:
-        rec = self._wait(self.producer.sync(SRC, host="hosta", snapshot=False))
+        rec = self._wait(self.producer.synconly(SRC, host="hosta"))
         if rec["result"].get("status") != "synced":
             raise RuntimeError(f"worker sync: {rec}")
 
@@ -252,16 +255,19 @@ def run(mode: str) -> Section:
     p = PARAMS[mode]
     with Lab("datapath") as lab:
         dp = DataPath(lab, mode)
-        plain = dp.engine()
-        zeng = dp.engine({"ZREP_OUTFILTER": ZSTD_OUT, "ZREP_INFILTER": ZSTD_IN})
+        plain = dp.context()
+        zeng = dp.context({"ZREP_OUTFILTER": ZSTD_OUT, "ZREP_INFILTER": ZSTD_IN})
         rnd, txt = lab.base / "random.tmpl", lab.base / "text.tmpl"
         _random_template(rnd, p["mib"] * MiB)
         ratio = _text_template(txt, p["zstd_mib"] * MiB)
         if p["worker"]:
             dp.start_worker()
 
-        def init_with(eng: Any) -> Any:
-            return lambda: eng.init(SRC, "hostb", DST)
+        def init_with(ctx: Any) -> Any:
+            from workers.engine import run
+            from workers.engine.requests import InitRequest
+
+            return lambda: run(ctx, InitRequest(fs=SRC, dest_host="hostb", dest_fs=DST))
 
         # name -> (run, init); the baseline's pair is seeded by the plain engine.
         runs: dict[str, tuple[Any, Any]] = {

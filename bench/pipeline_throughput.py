@@ -19,7 +19,8 @@ from pathlib import Path
 
 from tests.harness.sshd import SshdCluster
 from workers.engine.ports import StreamSpec
-from workers.exec.pipeline import SendProgress, run_stream
+from workers.exec.pipeline import run_stream
+from workers.exec.progress import SendProgress
 from workers.exec.ssh_options import SshOptions
 
 MiB = 1 << 20

@@ -59,7 +59,8 @@ POOL = "tank"
 def _build_template(root: Path, per_host: int) -> list[str]:
     """Host s00 with `per_host` pairs tank/src/dNNN -> localhost:tank/dst/dNNN."""
     from tests.harness.standin import StandinHost
-    from workers.engine import Engine, EngineConfig
+    from workers.engine import Context, EngineConfig, run
+    from workers.engine.requests import InitRequest
     from workers.exec.transport import SshTransport
 
     host = StandinHost(root, "s00")
@@ -71,11 +72,16 @@ def _build_template(root: Path, per_host: int) -> list[str]:
         host.zfs("create", f"{POOL}/src/{leaf}")
         host.write(f"{POOL}/src/{leaf}", "f.txt", f"{leaf}\n".encode())
     transport = SshTransport("s00", local_env=host.env)
-    eng = Engine(transport, config=EngineConfig.from_env({}))
+    ctx = Context(transport, EngineConfig.from_env({}))
     try:
         parallel(
             [
-                lambda leaf=leaf: eng.init(f"{POOL}/src/{leaf}", "localhost", f"{POOL}/dst/{leaf}")
+                lambda leaf=leaf: run(
+                    ctx,
+                    InitRequest(
+                        fs=f"{POOL}/src/{leaf}", dest_host="localhost", dest_fs=f"{POOL}/dst/{leaf}"
+                    ),
+                )
                 for leaf in names
             ]
         )

@@ -130,7 +130,9 @@ def run(mode: str) -> Section:
     from tasks.app import make_app
     from tests.harness.services import worker_env
     from tests.harness.standin import StandinHost, standin_env
-    from workers.engine import Engine, EngineConfig
+    from workers.engine import Context, EngineConfig, run
+    from workers.engine.report import masters
+    from workers.engine.requests import InitRequest, SyncRequest
     from workers.exec.transport import SshTransport
 
     with Lab("syncall") as lab:
@@ -148,10 +150,13 @@ def run(mode: str) -> Section:
             a.write(f"poola/{leaf}", "f.txt", f"{leaf}\n".encode())
         setup_t = SshTransport("hosta", hostb.ssh_options(), local_env=a.env)
         lab.callback(setup_t.close)
-        setup = Engine(setup_t, config=EngineConfig.from_env({}))
+        setup = Context(setup_t, EngineConfig.from_env({}))
         parallel(
             [
-                lambda leaf=leaf: setup.init(f"poola/{leaf}", "hostb", f"poolb/{leaf}")
+                lambda leaf=leaf: run(
+                    setup,
+                    InitRequest(fs=f"poola/{leaf}", dest_host="hostb", dest_fs=f"poolb/{leaf}"),
+                )
                 for leaf in names
             ]
         )
@@ -175,16 +180,16 @@ def run(mode: str) -> Section:
         calltime.install()
         transport = SshTransport("hosta", hostb.ssh_options(), local_env=a_env)
         lab.callback(transport.close)
-        eng = Engine(transport, config=EngineConfig.from_env({}))
+        ctx = Context(transport, EngineConfig.from_env({}))
         print(f"[2] serial engine loop over {n} datasets", flush=True)
         serial_recs: list[dict[str, Any]] = []
         c0 = zfs_calls()
         with metered() as serial:
-            for fs in eng.masters():
+            for fs in masters(ctx):
                 calltime.start()
                 t0 = time.time()
                 s0, k0 = own_cpu(), children_cpu()
-                res = eng.sync(fs)
+                res = run(ctx, SyncRequest(fs=fs))
                 acc = calltime.stop()
                 cpu = {"cpu_self": own_cpu() - s0, "cpu_children": children_cpu() - k0}
                 if res.status != "synced":

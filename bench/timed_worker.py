@@ -4,9 +4,10 @@
 
 Exactly `workers.main.main()` (same settings, same Celery argv), except that the final
 `exec` of `celery worker` happens in this process, after `bench.calltime` has wrapped the
-exec layer. Every `zrep.sync` task then appends one JSON line to $ZREPQ_BENCH_CALLTIME:
-`{task_id, fs, pid, start, end, commands, streams, zfs_s, stream_s, cpu_self, cpu_children}`
-(wall-clock start/end; CPU seconds of this process and of the children it reaped).
+exec layer. Every `zrep.sync` (and `zrep.synconly`) task then appends one JSON line to
+$ZREPQ_BENCH_CALLTIME: `{task_id, fs, pid, start, end, commands, streams, zfs_s, stream_s,
+cpu_self, cpu_children}` (wall-clock start/end; CPU seconds of this process and of the
+children it reaped).
 
 With ZREPQ_BENCH_PROFILE=/path/prefix, each pool process also runs pyinstrument around its
 `zrep.sync` tasks and writes `<prefix>.<pid>.txt` when it exits: where the time goes that the
@@ -24,6 +25,7 @@ from typing import Any
 
 from bench import calltime
 
+SYNC_TASKS = ("zrep.sync", "zrep.synconly")  # the tasks timed (a sync all's, datapath's)
 _started: dict[str, float] = {}
 _cpu: dict[str, tuple[float, float]] = {}
 _real_execv = os.execv
@@ -41,7 +43,7 @@ def _connect_signals(path: str) -> None:
 
     @task_prerun.connect(weak=False)
     def _pre(task_id: str | None = None, task: Any = None, **_: Any) -> None:
-        if task is not None and task.name == "zrep.sync" and task_id:
+        if task is not None and task.name in SYNC_TASKS and task_id:
             _started[task_id] = time.time()
             _cpu[task_id] = _rusage()
             calltime.start()

@@ -8,8 +8,8 @@
         rs = [p.sync(fs, host="hosta") for fs in datasets]
 
 The producer knows task names and argument schemas (`tasks.contract`), never worker
-internals. Arguments are validated here too, so a typo fails at once with a clear message
-instead of in a worker's log.
+internals. Each method's keyword options are the fields of its task's model, validated
+here too (`send`), so a typo fails at once with a clear message instead of in a worker's log.
 """
 
 from __future__ import annotations
@@ -198,207 +198,121 @@ class Producer:
     def _target(self, fs: str, host: str | None) -> tuple[str, str]:
         return split_host(fs, host or self.default_host)
 
+    def _on(self, name: str, target: str, host: str | None, **fields: Any) -> AsyncResult[Any]:
+        """Task `name` for the dataset `target` (`HOST:pool/fs`, or `pool/fs` on `host`)."""
+        h, fs = self._target(target, host)
+        return self.send(name, h, fs=fs, **fields)
+
+    # ---- the verbs: the fields of each are its task's model (`tasks.contract`) -------------
+
     def init(
-        self,
-        fs: str,
-        dest_host: str,
-        dest_fs: str,
-        *,
-        host: str | None = None,
-        force: bool = False,
-        resume: bool | None = None,
+        self, fs: str, dest_host: str, dest_fs: str, *, host: str | None = None, **options: Any
     ) -> AsyncResult[Any]:
-        h, fs = self._target(fs, host)
-        return self.send(
-            c.INIT, h, fs=fs, dest_host=dest_host, dest_fs=dest_fs, force=force, resume=resume
-        )
+        """`zrep.init`; `options`: force, resume."""
+        return self._on(c.INIT, fs, host, dest_host=dest_host, dest_fs=dest_fs, **options)
 
     def sync(
-        self,
-        fs: str,
-        *,
-        host: str | None = None,
-        force: bool = False,
-        resume: bool | None = None,
-        changed_only: bool = False,
-        quiet_secs: int | None = None,
-        snapshot: bool = True,
-        ignore_pause: bool = False,
+        self, fs: str, *, host: str | None = None, snapshot: bool = True, **options: Any
     ) -> AsyncResult[Any]:
-        h, fs = self._target(fs, host)
-        return self.send(
-            c.SYNC,
-            h,
-            fs=fs,
-            force=force,
-            resume=resume,
-            changed_only=changed_only,
-            quiet_secs=quiet_secs,
-            snapshot=snapshot,
-            ignore_pause=ignore_pause,
-        )
+        """`zrep.sync`; `options`: force, resume, changed_only, quiet_secs, ignore_pause.
 
-    def pause(
-        self,
-        fs: str,
-        *,
-        host: str | None = None,
-        reason: str = "",
-        by: str | None = None,
-        expire: bool = False,
-    ) -> AsyncResult[Any]:
-        """Pause replication of fs: `sync all` skips it, a direct sync refuses."""
-        h, fs = self._target(fs, host)
-        return self.send(c.PAUSE, h, fs=fs, reason=reason, by=by, expire=expire)
+        Two older forms stay for callers of this API: `fs@zrep_NNNNNN` is the deliberate
+        rollback (`rollback`), and `snapshot=False` is `synconly`; they send those tasks."""
+        if "@" in fs:
+            return self.rollback(fs, host=host)
+        if not snapshot:
+            kept = {k: v for k, v in options.items() if k in c.SynconlyArgs.model_fields}
+            return self.synconly(fs, host=host, **kept)
+        return self._on(c.SYNC, fs, host, **options)
 
-    def resume(self, fs: str, *, host: str | None = None) -> AsyncResult[Any]:
-        h, fs = self._target(fs, host)
-        return self.send(c.RESUME, h, fs=fs)
+    def synconly(self, fs: str, *, host: str | None = None, **options: Any) -> AsyncResult[Any]:
+        """`zrep.synconly`: send the newest snapshot; `options`: force, resume, ignore_pause."""
+        return self._on(c.SYNCONLY, fs, host, **options)
+
+    def rollback(self, snapshot: str, *, host: str | None = None) -> AsyncResult[Any]:
+        """`zrep.rollback` (zrep's `sync fs@zrep_NNNNNN`): roll the standby back to it."""
+        h, snap = self._target(snapshot, host)
+        return self.send(c.ROLLBACK, h, snapshot=snap)
 
     def sync_all(
-        self,
-        hosts: list[str] | None = None,
-        *,
-        force: bool = False,
-        resume: bool | None = None,
-        changed_only: bool = False,
-        quiet_secs: int | None = None,
+        self, hosts: list[str] | None = None, **options: Any
     ) -> dict[str, AsyncResult[Any]]:
-        """One `zrep.sync_all` per host (all registered hosts by default)."""
+        """One `zrep.sync_all` per host (all registered hosts by default); `options`: force,
+        resume, changed_only, quiet_secs."""
         targets = hosts or sorted(self.hosts())
         if not targets:
             raise c.ValidationError("no hosts: no zrepq worker has registered yet")
         with self.batch():
-            return {
-                h: self.send(
-                    c.SYNC_ALL,
-                    h,
-                    force=force,
-                    resume=resume,
-                    changed_only=changed_only,
-                    quiet_secs=quiet_secs,
-                )
-                for h in targets
-            }
+            return {h: self.send(c.SYNC_ALL, h, **options) for h in targets}
+
+    def refresh(self, fs: str, *, host: str | None = None, **options: Any) -> AsyncResult[Any]:
+        """`zrep.refresh`, run on the standby's host; `options`: force, resume."""
+        return self._on(c.REFRESH, fs, host, **options)
 
     def snaponly(self, fs: str, *, host: str | None = None) -> AsyncResult[Any]:
-        h, fs = self._target(fs, host)
-        return self.send(c.SNAPONLY, h, fs=fs)
+        return self._on(c.SNAPONLY, fs, host)
 
     def expire(
-        self,
-        fs: str | None = None,
-        *,
-        host: str | None = None,
-        all: bool = False,
-        local_only: bool = False,
+        self, fs: str | None = None, *, host: str | None = None, **options: Any
     ) -> AsyncResult[Any]:
+        """`zrep.expire` of fs, or without it of every master fs (`all=True`: every zrep fs)
+        of `host`; `options`: all, local_only."""
         if fs is not None:
-            h, fs = self._target(fs, host)
-        else:
-            h = host or self.default_host or ""
-        return self.send(c.EXPIRE, h, fs=fs, all=all, local_only=local_only)
+            return self._on(c.EXPIRE, fs, host, **options)
+        return self.send(c.EXPIRE, host or self.default_host or "", fs=None, **options)
 
-    def failover(
-        self,
-        fs: str,
-        *,
-        host: str | None = None,
-        local_only: bool = False,
-        other_host: str | None = None,
-    ) -> AsyncResult[Any]:
-        h, fs = self._target(fs, host)
-        return self.send(c.FAILOVER, h, fs=fs, local_only=local_only, other_host=other_host)
+    def failover(self, fs: str, *, host: str | None = None, **options: Any) -> AsyncResult[Any]:
+        """`zrep.failover`, run on the master; `options`: local_only, other_host."""
+        return self._on(c.FAILOVER, fs, host, **options)
 
-    def takeover(
-        self,
-        fs: str,
-        *,
-        host: str | None = None,
-        local_only: bool = False,
-        other_host: str | None = None,
-        force: bool = False,
-    ) -> AsyncResult[Any]:
-        h, fs = self._target(fs, host)
-        return self.send(
-            c.TAKEOVER, h, fs=fs, local_only=local_only, other_host=other_host, force=force
-        )
+    def takeover(self, fs: str, *, host: str | None = None, **options: Any) -> AsyncResult[Any]:
+        """`zrep.takeover`, run on the standby; `options`: local_only, other_host, force."""
+        return self._on(c.TAKEOVER, fs, host, **options)
 
-    def refresh(
-        self, fs: str, *, host: str | None = None, force: bool = False, resume: bool | None = None
-    ) -> AsyncResult[Any]:
-        h, fs = self._target(fs, host)
-        return self.send(c.REFRESH, h, fs=fs, force=force, resume=resume)
+    def status(self, host: str, fs: list[str] | None = None, **options: Any) -> AsyncResult[Any]:
+        """`zrep.status`; `options`: all, verbose."""
+        return self.send(c.STATUS, host, fs=fs or [], **options)
 
-    def status(
-        self, host: str, fs: list[str] | None = None, *, all: bool = False, verbose: bool = False
-    ) -> AsyncResult[Any]:
-        return self.send(c.STATUS, host, fs=fs or [], all=all, verbose=verbose)
-
-    def list(
-        self,
-        host: str,
-        fs: list[str] | None = None,
-        *,
-        verbose: bool = False,
-        masters_only: bool = False,
-        snapshots: bool = False,
-    ) -> AsyncResult[Any]:
-        return self.send(
-            c.LIST,
-            host,
-            fs=fs or [],
-            verbose=verbose,
-            masters_only=masters_only,
-            snapshots=snapshots,
-        )
+    def list(self, host: str, fs: list[str] | None = None, **options: Any) -> AsyncResult[Any]:
+        """`zrep.list`; `options`: verbose, masters_only, snapshots."""
+        return self.send(c.LIST, host, fs=fs or [], **options)
 
     def lastsent(self, fs: str, *, host: str | None = None) -> AsyncResult[Any]:
-        h, fs = self._target(fs, host)
-        return self.send(c.LASTSENT, h, fs=fs)
+        return self._on(c.LASTSENT, fs, host)
 
     def uptodate(self, fs: str, *, host: str | None = None) -> AsyncResult[Any]:
-        h, fs = self._target(fs, host)
-        return self.send(c.UPTODATE, h, fs=fs)
+        return self._on(c.UPTODATE, fs, host)
 
     def clear(self, fs: str, *, host: str | None = None) -> AsyncResult[Any]:
-        h, fs = self._target(fs, host)
-        return self.send(c.CLEAR, h, fs=fs)
+        return self._on(c.CLEAR, fs, host)
 
-    def handback(
-        self, fs: str, *, host: str | None = None, local_only: bool = False
-    ) -> AsyncResult[Any]:
+    def pause(self, fs: str, *, host: str | None = None, **options: Any) -> AsyncResult[Any]:
+        """Pause replication of fs: `sync all` skips it, a direct sync refuses; `options`:
+        reason, by, expire."""
+        return self._on(c.PAUSE, fs, host, **options)
+
+    def resume(self, fs: str, *, host: str | None = None) -> AsyncResult[Any]:
+        return self._on(c.RESUME, fs, host)
+
+    def handback(self, fs: str, *, host: str | None = None, **options: Any) -> AsyncResult[Any]:
         """Give the pair back to zrep: remove zrepq's holds, `zrepq:*` properties and partial
         receive on both sides (`local_only`: this side), leaving zrep's state as it is."""
-        h, fs = self._target(fs, host)
-        return self.send(c.HANDBACK, h, fs=fs, local_only=local_only)
+        return self._on(c.HANDBACK, fs, host, **options)
 
     def changeconfig(
-        self,
-        fs: str,
-        other_host: str,
-        other_fs: str,
-        *,
-        host: str | None = None,
-        force: bool = False,
-        dest_side: bool = False,
+        self, fs: str, other_host: str, other_fs: str, *, host: str | None = None, **options: Any
     ) -> AsyncResult[Any]:
-        h, fs = self._target(fs, host)
-        return self.send(
-            c.CHANGECONFIG,
-            h,
-            fs=fs,
-            other_host=other_host,
-            other_fs=other_fs,
-            force=force,
-            dest_side=dest_side,
+        """`zrep.changeconfig`; `options`: force, dest_side."""
+        return self._on(
+            c.CHANGECONFIG, fs, host, other_host=other_host, other_fs=other_fs, **options
         )
 
     def sentsync(
-        self, snapshot: str, *, host: str | None = None, local_only: bool = False
+        self, snapshot: str, *, host: str | None = None, **options: Any
     ) -> AsyncResult[Any]:
+        """`zrep.sentsync`; `options`: local_only."""
         h, snap = self._target(snapshot, host)
-        return self.send(c.SENTSYNC, h, snapshot=snap, local_only=local_only)
+        return self.send(c.SENTSYNC, h, snapshot=snap, **options)
 
 
 class _Batch:

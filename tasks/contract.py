@@ -11,13 +11,14 @@ Celery's sense, so Flower shows them red).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
-from pydantic import ValidationError as SchemaError
+from pydantic import BaseModel, ConfigDict, Field
 
+from workers.engine import requests as r
 from workers.engine.errors import HostUnreachable, ValidationError, ZrepqError
-from workers.engine.names import validate_dataset, validate_host, validate_snapshot, validate_tag
+from workers.engine.names import validate_host
+from workers.engine.requests import Dataset, FsOrSnap, Host, Tag, parse
 
 # Every Redis key and queue name zrepq gives, for producers (their one home: workers/keys.py).
 from workers.keys import (
@@ -39,26 +40,6 @@ def queue_for(host: str) -> str:
     return queue_name(validate_host(host))
 
 
-def _snap(value: str) -> str:
-    validate_snapshot(value)
-    return value
-
-
-def _fs_or_snap(value: str) -> str:
-    if "@" in value:
-        validate_snapshot(value)
-    else:
-        validate_dataset(value)
-    return value
-
-
-Host = Annotated[str, AfterValidator(validate_host)]
-Dataset = Annotated[str, AfterValidator(validate_dataset)]
-Snapshot = Annotated[str, AfterValidator(_snap)]
-FsOrSnap = Annotated[str, AfterValidator(_fs_or_snap)]
-Tag = Annotated[str, AfterValidator(validate_tag)]
-
-
 class Args(BaseModel):
     """Common to every task: the host whose worker must run it, and the replication tag."""
 
@@ -67,40 +48,43 @@ class Args(BaseModel):
     tag: Tag = "zrep"
 
 
-class InitArgs(Args):
-    fs: Dataset
-    dest_host: Host
-    dest_fs: Dataset
-    force: bool = False
-    resume: bool | None = None
+# Each task's arguments: the envelope, then the verb's own (`workers/engine/requests.py`,
+# where every field is typed once), then what only the queue needs.
 
 
-class SyncArgs(Args):
-    fs: FsOrSnap  # fs@snap rolls the destination back to that snapshot (zrep sync fs@snap)
-    force: bool = False
-    resume: bool | None = None
-    changed_only: bool = False
-    quiet_secs: int | None = Field(default=None, ge=30)
-    snapshot: bool = True  # False: synconly
-    ignore_pause: bool = False  # sync a paused fs anyway
+class InitArgs(r.InitRequest, Args):
+    pass
+
+
+class SyncArgs(r.SyncRequest, Args):
+    """`zrep.sync`; also its legacy forms, kept for services that call it so: `fs@snap`
+    (now `zrep.rollback`) and `snapshot=false` (now `zrep.synconly`)."""
+
+    fs: FsOrSnap  # the legacy `fs@snap` too
+    snapshot: bool = True  # legacy: false is synconly
     record_errors: bool = False  # return a failure record instead of failing (sync all)
 
 
-class SyncAllArgs(Args):
-    force: bool = False
-    resume: bool | None = None
-    changed_only: bool = False
-    quiet_secs: int | None = Field(default=None, ge=30)
+class SynconlyArgs(r.SynconlyRequest, Args):
+    record_errors: bool = False
 
 
-class FsArgs(Args):
-    fs: Dataset
+class RollbackArgs(r.RollbackRequest, Args):
+    pass
 
 
-class ExpireArgs(Args):
-    fs: Dataset | None = None  # None: every fs this host is master of ("all": every zrep fs)
+class SyncAllArgs(r.SyncFlags, Args):
+    pass
+
+
+class SnaponlyArgs(r.SnaponlyRequest, Args):
+    pass
+
+
+class ExpireArgs(r.ExpireRequest, Args):
+    # None: every fs this host is master of ("all": every zrep fs)
+    fs: Dataset | None = None  # type: ignore[assignment]
     all: bool = False
-    local_only: bool = False
 
 
 class RoleSide(BaseModel):
@@ -114,63 +98,70 @@ class RoleSide(BaseModel):
     message: str = Field(default="", max_length=500)
 
 
-class RoleArgs(Args):
-    fs: FsOrSnap
-    local_only: bool = False
-    other_host: Host | None = None
-    force: bool = False  # takeover -L while the other side claims master (it is dead)
+class _Handover(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
     # Set by the worker that hands the other half over (task.replace): what the earlier
     # halves did, so the final result reports every side.
     prior: list[RoleSide] = Field(default_factory=list, max_length=4)
 
 
-class RefreshArgs(Args):
-    fs: Dataset
-    force: bool = False
-    resume: bool | None = None
+class FailoverArgs(_Handover, r.FailoverRequest, Args):
+    pass
 
 
-class StatusArgs(Args):
-    fs: list[Dataset] = Field(default_factory=list, max_length=10_000)
-    all: bool = False
-    verbose: bool = False
+class TakeoverArgs(_Handover, r.TakeoverRequest, Args):
+    pass
 
 
-class ListArgs(Args):
-    fs: list[Dataset] = Field(default_factory=list, max_length=10_000)
-    verbose: bool = False
-    masters_only: bool = False
-    snapshots: bool = False
+class RefreshArgs(r.RefreshRequest, Args):
+    pass
 
 
-class ChangeConfigArgs(Args):
-    fs: Dataset
-    other_host: Host
-    other_fs: Dataset
-    force: bool = False
-    dest_side: bool = False
+class StatusArgs(r.StatusRequest, Args):
+    verbose: bool = False  # the text: zrep's -v lines, and zrepq's facts under each
 
 
-class PauseArgs(Args):
-    fs: Dataset
-    reason: str = Field(default="", max_length=200)
-    by: str | None = Field(default=None, max_length=100)
-    expire: bool = False  # pause expire too
+class ListArgs(r.ListRequest, Args):
+    pass
 
 
-class HandbackArgs(Args):
-    fs: Dataset
-    local_only: bool = False  # this side only (the other one is gone)
+class LastsentArgs(r.LastsentRequest, Args):
+    pass
 
 
-class SentSyncArgs(Args):
-    snapshot: Snapshot
-    local_only: bool = False
+class UptodateArgs(r.UptodateRequest, Args):
+    pass
+
+
+class ClearArgs(r.ClearRequest, Args):
+    pass
+
+
+class ChangeConfigArgs(r.ChangeconfigRequest, Args):
+    pass
+
+
+class PauseArgs(r.PauseRequest, Args):
+    pass
+
+
+class ResumeArgs(r.ResumeRequest, Args):
+    pass
+
+
+class HandbackArgs(r.HandbackRequest, Args):
+    pass
+
+
+class SentSyncArgs(r.SentsyncRequest, Args):
+    pass
 
 
 # Task name -> argument schema. The names are the contract; never rename one.
 INIT = "zrep.init"
 SYNC = "zrep.sync"
+SYNCONLY = "zrep.synconly"
+ROLLBACK = "zrep.rollback"  # zrep's `sync fs@snap`
 SYNC_ALL = "zrep.sync_all"
 SYNC_ALL_SUMMARY = "zrep.sync_all_summary"
 SNAPONLY = "zrep.snaponly"
@@ -189,24 +180,30 @@ PAUSE = "zrep.pause"
 RESUME = "zrep.resume"
 HANDBACK = "zrep.handback"
 
+# Tasks whose outcome the worker keeps in `zrepq:syncs` (tasks/ops.py), keyed by the `fs`
+# of the message (a rollback's `snapshot` names it too).
+RECORDED = (INIT, SYNC, SYNCONLY, ROLLBACK)
+
 SCHEMAS: dict[str, type[Args]] = {
     INIT: InitArgs,
     SYNC: SyncArgs,
+    SYNCONLY: SynconlyArgs,
+    ROLLBACK: RollbackArgs,
     SYNC_ALL: SyncAllArgs,
-    SNAPONLY: FsArgs,
+    SNAPONLY: SnaponlyArgs,
     EXPIRE: ExpireArgs,
-    FAILOVER: RoleArgs,
-    TAKEOVER: RoleArgs,
+    FAILOVER: FailoverArgs,
+    TAKEOVER: TakeoverArgs,
     REFRESH: RefreshArgs,
     STATUS: StatusArgs,
     LIST: ListArgs,
-    LASTSENT: FsArgs,
-    UPTODATE: FsArgs,
-    CLEAR: FsArgs,
+    LASTSENT: LastsentArgs,
+    UPTODATE: UptodateArgs,
+    CLEAR: ClearArgs,
     CHANGECONFIG: ChangeConfigArgs,
     SENTSYNC: SentSyncArgs,
     PAUSE: PauseArgs,
-    RESUME: FsArgs,
+    RESUME: ResumeArgs,
     HANDBACK: HandbackArgs,
 }
 
@@ -216,16 +213,7 @@ def validate(name: str, kwargs: Any) -> Args:
     schema = SCHEMAS.get(name)
     if schema is None:
         raise ValidationError(f"unknown task {name!r}")
-    if not isinstance(kwargs, dict):
-        raise ValidationError(f"{name}: arguments must be a JSON object of keyword arguments")
-    try:
-        return schema.model_validate(kwargs)
-    except SchemaError as e:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}"
-            for err in e.errors()
-        )
-        raise ValidationError(f"{name}: invalid arguments: {problems}") from None
+    return parse(schema, kwargs, name)
 
 
 def ok(result: Any) -> dict[str, Any]:

@@ -1,9 +1,10 @@
-"""One thin function per task name: validate the JSON arguments, call the engine, report.
+"""One thin function per task name: validate the JSON arguments, run the verb, report.
 
-Imported by workers only (`include=["tasks.handlers"]`). Each body builds an engine for this
-host (the transport and leases are cached per worker process), runs one engine operation and
-returns a JSON record. Progress events become `PROGRESS` states (for `AsyncResult.info`) and
-`task-progress` events (for Flower), at most about once a second.
+Imported by workers only (`include=["tasks.handlers"]`). Each task validates its message
+into its model (`tasks/contract.py`: the envelope and the verb's request), builds this
+host's engine `Context` (the transport and leases are cached per worker process), runs the
+verb (`workers.engine.verbs.run`) and returns a JSON record. Progress events become
+`PROGRESS` states and `task-progress` events (`tasks/progress.py`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
@@ -22,23 +24,29 @@ from celery.signals import heartbeat_sent, worker_ready
 from tasks import contract as c
 from tasks.app import app, settings_of
 from tasks.errors import TaskFailed
-from workers.engine import Engine, liveness
+from tasks.progress import Progress
+from tasks.summary import summary
+from workers.engine import Context, liveness, requests, rollback, sync
 from workers.engine.errors import LockHeld, ValidationError, ZrepqError
-from workers.engine.events import Event, Message, StreamFinished, StreamProgress, StreamStarted
-from workers.engine.formats import list_verbose_text, names_text, status_text
+from workers.engine.events import Message
+from workers.engine.formats import status_text
 from workers.engine.locks import LockToken
-from workers.engine.ports import Locks, Transport
+from workers.engine.ports import Locks, Peer, Transport
+from workers.engine.report import list_names, masters, status
+from workers.engine.verbs import record, run
 from workers.keys import HOSTS_KEY
-from workers.runtime import engine_from_env, transport_for
+from workers.runtime import context_from_env, transport_for
 
 log = logging.getLogger(__name__)
 
+Body = Callable[[Context, Any], Any]
 
-# ---- per-process context ---------------------------------------------------------------
+
+# ---- per-process parts, per-task context -----------------------------------------------
 
 
 @lru_cache(maxsize=1)
-def _context(pid: int) -> tuple[Transport, Locks]:
+def _worker_parts(pid: int) -> tuple[Transport, Locks]:
     """One transport (cached SSH connections) and one lease client per worker process."""
     cfg = settings_of(app)  # built once per process, with the app
     transport = transport_for(cfg, cfg.host())
@@ -47,81 +55,7 @@ def _context(pid: int) -> tuple[Transport, Locks]:
 
 
 def this_host() -> str:
-    return _context(os.getpid())[0].local_host
-
-
-_LOG_LEVEL = {"warning": logging.WARNING, "detail": logging.DEBUG}
-
-
-class Progress:
-    """Engine events → PROGRESS state + `task-progress` event, rate-limited.
-
-    A stream that is over within `quiet` seconds publishes nothing: for the many empty
-    incrementals of a `sync all`, the state and event writes (four Redis round trips) cost
-    more than the stream itself, and the task's STARTED and SUCCESS states say it all. A
-    longer stream shows up at its first progress tick (under a second in) and then about
-    once a second, ending with stage "finishing".
-    """
-
-    def __init__(self, task: Task[Any, Any], interval: float = 1.0, quiet: float = 0.5) -> None:
-        self.task = task
-        self.interval = interval
-        self.quiet = quiet
-        self._last = 0.0
-        self._shown = False  # anything published for the current stream
-        self._lock = threading.Lock()
-        self.meta: dict[str, Any] = {}
-
-    def __call__(self, event: Event) -> None:
-        if isinstance(event, Message):
-            log.log(_LOG_LEVEL.get(event.level, logging.INFO), "%s", event.text)
-            return
-        if isinstance(event, StreamStarted):
-            self.meta = {
-                "dataset": event.dataset,
-                "snapshot": event.snapshot,
-                "base": event.base,
-                "dest": f"{event.dest_host}:{event.dest_fs}",
-                "bytes_sent": 0,
-                "total": event.total,
-                "rate": 0.0,
-                "eta": None,
-                "elapsed": 0.0,
-                "resumed": event.resumed,
-                "stage": "sending",
-            }
-            self._shown = False
-        elif isinstance(event, StreamProgress):
-            self.meta.update(
-                bytes_sent=event.bytes_sent,
-                total=event.total,
-                rate=round(event.rate, 1),
-                eta=event.eta,
-                elapsed=round(event.elapsed, 2),
-            )
-            if self._shown:
-                self._publish()
-            elif event.elapsed >= self.quiet:
-                self._shown = True
-                self._publish(force=True)
-        elif isinstance(event, StreamFinished):
-            self.meta.update(
-                bytes_sent=event.bytes_sent, elapsed=round(event.elapsed, 2), stage="finishing"
-            )
-            if self._shown:
-                self._publish(force=True)
-
-    def _publish(self, force: bool = False) -> None:
-        now = time.monotonic()
-        with self._lock:
-            if not force and now - self._last < self.interval:
-                return
-            self._last = now
-        if self.task.request.id is None:  # called directly, not through the queue
-            return
-        meta = dict(self.meta)
-        self.task.update_state(state="PROGRESS", meta=meta)
-        self.task.send_event("task-progress", result=meta)
+    return _worker_parts(os.getpid())[0].local_host
 
 
 class DeferredPeer:
@@ -148,75 +82,82 @@ class DeferredPeer:
         return []
 
 
-def _engine(task: Task[Any, Any], args: c.Args, peer: DeferredPeer | None = None) -> Engine:
-    transport, locks = _context(os.getpid())
+def _context(task: Task[Any, Any], args: c.Args, peer: Peer) -> Context:
+    """This host's engine context for one task, complete: the worker's transport and
+    leases, the task's progress and peer, its id in lock tokens, the message's tag."""
+    transport, locks = _worker_parts(os.getpid())
     if args.host != transport.local_host:
         raise ValidationError(
             f"task for host {args.host!r} reached the worker of {transport.local_host!r}; "
             "refusing to act on another host's datasets",
             host=transport.local_host,
         )
-    eng = engine_from_env(
+    ctx = context_from_env(
         settings=settings_of(app),
         observer=Progress(task),
-        peer=peer or DeferredPeer(),
+        peer=peer,
         transport=transport,
+        locks=locks,
+        operation_id=task.request.id,
     )
-    eng.locks = locks
-    eng.operation_id = task.request.id
-    return eng.with_tag(args.tag)
+    return ctx.with_tag(args.tag)
+
+
+def _verb(ctx: Context, args: Any) -> Any:
+    """The default body: the verb the message's model names, its result as a record."""
+    return record(run(ctx, args))
 
 
 def _run(
     task: Task[Any, Any],
     name: str,
     kwargs: dict[str, Any],
-    body: Callable[[Engine, Any], Any],
+    body: Body = _verb,
     *,
     record_errors: bool = False,
+    peer: Peer | None = None,
 ) -> dict[str, Any]:
     try:
         args = c.validate(name, kwargs)
-        eng = _engine(task, args)
+        ctx = _context(task, args, peer or DeferredPeer())
         try:
-            return c.ok(body(eng, args))
+            return c.ok(body(ctx, args))
         except LockHeld as e:
-            wait = _redelivery_wait(task, e, eng)
+            wait = _redelivery_wait(task, e, ctx)
             if wait is None:
                 raise
             # The first delivery of this very message died holding the lease (its worker
             # process was killed; Celery re-queued the message, acks late). Nobody renews that
             # lease any more: wait for it to lapse, then run; the engine re-reads every state.
             log.warning("%s: %s; the earlier run is gone, waiting up to %.0fs", name, e, wait)
-            eng.lock_wait = wait
-            return c.ok(body(eng, args))
+            return c.ok(body(replace(ctx, lock_wait=wait), args))
     except ZrepqError as e:
-        record = e.to_record()
+        rec = e.to_record()
         if isinstance(e, LockHeld) and task.request.id and task.request.id in (e.holder or ""):
             # Redis redelivered a message whose first run still holds the lease.
-            record.update(kind="duplicate", message=f"duplicate delivery: {e.message}")
+            rec.update(kind="duplicate", message=f"duplicate delivery: {e.message}")
         log.error("%s failed: %s", name, e.message)
         if record_errors:
-            return c.failed(record)
-        raise TaskFailed(record) from None
+            return c.failed(rec)
+        raise TaskFailed(rec) from None
 
 
-def _redelivery_wait(task: Task[Any, Any], e: LockHeld, eng: Engine) -> float | None:
+def _redelivery_wait(task: Task[Any, Any], e: LockHeld, ctx: Any) -> float | None:
     """Seconds to wait for a lease held by an earlier, dead, delivery of this task; else None.
 
     The lease itself takes over at once from a holder on this host that has provably ended
     (`workers.lease`), so this wait is left for what it cannot prove: a token without the
     holder's process identity (written by an older zrepq). A holder with this task's id whose
     process is alive on this host is a true duplicate (Redis redelivered the message while
-    the first run goes on): None, it is reported as one.
+    the first run goes on): None, it is reported as one. (`ctx`: its `host` and `locks`.)
     """
     tid = task.request.id
     if not tid or not e.holder or tid not in e.holder:
         return None
     holder = LockToken.parse(e.holder)
-    if holder is not None and holder.owner == eng.host and _alive(holder):
+    if holder is not None and holder.owner == ctx.host and _alive(holder):
         return None
-    ttl = getattr(eng.locks, "ttl", None)
+    ttl = getattr(ctx.locks, "ttl", None)
     return float(ttl) + 1.0 if ttl else None
 
 
@@ -231,41 +172,55 @@ def _alive(holder: LockToken) -> bool:
 # ---- the tasks -------------------------------------------------------------------------
 
 
-@app.task(name=c.INIT, bind=True)
-def init(self: Task[Any, Any], /, **kwargs: Any) -> dict[str, Any]:
-    return _run(
-        self,
-        c.INIT,
-        kwargs,
-        lambda e, a: e.init(a.fs, a.dest_host, a.dest_fs, force=a.force, resume=a.resume).to_dict(),
-    )
+def _plain(name: str) -> None:
+    """Register task `name` whose body is its verb alone."""
+
+    @app.task(name=name, bind=True)
+    def task(self: Task[Any, Any], /, **kwargs: Any) -> dict[str, Any]:
+        return _run(self, name, kwargs)
 
 
-def _sync_body(e: Engine, a: c.SyncArgs) -> dict[str, Any]:
+for _name in (
+    c.INIT, c.SNAPONLY, c.REFRESH, c.LIST, c.LASTSENT, c.UPTODATE, c.CLEAR, c.CHANGECONFIG,
+    c.SENTSYNC, c.PAUSE, c.RESUME, c.HANDBACK,
+):  # fmt: skip
+    _plain(_name)
+
+
+def _legacy_sync(ctx: Context, a: c.SyncArgs) -> Any:
+    """`zrep.sync`, and its older forms: `fs@snap` is a rollback, `snapshot=false` synconly."""
     if "@" in a.fs:
-        return e.sync_to_snapshot(a.fs).to_dict()
+        return record(rollback.rollback(ctx, requests.RollbackRequest(snapshot=a.fs)))
     if not a.snapshot:
-        return e.synconly(
-            a.fs, force=a.force, resume=a.resume, ignore_pause=a.ignore_pause
-        ).to_dict()
-    return e.sync(
-        a.fs,
-        force=a.force,
-        resume=a.resume,
-        changed_only=a.changed_only,
-        quiet_secs=a.quiet_secs,
-        ignore_pause=a.ignore_pause,
-    ).to_dict()
+        return record(sync.synconly(ctx, requests.narrow(requests.SynconlyRequest, a)))
+    return record(sync.sync(ctx, a))
+
+
+def _sync_task(
+    task: Task[Any, Any], name: str, kwargs: dict[str, Any], body: Body = _verb
+) -> dict[str, Any]:
+    """A sync's record also says which dataset and how long, for `sync all`'s summary."""
+    record_errors = bool(kwargs.get("record_errors"))
+    t0 = time.time()
+    res = _run(task, name, kwargs, body, record_errors=record_errors)
+    res.setdefault("dataset", kwargs.get("fs", kwargs.get("snapshot")))
+    res["seconds"] = round(time.time() - t0, 3)
+    return res
 
 
 @app.task(name=c.SYNC, bind=True)
-def sync(self: Task[Any, Any], /, **kwargs: Any) -> dict[str, Any]:
-    record = bool(kwargs.get("record_errors")) if isinstance(kwargs, dict) else False
-    t0 = time.time()
-    res = _run(self, c.SYNC, kwargs, _sync_body, record_errors=record)
-    res.setdefault("dataset", kwargs.get("fs"))
-    res["seconds"] = round(time.time() - t0, 3)
-    return res
+def sync_(self: Task[Any, Any], /, **kwargs: Any) -> dict[str, Any]:
+    return _sync_task(self, c.SYNC, kwargs, _legacy_sync)
+
+
+@app.task(name=c.SYNCONLY, bind=True)
+def synconly(self: Task[Any, Any], /, **kwargs: Any) -> dict[str, Any]:
+    return _sync_task(self, c.SYNCONLY, kwargs)
+
+
+@app.task(name=c.ROLLBACK, bind=True)
+def rollback_(self: Task[Any, Any], /, **kwargs: Any) -> dict[str, Any]:
+    return _sync_task(self, c.ROLLBACK, kwargs)
 
 
 @app.task(name=c.SYNC_ALL, bind=True)
@@ -280,22 +235,13 @@ def sync_all(self: Task[Any, Any], /, **kwargs: Any) -> Any:
     try:
         args = c.validate(c.SYNC_ALL, kwargs)
         assert isinstance(args, c.SyncAllArgs)
-        eng = _engine(self, args)
-        fss = eng.masters()
+        fss = masters(_context(self, args, DeferredPeer()))
     except ZrepqError as e:  # fail with the contract's record, as every other task does
         log.error("%s failed: %s", c.SYNC_ALL, e.message)
         raise TaskFailed(e.to_record()) from None
     if not fss:
-        return c.ok(_summary([], args.host, started))
-    base = {
-        "host": args.host,
-        "tag": args.tag,
-        "force": args.force,
-        "resume": args.resume,
-        "changed_only": args.changed_only,
-        "quiet_secs": args.quiet_secs,
-        "record_errors": True,
-    }
+        return c.ok(summary([], args.host, started))
+    base = {**args.model_dump(), "record_errors": True}
     queue = c.queue_for(args.host)
     header = [
         app.signature(c.SYNC, kwargs={**base, "fs": fs}, queue=queue, immutable=True) for fs in fss
@@ -308,64 +254,15 @@ def sync_all(self: Task[Any, Any], /, **kwargs: Any) -> Any:
 
 @app.task(name=c.SYNC_ALL_SUMMARY)
 def sync_all_summary(results: list[dict[str, Any]], host: str, started: float) -> dict[str, Any]:
-    return c.ok(_summary(results, host, started))
-
-
-# Failures that are not failures of the pair: reported, but not as "failed".
-_STATUS_OF_KIND = {"locked": "skipped", "duplicate": "skipped", "paused": "paused"}
-
-
-def _summary(results: list[dict[str, Any]], host: str, started: float) -> dict[str, Any]:
-    rows = []
-    for r in results:
-        if r.get("ok"):
-            res = r["result"]
-            status = res.get("status", "synced")
-            rows.append(
-                {
-                    "dataset": res.get("dataset") or r.get("dataset"),
-                    "status": status,
-                    "snapshot": res.get("snapshot"),
-                    "bytes": res.get("bytes_sent", 0),
-                    "seconds": r.get("seconds", res.get("seconds", 0.0)),
-                }
-            )
-        else:
-            err = r.get("error", {})
-            kind = err.get("kind")
-            rows.append(
-                {
-                    "dataset": err.get("dataset") or r.get("dataset"),
-                    "status": _STATUS_OF_KIND.get(kind or "", "failed"),
-                    "error": err.get("message"),
-                    "kind": kind,
-                    "bytes": 0,
-                    "seconds": r.get("seconds", 0.0),
-                }
-            )
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row["status"]] = counts.get(row["status"], 0) + 1
-    return {
-        "host": host,
-        "datasets": rows,
-        "counts": counts,
-        "failed": counts.get("failed", 0),
-        "bytes": sum(int(row["bytes"] or 0) for row in rows),
-        "seconds": round(time.time() - started, 3),
-    }
-
-
-@app.task(name=c.SNAPONLY, bind=True)
-def snaponly(self: Task[Any, Any], /, **kwargs: Any) -> dict[str, Any]:
-    return _run(self, c.SNAPONLY, kwargs, lambda e, a: e.snaponly(a.fs))
+    return c.ok(summary(results, host, started))
 
 
 @app.task(name=c.EXPIRE, bind=True)
 def expire(self: Task[Any, Any], /, **kwargs: Any) -> dict[str, Any]:
-    def body(e: Engine, a: c.ExpireArgs) -> Any:
-        fss = [a.fs] if a.fs else (e.list_fs() if a.all else e.masters())
-        return [e.expire(fs, local_only=a.local_only).to_dict() for fs in fss]
+    def body(ctx: Context, a: c.ExpireArgs) -> Any:
+        fss = [a.fs] if a.fs else (list_names(ctx) if a.all else masters(ctx))
+        reqs = [requests.ExpireRequest(fs=fs, local_only=a.local_only) for fs in fss]
+        return [record(run(ctx, req)) for req in reqs]
 
     return _run(self, c.EXPIRE, kwargs, body)
 
@@ -380,17 +277,13 @@ def _role(task: Task[Any, Any], name: str, kwargs: dict[str, Any]) -> Any:
     """
     peer = DeferredPeer()
 
-    def body(e: Engine, a: c.RoleArgs) -> Any:
-        e.peer = peer
-        if name == c.FAILOVER:
-            res = e.failover(a.fs, local_only=a.local_only, host=a.other_host)
-        else:
-            res = e.takeover(a.fs, local_only=a.local_only, host=a.other_host, force=a.force)
+    def body(ctx: Context, a: c.FailoverArgs | c.TakeoverArgs) -> Any:
+        res = run(ctx, a).to_dict()
         forwarded = name == c.TAKEOVER and not a.local_only and peer.next is not None
-        mine = [] if forwarded else [_side(res.to_dict())]
-        return {**res.to_dict(), "sides": [p.model_dump() for p in a.prior] + mine}
+        mine = [] if forwarded else [_side(res)]
+        return {**res, "sides": [p.model_dump() for p in a.prior] + mine}
 
-    result = _run(task, name, kwargs, body)
+    result = _run(task, name, kwargs, body, peer=peer)
     if peer.next is not None:
         nxt, kw = peer.next
         kw = {**kw, "prior": result["result"]["sides"]}
@@ -419,92 +312,15 @@ def takeover(self: Task[Any, Any], /, **kwargs: Any) -> Any:
     return _role(self, c.TAKEOVER, kwargs)
 
 
-@app.task(name=c.REFRESH, bind=True)
-def refresh(self: Task[Any, Any], /, **kwargs: Any) -> dict[str, Any]:
-    return _run(
-        self,
-        c.REFRESH,
-        kwargs,
-        lambda e, a: e.refresh(a.fs, force=a.force, resume=a.resume).to_dict(),
-    )
-
-
 @app.task(name=c.STATUS, bind=True)
-def status(self: Task[Any, Any], /, **kwargs: Any) -> dict[str, Any]:
-    def body(e: Engine, a: c.StatusArgs) -> Any:
-        rows = e.status(a.fs, all=a.all)
-        text = status_text(rows, verbose=a.verbose, all_fs=a.all, dateformat=e.config.dateformat)
+def status_(self: Task[Any, Any], /, **kwargs: Any) -> dict[str, Any]:
+    def body(ctx: Context, a: c.StatusArgs) -> Any:
+        rows = status(ctx, a)
+        fmt = ctx.config.dateformat
+        text = status_text(rows, verbose=a.verbose, all_fs=a.all, dateformat=fmt)
         return {"rows": [r.to_dict() for r in rows], "text": text}
 
     return _run(self, c.STATUS, kwargs, body)
-
-
-@app.task(name=c.LIST, bind=True)
-def list_(self: Task[Any, Any], /, **kwargs: Any) -> dict[str, Any]:
-    def body(e: Engine, a: c.ListArgs) -> Any:
-        if a.snapshots:
-            text = e.list_snapshots(a.fs)
-            return {"text": text}
-        if a.verbose:
-            entries = e.list_verbose(a.fs)
-            return {"entries": entries, "text": list_verbose_text(entries, blank_between=not a.fs)}
-        names = e.list_fs(a.fs, masters_only=a.masters_only)
-        return {"names": names, "text": names_text(names)}
-
-    return _run(self, c.LIST, kwargs, body)
-
-
-@app.task(name=c.LASTSENT, bind=True)
-def lastsent(self: Task[Any, Any], /, **kwargs: Any) -> dict[str, Any]:
-    return _run(self, c.LASTSENT, kwargs, lambda e, a: e.lastsent(a.fs))
-
-
-@app.task(name=c.UPTODATE, bind=True)
-def uptodate(self: Task[Any, Any], /, **kwargs: Any) -> dict[str, Any]:
-    return _run(self, c.UPTODATE, kwargs, lambda e, a: e.uptodate(a.fs))
-
-
-@app.task(name=c.CLEAR, bind=True)
-def clear(self: Task[Any, Any], /, **kwargs: Any) -> dict[str, Any]:
-    return _run(self, c.CLEAR, kwargs, lambda e, a: e.clear(a.fs))
-
-
-@app.task(name=c.CHANGECONFIG, bind=True)
-def changeconfig(self: Task[Any, Any], /, **kwargs: Any) -> dict[str, Any]:
-    return _run(
-        self,
-        c.CHANGECONFIG,
-        kwargs,
-        lambda e, a: e.changeconfig(
-            a.fs, a.other_host, a.other_fs, force=a.force, dest_side=a.dest_side
-        ),
-    )
-
-
-@app.task(name=c.SENTSYNC, bind=True)
-def sentsync(self: Task[Any, Any], /, **kwargs: Any) -> dict[str, Any]:
-    return _run(
-        self, c.SENTSYNC, kwargs, lambda e, a: e.sentsync(a.snapshot, local_only=a.local_only)
-    )
-
-
-@app.task(name=c.PAUSE, bind=True)
-def pause(self: Task[Any, Any], /, **kwargs: Any) -> dict[str, Any]:
-    return _run(
-        self, c.PAUSE, kwargs, lambda e, a: e.pause(a.fs, reason=a.reason, by=a.by, expire=a.expire)
-    )
-
-
-@app.task(name=c.RESUME, bind=True)
-def resume(self: Task[Any, Any], /, **kwargs: Any) -> dict[str, Any]:
-    return _run(self, c.RESUME, kwargs, lambda e, a: e.resume(a.fs))
-
-
-@app.task(name=c.HANDBACK, bind=True)
-def handback(self: Task[Any, Any], /, **kwargs: Any) -> dict[str, Any]:
-    return _run(
-        self, c.HANDBACK, kwargs, lambda e, a: e.handback(a.fs, local_only=a.local_only).to_dict()
-    )
 
 
 # Set once the worker is ready (and has tried to register): event heartbeats start before

@@ -117,9 +117,9 @@ def _record_sync(
     **_: Any,
 ) -> None:
     name = getattr(task, "name", None)
-    if name not in (c.SYNC, c.INIT) or not isinstance(kwargs, dict):
+    if name not in c.RECORDED or not isinstance(kwargs, dict):
         return
-    host, fs = kwargs.get("host"), kwargs.get("fs")
+    host, fs = kwargs.get("host"), kwargs.get("fs", kwargs.get("snapshot"))
     if not isinstance(host, str) or not isinstance(fs, str):
         return
     try:

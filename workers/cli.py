@@ -16,14 +16,18 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NoReturn, TextIO
 
-from workers.engine import Engine
-from workers.engine.errors import ZrepqError
-from workers.engine.events import Event, Message, StreamFinished, StreamProgress, StreamStarted
-from workers.engine.formats import list_verbose_text, names_text, status_details, status_line
-from workers.runtime import engine_from_env
+from workers.engine import Context, admin, expire, handback, init, pause, report, roles, sync
+from workers.engine import requests as r
+from workers.engine.errors import StateError, ZrepqError
+from workers.engine.formats import status_details, status_line
+from workers.engine.names import validate_dataset
+from workers.engine.rollback import rollback
+from workers.engine.verbs import record
+from workers.printer import Printer
+from workers.runtime import context_from_env
 
 VERSION = "zrepq 0.1.0 (zrep 2.0.2 compatible)"
 
@@ -64,61 +68,14 @@ def _flags(args: list[str], allowed: str, valued: str = "") -> tuple[dict[str, s
     return flags, args
 
 
-class Printer:
-    """Shows engine events: zrep's lines on stdout, zrepq's own on stderr, progress on a
-    terminal.
-
-    `quiet` (--json) keeps stdout for the JSON record: zrep's lines are not printed.
-    `verbose` (a command's -v) adds zrepq's details, such as the stream's size estimate, on
-    stderr, where zrep's -v (`zfs send -v`) puts its own.
-    """
-
-    def __init__(self, out: TextIO, err: TextIO, *, quiet: bool, verbose: bool = False) -> None:
-        self.out, self.err, self.quiet, self.verbose = out, err, quiet, verbose
-        self._last = 0.0
-        self._estimate_shown = False
-
-    def __call__(self, event: Event) -> None:
-        if isinstance(event, Message):
-            if event.level == "info":
-                if not self.quiet:
-                    print(event.text, file=self.out, flush=True)
-            elif event.level != "detail" or self.verbose:
-                print(event.text, file=self.err, flush=True)
-        elif isinstance(event, StreamStarted):
-            self._estimate_shown = False
-            if self.verbose and event.total:
-                self._estimate_shown = True
-                print(f"estimated size: {event.total} bytes", file=self.err)
-        elif isinstance(event, StreamProgress):
-            # The estimate comes from the send itself, with the first progress event.
-            if not self._estimate_shown and event.total and self.verbose:
-                self._estimate_shown = True
-                print(f"estimated size: {event.total} bytes", file=self.err)
-            if not self.err.isatty():
-                return
-            now = time.monotonic()
-            if now - self._last >= 0.5:
-                self._last = now
-                pct = f"{100 * event.bytes_sent / event.total:5.1f}%" if event.total else ""
-                print(
-                    f"\r{event.snapshot}: {event.bytes_sent} bytes {pct} "
-                    f"{event.rate / 1e6:.1f} MB/s",
-                    end="",
-                    file=self.err,
-                    flush=True,
-                )
-        elif isinstance(event, StreamFinished) and self.err.isatty():
-            print(file=self.err)
-
-
 def main(
     argv: Sequence[str] | None = None,
     *,
-    engine: Engine | None = None,
+    context: Context | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
+    """Run one zrep command line; `context` (tests): the engine's parts, else from settings."""
     args = list(sys.argv[1:] if argv is None else argv)
     out = out or sys.stdout
     err = err or sys.stderr
@@ -139,10 +96,9 @@ def main(
     printer = Printer(err if as_json else out, err, quiet=as_json)
     io = CliIO(out, err, printer)
     try:
-        if engine is not None:
-            engine.observer = printer
-        eng = (engine or engine_from_env(observer=printer)).with_tag(tag)
-        result = _dispatch(eng, args.pop(0), args, io)
+        base = context if context is not None else context_from_env(observer=printer)
+        ctx = replace(base, observer=printer).with_tag(tag)
+        result = _dispatch(ctx, args.pop(0), args, io)
     except UsageError as e:
         print(f"Error: {e}\n{USAGE}", file=err)
         return 2
@@ -166,10 +122,10 @@ class CliIO:
     printer: Printer
 
 
-Handler = Callable[[Engine, list[str], CliIO], tuple[int, Any]]
+Handler = Callable[[Context, list[str], CliIO], tuple[int, Any]]
 
 
-def _dispatch(eng: Engine, cmd: str, args: list[str], io: CliIO) -> tuple[int, Any]:
+def _dispatch(ctx: Context, cmd: str, args: list[str], io: CliIO) -> tuple[int, Any]:
     table: dict[str, Handler] = {
         "init": _init,
         "-i": _init,
@@ -201,7 +157,7 @@ def _dispatch(eng: Engine, cmd: str, args: list[str], io: CliIO) -> tuple[int, A
     handler = table.get(cmd)
     if handler is None:
         raise UsageError(f"unrecognized subcommand {cmd}")
-    return handler(eng, args, io)
+    return handler(ctx, args, io)
 
 
 def _need(args: list[str], n: int, what: str) -> None:
@@ -209,21 +165,26 @@ def _need(args: list[str], n: int, what: str) -> None:
         raise UsageError(f"missing {what}")
 
 
-def _all_or(eng: Engine, args: list[str]) -> list[str]:
-    return eng.masters() if args == ["all"] else args
+def _all_or(ctx: Context, args: list[str]) -> list[str]:
+    return report.masters(ctx) if args == ["all"] else args
+
+
+def _resume_flag(f: dict[str, str]) -> bool | None:
+    """zrep's -r asks for a resumable receive; without it, the config's (on by default)."""
+    return True if "r" in f else None
 
 
 def _run_each(
     io: CliIO,
     items: list[str],
-    fn: Callable[[str], dict[str, Any]],
+    fn: Callable[[str], Any],
     skip_kinds: Sequence[str] = (),
 ) -> tuple[int, Any]:
     """Run per fs and keep going: one bad fs must not stop `all` (zrep's loop stops)."""
     results, code = [], 0
     for fs in items:
         try:
-            results.append({"ok": True, **fn(fs)})
+            results.append({"ok": True, **record(fn(fs))})
         except ZrepqError as e:
             if e.kind in skip_kinds:
                 print(f"{fs}: {e.kind}, skipped", file=io.err)
@@ -235,37 +196,44 @@ def _run_each(
     return code, results
 
 
-def _init(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
+def _init(ctx: Context, args: list[str], io: CliIO) -> tuple[int, Any]:
     f, rest = _flags(args, "fvr")
     io.printer.verbose = "v" in f
     _need(rest, 3, "fs desthost destfs")
-    res = eng.init(rest[0], rest[1], rest[2], force="f" in f, resume=True if "r" in f else None)
-    return 0, res.to_dict()
+    req = r.InitRequest(
+        fs=rest[0], dest_host=rest[1], dest_fs=rest[2], force="f" in f, resume=_resume_flag(f)
+    )
+    return 0, record(init.init(ctx, req))
 
 
-def _sync(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
+def _sync(ctx: Context, args: list[str], io: CliIO) -> tuple[int, Any]:
     f, rest = _flags(args, "fvrcP", valued="q")
     io.printer.verbose = "v" in f
     _need(rest, 1, "filesystem (or all)")
     if len(rest) == 1 and "@" in rest[0]:
-        return 0, eng.sync_to_snapshot(rest[0], before_rollback=lambda: _pause_for(io)).to_dict()
+        res = rollback(ctx, r.RollbackRequest(snapshot=rest[0]), before_rollback=lambda: _wait(io))
+        return 0, record(res)
     quiet = int(f["q"]) if "q" in f else None
-    return _run_each(
-        io,
-        _all_or(eng, rest),
-        lambda fs: eng.sync(
-            fs,
+
+    def one(fs: str) -> Any:
+        if quiet is not None and quiet < 30:  # zrep's check and words, after the name's
+            validate_dataset(fs)
+            raise StateError("-q must use value greater than 30")
+        req = r.SyncRequest(
+            fs=fs,
             force="f" in f,
-            resume=True if "r" in f else None,
+            resume=_resume_flag(f),
             changed_only="c" in f,
             quiet_secs=quiet,
             ignore_pause="P" in f,
-        ).to_dict(),
-        skip_kinds=("paused",) if rest == ["all"] else (),
-    )
+        )
+        return sync.sync(ctx, req)
+
+    skip = ("paused",) if rest == ["all"] else ()
+    return _run_each(io, _all_or(ctx, rest), one, skip_kinds=skip)
 
 
-def _pause_for(io: CliIO) -> None:
+def _wait(io: CliIO) -> None:
     """zrep's 20 s to think it over before a rollback. Only with someone at a terminal to
     interrupt: a script would just wait (zrep waits in every case)."""
     if io.printer.quiet or not sys.stdin.isatty():
@@ -275,58 +243,65 @@ def _pause_for(io: CliIO) -> None:
         time.sleep(10)
 
 
-def _synconly(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
+def _synconly(ctx: Context, args: list[str], io: CliIO) -> tuple[int, Any]:
     f, rest = _flags(args, "fvr")
     io.printer.verbose = "v" in f
     _need(rest, 1, "filesystem (or all)")
-    return _run_each(
-        io,
-        _all_or(eng, rest),
-        lambda fs: eng.synconly(fs, force="f" in f, resume=True if "r" in f else None).to_dict(),
-    )
+
+    def one(fs: str) -> Any:
+        req = r.SynconlyRequest(fs=fs, force="f" in f, resume=_resume_flag(f))
+        return sync.synconly(ctx, req)
+
+    return _run_each(io, _all_or(ctx, rest), one)
 
 
-def _snaponly(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
+def _snaponly(ctx: Context, args: list[str], io: CliIO) -> tuple[int, Any]:
     _need(args, 1, "filesystem (or all)")
-    names = [eng.snaponly(fs) for fs in _all_or(eng, args)]
+    names = [admin.snaponly(ctx, r.SnaponlyRequest(fs=fs)) for fs in _all_or(ctx, args)]
     # zrep prints the name without a newline; several run together there, a space here.
     io.out.write(" ".join(names))
     return 0, names
 
 
-def _refresh(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
+def _refresh(ctx: Context, args: list[str], io: CliIO) -> tuple[int, Any]:
     f, rest = _flags(args, "fvr")
     io.printer.verbose = "v" in f
     _need(rest, 1, "filesystem")
-    return 0, eng.refresh(rest[0], force="f" in f, resume=True if "r" in f else None).to_dict()
+    req = r.RefreshRequest(fs=rest[0], force="f" in f, resume=_resume_flag(f))
+    return 0, record(sync.refresh(ctx, req))
 
 
-def _expire(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
+def _expire(ctx: Context, args: list[str], io: CliIO) -> tuple[int, Any]:
     f, rest = _flags(args, "L")
-    items = eng.list_fs() if rest == ["all"] else rest or eng.masters()
-    return _run_each(io, items, lambda fs: eng.expire(fs, local_only="L" in f).to_dict())
+    items = report.list_names(ctx) if rest == ["all"] else rest or report.masters(ctx)
+
+    def one(fs: str) -> Any:
+        return expire.expire(ctx, r.ExpireRequest(fs=fs, local_only="L" in f))
+
+    return _run_each(io, items, one)
 
 
-def _role(args: list[str], allowed: str) -> tuple[dict[str, str], str, str | None]:
+def _role(args: list[str], allowed: str) -> tuple[dict[str, str], dict[str, Any]]:
     f, rest = _flags(args, allowed)
     _need(rest, 1, "filesystem")
-    return f, rest[0], rest[1] if len(rest) > 1 else None
+    other = rest[1] if len(rest) > 1 else None
+    return f, {"fs": rest[0], "local_only": "L" in f, "other_host": other}
 
 
-def _failover(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
-    f, fs, host = _role(args, "Lf")
-    return 0, eng.failover(fs, local_only="L" in f, host=host).to_dict()
+def _failover(ctx: Context, args: list[str], io: CliIO) -> tuple[int, Any]:
+    _, fields = _role(args, "Lf")
+    return 0, record(roles.failover(ctx, r.FailoverRequest(**fields)))
 
 
-def _takeover(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
-    f, fs, host = _role(args, "LF")
-    return 0, eng.takeover(fs, local_only="L" in f, host=host, force="F" in f).to_dict()
+def _takeover(ctx: Context, args: list[str], io: CliIO) -> tuple[int, Any]:
+    f, fields = _role(args, "LF")
+    return 0, record(roles.takeover(ctx, r.TakeoverRequest(**fields, force="F" in f)))
 
 
-def _status(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
+def _status(ctx: Context, args: list[str], io: CliIO) -> tuple[int, Any]:
     f, rest = _flags(args, "va")
-    rows = eng.status(rest, all="a" in f)
-    fmt = eng.config.dateformat
+    rows = report.status(ctx, r.StatusRequest(fs=rest, all="a" in f))
+    fmt = ctx.config.dateformat
     for row in rows:
         io.out.write(status_line(row, verbose="v" in f, all_fs="a" in f, dateformat=fmt) + "\n")
         if "v" in f and not io.printer.quiet:
@@ -335,41 +310,36 @@ def _status(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
             io.out.flush()
             io.err.write("".join(line + "\n" for line in status_details(row, fmt)))
             io.err.flush()
-    return 0, [r.to_dict() for r in rows]
+    return 0, [row.to_dict() for row in rows]
 
 
-def _list(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
+def _list(ctx: Context, args: list[str], io: CliIO) -> tuple[int, Any]:
     f, rest = _flags(args, "vLs")
-    if "s" in f:
-        if not rest and not eng.masters():
-            print("No zrep master filesystems found", file=io.err)  # zrep's words, rc 0
-            return 0, ""
-        text = eng.list_snapshots(rest)
-        io.out.write(text)
-        return 0, text
-    if "v" in f:
-        entries = eng.list_verbose(rest)
-        io.out.write(list_verbose_text(entries, blank_between=not rest))
-        return 0, entries
-    names = eng.list_fs(rest, masters_only="L" in f)
-    io.out.write(names_text(names))
-    return 0, names
+    if "s" in f and not rest and not report.masters(ctx):
+        print("No zrep master filesystems found", file=io.err)  # zrep's words, rc 0
+        return 0, ""
+    req = r.ListRequest(fs=rest, verbose="v" in f, masters_only="L" in f, snapshots="s" in f)
+    listing = report.listing(ctx, req)
+    io.out.write(listing.text)
+    if listing.names is not None:
+        return 0, listing.names
+    return 0, listing.text if listing.entries is None else listing.entries
 
 
-def _lastsent(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
+def _lastsent(ctx: Context, args: list[str], io: CliIO) -> tuple[int, Any]:
     _need(args, 1, "filesystem")
-    snap = eng.lastsent(args[0])
+    snap = report.lastsent(ctx, r.LastsentRequest(fs=args[0]))
     io.out.write(f"{snap or ''}\n")
     return 0, snap
 
 
-def _uptodate(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
+def _uptodate(ctx: Context, args: list[str], io: CliIO) -> tuple[int, Any]:
     _need(args, 1, "filesystem")
-    ok = eng.uptodate(args[0])
+    ok = report.uptodate(ctx, r.UptodateRequest(fs=args[0]))
     return (0 if ok else 1), ok
 
 
-def _clear(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
+def _clear(ctx: Context, args: list[str], io: CliIO) -> tuple[int, Any]:
     f, rest = _flags(args, "f")
     _need(rest, 1, "filesystem")
 
@@ -378,47 +348,53 @@ def _clear(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
             print(line, file=io.out)
 
     say(f"WARNING: Removing all zrep configs and snapshots from {rest[0]}")
-    say(f" (for TAG={eng.tag})")
+    say(f" (for TAG={ctx.tag})")
     # zrep always pauses here; with nobody at a terminal to interrupt, zrepq does not.
     if "f" not in f and sys.stdin.isatty():
         say("Continuing in 10 seconds")
         io.out.flush()
         time.sleep(10)
-    return 0, eng.clear(rest[0])
+    return 0, admin.clear(ctx, r.ClearRequest(fs=rest[0]))
 
 
-def _changeconfig(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
+def _changeconfig(ctx: Context, args: list[str], io: CliIO) -> tuple[int, Any]:
     f, rest = _flags(args, "fd")
     _need(rest, 3, "fs host otherfs")
-    eng.changeconfig(rest[0], rest[1], rest[2], force="f" in f, dest_side="d" in f)
+    req = r.ChangeconfigRequest(
+        fs=rest[0], other_host=rest[1], other_fs=rest[2], force="f" in f, dest_side="d" in f
+    )
+    admin.changeconfig(ctx, req)
     return 0, None
 
 
-def _sentsync(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
+def _sentsync(ctx: Context, args: list[str], io: CliIO) -> tuple[int, Any]:
     f, rest = _flags(args, "L")
     _need(rest, 1, "fs@snap")
-    eng.sentsync(rest[0], local_only="L" in f)
+    admin.sentsync(ctx, r.SentsyncRequest(snapshot=rest[0], local_only="L" in f))
     return 0, None
 
 
-def _pause(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
+def _pause(ctx: Context, args: list[str], io: CliIO) -> tuple[int, Any]:
     f, rest = _flags(args, "E", valued="r")
     _need(rest, 1, "filesystem")
-    return 0, eng.pause(rest[0], reason=f.get("r", ""), expire="E" in f)
+    # What is stored anyway (one line, bounded): a longer reason is not refused here.
+    reason = pause.clean(f.get("r", ""))
+    return 0, pause.pause(ctx, r.PauseRequest(fs=rest[0], reason=reason, expire="E" in f))
 
 
-def _resume(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
+def _resume(ctx: Context, args: list[str], io: CliIO) -> tuple[int, Any]:
     _need(args, 1, "filesystem")
-    return 0, eng.resume(args[0])
+    return 0, pause.resume(ctx, r.ResumeRequest(fs=args[0]))
 
 
-def _handback(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
+def _handback(ctx: Context, args: list[str], io: CliIO) -> tuple[int, Any]:
     f, rest = _flags(args, "L")
     _need(rest, 1, "filesystem")
-    return 0, eng.handback(rest[0], local_only="L" in f).to_dict()
+    req = r.HandbackRequest(fs=rest[0], local_only="L" in f)
+    return 0, record(handback.handback(ctx, req))
 
 
-def _version(eng: Engine, args: list[str], io: CliIO) -> tuple[int, Any]:
+def _version(ctx: Context, args: list[str], io: CliIO) -> tuple[int, Any]:
     io.out.write(VERSION + "\n")
     return 0, VERSION
 

@@ -1,7 +1,7 @@
-"""Build an engine for this host from the settings: transport, leases, peer.
+"""Build the engine's `Context` for this host from the settings: transport, leases, peer.
 
 One place turns settings into objects, so the direct CLI (`zrepq-local`) and the Celery
-worker build the same engine. Settings come from `workers.settings` (the TOML file, overlaid
+worker build the same context. Settings come from `workers.settings` (the TOML file, overlaid
 by environment variables: zrep's own names for engine behaviour, `ZREPQ_*` for what zrep never
 had), loaded once per process; each layer is given its typed part of them.
 """
@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from workers.engine import Engine
+from workers.engine import Context
 from workers.engine.errors import CommandError
-from workers.engine.events import Message, Observer
-from workers.engine.ports import Peer, Transport
+from workers.engine.events import Message, Observer, null_observer
+from workers.engine.ports import Locks, Peer, Transport
 from workers.engine.zfs import ZfsHost
 from workers.exec.transport import SshTransport
 from workers.settings import Settings, load
@@ -38,6 +38,7 @@ class CommandPeer:
 
     transport: Transport
     command: tuple[str, ...] = ("zrepq-local",)
+    timeout: float | None = None  # seconds for the far side's command (None: no limit)
 
     def takeover_local(
         self, host: str, fs: str, *, tag: str, snap: str | None = None
@@ -50,7 +51,7 @@ class CommandPeer:
 
     def _run(self, host: str, fs: str, args: tuple[str, ...]) -> list[Message]:
         argv = (*self.command, *args)
-        res = self.transport.runner(host).run(argv, check=False)
+        res = self.transport.runner(host).run(argv, check=False, timeout=self.timeout)
         if res.returncode != 0:
             # It failed before it changed anything worth a line (lock, split brain, missing
             # fs): its own last "Error: ..." line says why.
@@ -71,21 +72,34 @@ class CommandPeer:
         ]
 
 
-def engine_from_env(
+def context_from_env(
     env: Mapping[str, str] | None = None,
     *,
-    observer: Observer | None = None,
+    observer: Observer = null_observer,
     peer: Peer | None = None,
     transport: Transport | None = None,
     settings: Settings[Any] | None = None,
-) -> Engine:
-    """An engine on `settings` (default: loaded from the file and `env`)."""
+    locks: Locks | None = None,
+    operation_id: str | None = None,
+) -> Context:
+    """The context for an engine on this host: the parts given, the rest from `settings`
+    (default: loaded from the file and `env`).
+
+    The worker passes its settings, per-process transport and leases, and its own peer (the
+    other host's queue); `zrepq-local` passes only its printer."""
     s = settings or load(env)
+    config = s.engine_config()
     transport = transport or transport_for(s)
     if peer is None:
-        peer = CommandPeer(transport, s.remote_command())
-    locks = s.locks(transport.local_host)
-    return Engine(transport, config=s.engine_config(), locks=locks, observer=observer, peer=peer)
+        peer = CommandPeer(transport, s.remote_command(), timeout=config.command_timeout)
+    return Context(
+        transport,
+        config,
+        locks=locks or s.locks(transport.local_host),
+        observer=observer,
+        peer=peer,
+        operation_id=operation_id,
+    )
 
 
-__all__ = ["CommandPeer", "ZfsHost", "engine_from_env", "transport_for"]
+__all__ = ["CommandPeer", "ZfsHost", "context_from_env", "transport_for"]

@@ -23,7 +23,7 @@ from tests.harness.standin import StandinHost
 from tests.harness.standin_fixtures import clone_root
 from tests.harness.zfs_backend import StandinBackend, ZfsBackend, ZfsResult, ok, write_file
 from tests.harness.zrep_actor import Zrep, ZrepHost, snapshots_and_holds
-from workers.engine import Engine, EngineConfig
+from workers.engine import Context, EngineConfig
 from workers.engine import resume as resumable
 from workers.engine.events import Event, Message
 
@@ -40,18 +40,16 @@ class Pair:
     hostb: ZrepHost
     events: list[Event] = field(default_factory=list)
 
-    def engine(
+    def context(
         self,
         env: dict[str, str] | None = None,
         host: str = "hosta",
         calls: list[str] | None = None,
-    ) -> Engine:
+    ) -> Context:
         """zrepq's engine on `host`; `calls` collects the zfs commands it runs (args)."""
         backend = self.b if calls is None else CallLog(self.b, calls)
         transport = BackendTransport(backend, host, ["hosta", "hostb"])
-        return Engine(
-            transport, config=EngineConfig.from_env(env or {}), observer=self.events.append
-        )
+        return Context(transport, EngineConfig.from_env(env or {}), observer=self.events.append)
 
     def zrep(self, **kw: Any) -> Zrep:
         """zrep installed on hosta (the master), reaching hostb."""

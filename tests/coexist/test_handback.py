@@ -14,7 +14,9 @@ import pytest
 from tests.coexist.conftest import HOLD, Pair
 from tests.harness.zfs_backend import ZfsBackend, get, ok
 from workers import cli
+from workers.engine import run, steps
 from workers.engine.errors import LockHeld, PipelineError
+from workers.engine.requests import HandbackRequest, InitRequest, PauseRequest, SyncRequest
 
 
 def zrep_state(b: ZfsBackend, fs: str) -> dict[str, str]:
@@ -45,16 +47,17 @@ def zrepq_marks(b: ZfsBackend, fs: str) -> list[str]:
 
 def make_zrepq_pair_with_everything(p: Pair) -> None:
     """A pair zrepq ran for a while: holds, pause, an error flag and a partial receive."""
-    eng = p.engine()
-    eng.init(p.src, "hostb", p.dst)
+    ctx = p.context()
+    run(ctx, InitRequest(fs=p.src, dest_host="hostb", dest_fs=p.dst))
     for i in range(2):
         p.write("f", f"{i}".encode())
-        eng.sync(p.src)
-    eng.pause(p.src, reason="moving back to zrep")
+        run(ctx, SyncRequest(fs=p.src))
+    run(ctx, PauseRequest(fs=p.src, reason="moving back to zrep"))
     p.write("big", os.urandom(1_500_000))
-    cut = p.engine({"ZREP_INFILTER": "head -c 400000"})
+    cut = p.context({"ZREP_INFILTER": "head -c 400000"})
     with pytest.raises(PipelineError):
-        cut.sync(p.src, ignore_pause=True)  # resume on: the partial receive stays, flag up
+        # resume on: the partial receive stays, flag up
+        run(cut, SyncRequest(fs=p.src, ignore_pause=True))
     assert get(p.b, "receive_resume_token", p.dst) != "-"
     assert get(p.b, "zrepq:zrep:last-error", p.src) != "-"
     assert zrepq_marks(p.b, p.src) and zrepq_marks(p.b, p.dst)
@@ -64,7 +67,7 @@ def test_handback_removes_only_what_zrepq_added(pair: Pair) -> None:
     p = pair
     make_zrepq_pair_with_everything(p)
     before = zrep_state(p.b, p.src), zrep_state(p.b, p.dst)
-    res = p.engine().handback(p.src)
+    res = run(p.context(), HandbackRequest(fs=p.src))
     assert res.released == [f"hosta:{p.src}@zrep_000002", f"hostb:{p.dst}@zrep_000002"]
     assert res.aborted == [f"hostb:{p.dst}"]
     assert {r.split()[1] for r in res.properties} >= {
@@ -80,12 +83,12 @@ def test_handback_removes_only_what_zrepq_added(pair: Pair) -> None:
     zrep = p.zrep()
     for i in range(2):  # 0..3 and 0..2 now: expiry starts with the second
         p.write("f", f"zrep {i}".encode())
-        run = zrep.sync(p.src)
-        assert run.rc == 0 and run.stderr == "", run
-        assert run.stdout.startswith(f"sending {p.src}@zrep_{4 + i:06x} to hostb:{p.dst}\n")
-    run = zrep.expire(p.src)
-    assert run.rc == 0 and run.stderr == "", run
-    assert run.stdout.splitlines() == [
+        zrun = zrep.sync(p.src)
+        assert zrun.rc == 0 and zrun.stderr == "", zrun
+        assert zrun.stdout.startswith(f"sending {p.src}@zrep_{4 + i:06x} to hostb:{p.dst}\n")
+    zrun = zrep.expire(p.src)
+    assert zrun.rc == 0 and zrun.stderr == "", zrun
+    assert zrun.stdout.splitlines() == [
         f"Expiring zrep snaps on {p.src}",
         f"Also running expire on hostb:{p.dst} now...",
         f"Expiring zrep snaps on {p.dst}",
@@ -95,13 +98,15 @@ def test_handback_removes_only_what_zrepq_added(pair: Pair) -> None:
 
 def test_handback_from_the_standby_and_of_one_side_only(standin_pair: Pair) -> None:
     p = standin_pair
-    eng = p.engine()
-    eng.init(p.src, "hostb", p.dst)
-    eng.pause(p.src)
-    res = p.engine(host="hostb").handback(p.dst, local_only=True)  # the master is gone, say
+    ctx = p.context()
+    run(ctx, InitRequest(fs=p.src, dest_host="hostb", dest_fs=p.dst))
+    run(ctx, PauseRequest(fs=p.src))
+    res = run(
+        p.context(host="hostb"), HandbackRequest(fs=p.dst, local_only=True)
+    )  # the master is gone, say
     assert (res.other_host, res.released) == (None, [f"hostb:{p.dst}@zrep_000000"])
     assert p.holds() == ({"zrep_000000": [HOLD]}, {})
-    res = p.engine(host="hostb").handback(p.dst)  # both sides, run on the standby
+    res = run(p.context(host="hostb"), HandbackRequest(fs=p.dst))  # both sides, run on the standby
     assert (res.other_host, res.other_fs) == ("hosta", p.src)
     assert res.released == [f"hosta:{p.src}@zrep_000000"]
     assert f"hosta:{p.src} zrepq:zrep:paused" in res.properties
@@ -110,23 +115,23 @@ def test_handback_from_the_standby_and_of_one_side_only(standin_pair: Pair) -> N
 
 def test_handback_waits_for_no_one_a_busy_pair_is_refused_untouched(standin_pair: Pair) -> None:
     p = standin_pair
-    eng = p.engine()
-    eng.init(p.src, "hostb", p.dst)
-    with eng.lock([("hostb", p.dst)], "sync"), pytest.raises(LockHeld):
-        eng.handback(p.src)
+    ctx = p.context()
+    run(ctx, InitRequest(fs=p.src, dest_host="hostb", dest_fs=p.dst))
+    with steps.lock(ctx, [("hostb", p.dst)], "sync"), pytest.raises(LockHeld):
+        run(ctx, HandbackRequest(fs=p.src))
     assert p.holds() == ({"zrep_000000": [HOLD]}, {"zrep_000000": [HOLD]})
 
 
 def test_zrepq_local_handback(standin_pair: Pair) -> None:
     p = standin_pair
-    eng = p.engine()
-    eng.init(p.src, "hostb", p.dst)
+    ctx = p.context()
+    run(ctx, InitRequest(fs=p.src, dest_host="hostb", dest_fs=p.dst))
     out, err = io.StringIO(), io.StringIO()
-    assert cli.main(["handback", p.src], engine=eng, out=out, err=err) == 0, err.getvalue()
+    assert cli.main(["handback", p.src], context=ctx, out=out, err=err) == 0, err.getvalue()
     assert out.getvalue().splitlines() == [
         f"hosta:{p.src}: released {HOLD} where held",
         f"hostb:{p.dst}: released {HOLD} where held",
         f"{p.src}: handed back; zrep's own state is untouched",
     ]
     assert p.holds() == ({}, {})
-    assert cli.main(["handback"], engine=eng, out=out, err=err) == 2  # usage
+    assert cli.main(["handback"], context=ctx, out=out, err=err) == 2  # usage

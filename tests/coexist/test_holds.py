@@ -12,7 +12,15 @@ import pytest
 from tests.coexist.conftest import HOLD, Pair
 from tests.harness.zfs_backend import ok, zfs_version
 from tests.harness.zrep_actor import ZrepRun
+from workers.engine import run, steps
 from workers.engine.errors import LockHeld
+from workers.engine.requests import (
+    ExpireRequest,
+    FailoverRequest,
+    InitRequest,
+    RollbackRequest,
+    SyncRequest,
+)
 
 
 def zrep_sync_lines(p: Pair, snap: str) -> list[str]:
@@ -44,23 +52,23 @@ def test_zrep_and_zrepq_taking_turns_leave_one_hold_and_savecount_snapshots(pair
     the fix, holds sat on four snapshots per side and every zrep run printed `dataset is busy`
     for each side; now zrep's runs are clean and both sides keep exactly savecount (5)."""
     p = pair
-    zrep, eng = p.zrep(), p.engine()
-    clean(run := zrep.init(p.src, "hostb", p.dst))
-    transcript = [str(run)]
+    zrep, ctx = p.zrep(), p.context()
+    clean(zrun := zrep.init(p.src, "hostb", p.dst))
+    transcript = [str(zrun)]
     made = 1
     for i in range(4):  # savecount is reached in round 2; rounds 3 and 4 are the steady state
         p.write("f", f"round {i}, zrep".encode())
-        run = zrep.sync(p.src)
+        zrun = zrep.sync(p.src)
         made += 1
-        clean(run)
-        assert run.stdout.splitlines() == zrep_sync_lines(p, f"zrep_{made - 1:06x}"), run
+        clean(zrun)
+        assert zrun.stdout.splitlines() == zrep_sync_lines(p, f"zrep_{made - 1:06x}"), zrun
         counts, (ha, hb) = p.look()
         assert counts == (min(made, 5), min(made, 5))
         assert len(ha) <= 1 and len(hb) <= 1  # zrepq's previous one, still in zrep's window
-        transcript.append(f"{run}holds {ha} / {hb}; snapshots {counts}")
+        transcript.append(f"{zrun}holds {ha} / {hb}; snapshots {counts}")
 
         p.write("f", f"round {i}, zrepq".encode())
-        res = eng.sync(p.src)
+        res = run(ctx, SyncRequest(fs=p.src))
         made += 1
         assert res.status == "synced" and res.snapshot == f"{p.src}@zrep_{made - 1:06x}"
         new = res.snapshot.split("@")[1]
@@ -79,11 +87,11 @@ def test_piled_up_holds_from_before_are_all_released_by_one_sync(standin_pair: P
     """Holds that an older zrepq left on several snapshots per side (what the issue found):
     the next sync leaves one per side, and someone else's hold stays."""
     p = standin_pair
-    eng = p.engine()
-    eng.init(p.src, "hostb", p.dst)
+    ctx = p.context()
+    run(ctx, InitRequest(fs=p.src, dest_host="hostb", dest_fs=p.dst))
     for i in range(3):
         p.write("f", f"{i}".encode())
-        eng.sync(p.src)
+        run(ctx, SyncRequest(fs=p.src))
     for fs in (p.src, p.dst):
         for n in range(3):  # zrep_000003 carries the current one already
             ok(p.b, "hold", HOLD, f"{fs}@zrep_{n:06x}")
@@ -91,7 +99,7 @@ def test_piled_up_holds_from_before_are_all_released_by_one_sync(standin_pair: P
     ha, hb = p.holds()
     assert len(ha) == 4 and len(hb) == 4
     p.write("f", b"next")
-    res = eng.sync(p.src)
+    res = run(ctx, SyncRequest(fs=p.src))
     assert res.snapshot == f"{p.src}@zrep_000004"
     assert p.holds() == (
         {"zrep_000004": [HOLD]},
@@ -106,16 +114,16 @@ def test_zrepq_expire_releases_the_stale_hold_zrep_trips_over(pair: Pair) -> Non
     moves the hold to the current last sent snapshot, releases the stale one before
     destroying, and leaves savecount; zrep's next run is clean. (savecount 3: fewer runs.)"""
     p = pair
-    zrep, eng = p.zrep(), p.engine({"ZREP_SAVE_COUNT": "3"})
-    eng.init(p.src, "hostb", p.dst)
+    zrep, ctx = p.zrep(), p.context({"ZREP_SAVE_COUNT": "3"})
+    run(ctx, InitRequest(fs=p.src, dest_host="hostb", dest_fs=p.dst))
     p.write("f", b"zrepq")
-    eng.sync(p.src)  # zrep_000001, held
+    run(ctx, SyncRequest(fs=p.src))  # zrep_000001, held
     runs = []
     for i in range(3):
         p.write("f", f"zrep {i}".encode())
         runs.append(zrep.sync(p.src))
-    for run in runs[:-1]:
-        clean(run)
+    for zrun in runs[:-1]:
+        clean(zrun)
     last = runs[-1]  # zrep_000004: zrep_000001 falls out of the window on both sides
     assert last.rc == 0, last
     assert last.refused_destroys == [
@@ -124,7 +132,7 @@ def test_zrepq_expire_releases_the_stale_hold_zrep_trips_over(pair: Pair) -> Non
     ], last
     assert p.counts() == (4, 4)
 
-    res = eng.expire(p.src)
+    res = run(ctx, ExpireRequest(fs=p.src))
     assert res.destroyed == [f"{p.src}@zrep_000001"]
     assert res.remote_destroyed == [f"{p.dst}@zrep_000001"]
     assert p.look() == ((3, 3), ({"zrep_000004": [HOLD]}, {"zrep_000004": [HOLD]}))
@@ -138,14 +146,14 @@ def test_expire_alone_moves_the_hold_and_a_settled_pair_costs_no_call(standin_pa
     """After zrep syncs, a zrepq expire puts the hold on the current last sent snapshot; on a
     pair whose hold already sits there it runs no `zfs hold` or `zfs release` at all."""
     p = standin_pair
-    zrep, eng = p.zrep(), p.engine()
-    eng.init(p.src, "hostb", p.dst)
+    zrep, ctx = p.zrep(), p.context()
+    run(ctx, InitRequest(fs=p.src, dest_host="hostb", dest_fs=p.dst))
     clean(zrep.sync(p.src))
     assert p.holds() == ({"zrep_000000": [HOLD]}, {"zrep_000000": [HOLD]})
-    eng.expire(p.src)
+    run(ctx, ExpireRequest(fs=p.src))
     assert p.holds() == ({"zrep_000001": [HOLD]}, {"zrep_000001": [HOLD]})
     calls: list[str] = []
-    p.engine(calls=calls).expire(p.src)
+    run(p.context(calls=calls), ExpireRequest(fs=p.src))
     assert calls and not [c for c in calls if c.split()[0] in ("hold", "release")], calls
     assert p.holds() == ({"zrep_000001": [HOLD]}, {"zrep_000001": [HOLD]})
 
@@ -155,17 +163,17 @@ def test_rolling_back_past_our_held_snapshot_is_not_refused(standin_pair: Pair) 
     carries our hold: the hold is released first (a held snapshot stops `rollback -r` with
     "dataset is busy"), and the hold ends on the snapshot rolled back to."""
     p = standin_pair
-    eng = p.engine()
-    eng.init(p.src, "hostb", p.dst)
+    ctx = p.context()
+    run(ctx, InitRequest(fs=p.src, dest_host="hostb", dest_fs=p.dst))
     for i in range(3):
         p.write("f", f"{i}".encode())
-        eng.sync(p.src)
-    res = eng.sync_to_snapshot(f"{p.src}@zrep_000001")
+        run(ctx, SyncRequest(fs=p.src))
+    res = run(ctx, RollbackRequest(snapshot=f"{p.src}@zrep_000001"))
     assert res.status == "rolled-back"
     assert p.holds() == ({"zrep_000001": [HOLD]}, {"zrep_000001": [HOLD]})
     p.write("f", b"after the rollback")
-    assert eng.sync(p.src).snapshot == f"{p.src}@zrep_000004"
-    role = eng.failover(f"{p.src}@zrep_000002", local_only=True)
+    assert run(ctx, SyncRequest(fs=p.src)).snapshot == f"{p.src}@zrep_000004"
+    role = run(ctx, FailoverRequest(fs=f"{p.src}@zrep_000002", local_only=True))
     assert role.rolled_back_to == f"{p.src}@zrep_000002"
     src_holds, _ = p.holds()
     assert src_holds == {}  # the held zrep_000004 went with the rollback, released first
@@ -173,8 +181,8 @@ def test_rolling_back_past_our_held_snapshot_is_not_refused(standin_pair: Pair) 
 
 def test_a_busy_pair_is_left_alone(standin_pair: Pair) -> None:
     p = standin_pair
-    eng = p.engine()
-    eng.init(p.src, "hostb", p.dst)
-    with eng.lock([("hosta", p.src)], "sync"), pytest.raises(LockHeld):
-        eng.expire(p.src)
+    ctx = p.context()
+    run(ctx, InitRequest(fs=p.src, dest_host="hostb", dest_fs=p.dst))
+    with steps.lock(ctx, [("hosta", p.src)], "sync"), pytest.raises(LockHeld):
+        run(ctx, ExpireRequest(fs=p.src))
     assert p.holds() == ({"zrep_000000": [HOLD]}, {"zrep_000000": [HOLD]})

@@ -10,7 +10,9 @@ import pytest
 
 from tests.coexist.conftest import Pair
 from tests.harness.zfs_backend import get, scratch_pool, snapshots
+from workers.engine import run
 from workers.engine.errors import Conflict, PipelineError
+from workers.engine.requests import InitRequest, SentsyncRequest, SyncRequest, TakeoverRequest
 
 CUT = {"ZREP_INFILTER": "head -c 400000"}  # the stream is cut after 400 kB
 
@@ -19,7 +21,7 @@ def cut_sync(p: Pair, env: dict[str, str] | None = None) -> None:
     """A sync whose stream is cut mid-way (as a dropped link or a killed worker would)."""
     p.write("big", os.urandom(1_500_000))
     with pytest.raises(PipelineError):
-        p.engine({**CUT, **(env or {})}).sync(p.src)
+        run(p.context({**CUT, **(env or {})}), SyncRequest(fs=p.src))
 
 
 def same_snapshots(p: Pair, dst: str | None = None) -> bool:
@@ -32,12 +34,12 @@ def same_snapshots(p: Pair, dst: str | None = None) -> bool:
 
 def test_a_cut_stream_is_resumed_by_default(pair: Pair) -> None:
     p = pair
-    eng = p.engine()  # no ZREP_RESUME anywhere
-    eng.init(p.src, "hostb", p.dst)
+    ctx = p.context()  # no ZREP_RESUME anywhere
+    run(ctx, InitRequest(fs=p.src, dest_host="hostb", dest_fs=p.dst))
     cut_sync(p)
     assert get(p.b, "receive_resume_token", p.dst) != "-"
     assert "zrep_000001" in snapshots(p.b, p.src)  # kept for the resume, not renamed _unsent
-    res = eng.sync(p.src)
+    res = run(ctx, SyncRequest(fs=p.src))
     assert res.resumed and res.status == "synced"
     assert res.completed == [f"{p.src}@zrep_000001"]  # the resumed stream landed it
     assert res.snapshot == f"{p.src}@zrep_000002"
@@ -51,39 +53,39 @@ def test_a_partial_receive_stops_zrep_from_cron_until_aborted(pair: Pair) -> Non
     zrepq left (it fails, renames its new snapshot _unsent and exits 1, every run); zrepq with
     resume off aborts it first and syncs; then zrep runs clean again."""
     p = pair
-    eng = p.engine()
-    eng.init(p.src, "hostb", p.dst)
+    ctx = p.context()
+    run(ctx, InitRequest(fs=p.src, dest_host="hostb", dest_fs=p.dst))
     cut_sync(p)
     zrep = p.zrep()
-    run = zrep.sync(p.src)
-    assert run.rc == 1, run
+    zrun = zrep.sync(p.src)
+    assert zrun.rc == 1, zrun
     assert (
         f"cannot receive incremental stream: destination {p.dst} contains partially-complete "
         'state from "zfs receive -s".'
-    ) in run.stderr
-    assert run.stderr.endswith(
+    ) in zrun.stderr
+    assert zrun.stderr.endswith(
         f"Error: Problem doing sync for {p.src}@zrep_000002. "
         f"Renamed to {p.src}@zrep_000002_unsent\n"
-    ), run
+    ), zrun
     assert get(p.b, "receive_resume_token", p.dst) != "-"
 
-    res = p.engine({"ZREP_RESUME": "no"}).sync(p.src)
+    res = run(p.context({"ZREP_RESUME": "no"}), SyncRequest(fs=p.src))
     assert res.status == "synced" and not res.resumed
     assert any("aborting the partial receive" in w for w in p.warnings())
     assert get(p.b, "receive_resume_token", p.dst) == "-"
     assert same_snapshots(p)
 
     p.write("f", b"zrep again")
-    run = zrep.sync(p.src)
-    assert run.rc == 0 and run.stderr == "", run
+    zrun = zrep.sync(p.src)
+    assert zrun.rc == 0 and zrun.stderr == "", zrun
 
 
 def test_takeover_aborts_a_partial_receive_it_will_never_resume(standin_pair: Pair) -> None:
     p = standin_pair
-    eng = p.engine()
-    eng.init(p.src, "hostb", p.dst)
+    ctx = p.context()
+    run(ctx, InitRequest(fs=p.src, dest_host="hostb", dest_fs=p.dst))
     cut_sync(p)
-    res = p.engine(host="hostb").takeover(p.dst, local_only=True, force=True)
+    res = run(p.context(host="hostb"), TakeoverRequest(fs=p.dst, local_only=True, force=True))
     assert res.role == "master"
     assert get(p.b, "receive_resume_token", p.dst) == "-"
 
@@ -95,8 +97,8 @@ def test_a_pool_without_extensible_dataset_is_received_without_s(pair: Pair) -> 
     p = pair
     with scratch_pool(p.b, "d", "-d") as old:
         dst = f"{old}/fs"
-        eng = p.engine()
-        res = eng.init(p.src, "hostb", dst)
+        ctx = p.context()
+        res = run(ctx, InitRequest(fs=p.src, dest_host="hostb", dest_fs=dst))
         assert res.snapshot == f"{p.src}@zrep_000000"
         refused = [w for w in p.warnings() if "refused a resumable receive" in w]
         assert refused == [
@@ -106,7 +108,7 @@ def test_a_pool_without_extensible_dataset_is_received_without_s(pair: Pair) -> 
         ]
         for i in range(2):
             p.write("f", f"{i}".encode())
-            assert eng.sync(p.src).status == "synced"
+            assert run(ctx, SyncRequest(fs=p.src)).status == "synced"
         assert len([w for w in p.warnings() if "refused a resumable" in w]) == 1  # learnt
         assert same_snapshots(p, dst)
         assert snapshots(p.b, dst)[-1] == "zrep_000002"
@@ -115,10 +117,10 @@ def test_a_pool_without_extensible_dataset_is_received_without_s(pair: Pair) -> 
 def test_resume_off_never_tries_s(standin_pair: Pair) -> None:
     p = standin_pair
     with scratch_pool(p.b, "d", "-d") as old:
-        eng = p.engine({"ZREP_RESUME": "no"})
-        eng.init(p.src, "hostb", f"{old}/fs")
+        ctx = p.context({"ZREP_RESUME": "no"})
+        run(ctx, InitRequest(fs=p.src, dest_host="hostb", dest_fs=f"{old}/fs"))
         p.write("f", b"x")
-        eng.sync(p.src)
+        run(ctx, SyncRequest(fs=p.src))
         assert not [w for w in p.warnings() if "refused a resumable" in w]
 
 
@@ -127,18 +129,18 @@ def test_zrep_r_resumes_but_records_the_wrong_snapshot(standin_pair: Pair) -> No
     resumes it, then marks its *new* snapshot sent, which never left; its next sync fails and
     zrepq refuses too, until `sentsync` names the snapshot both sides really have."""
     p = standin_pair
-    eng = p.engine()
-    eng.init(p.src, "hostb", p.dst)
+    ctx = p.context()
+    run(ctx, InitRequest(fs=p.src, dest_host="hostb", dest_fs=p.dst))
     cut_sync(p)
-    run = p.zrep(resume=True).sync(p.src)
-    assert run.rc == 0, run
-    assert f"WARNING: setting zrep:sent failed on hostb:{p.dst}@zrep_000002" in run.stdout
+    zrun = p.zrep(resume=True).sync(p.src)
+    assert zrun.rc == 0, zrun
+    assert f"WARNING: setting zrep:sent failed on hostb:{p.dst}@zrep_000002" in zrun.stdout
     assert snapshots(p.b, p.dst) == ["zrep_000000", "zrep_000001"]
     assert p.last_sent(p.src) == "zrep_000002"  # not on the standby
     p.write("f", b"next")
-    run = p.zrep(resume=True).sync(p.src)
-    assert run.rc == 1 and "match incremental source" in run.stderr, run
+    zrun = p.zrep(resume=True).sync(p.src)
+    assert zrun.rc == 1 and "match incremental source" in zrun.stderr, zrun
     with pytest.raises(Conflict, match="older than the last sent"):
-        eng.sync(p.src)
-    eng.sentsync(f"{p.src}@zrep_000001")
-    assert eng.sync(p.src).status == "synced"
+        run(ctx, SyncRequest(fs=p.src))
+    run(ctx, SentsyncRequest(snapshot=f"{p.src}@zrep_000001"))
+    assert run(ctx, SyncRequest(fs=p.src)).status == "synced"

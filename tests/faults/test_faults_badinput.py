@@ -71,6 +71,8 @@ INJECTIONS = [
 
 NAME_FIELDS = {
     c.SYNC: {"fs": "tank/data"},
+    c.SYNCONLY: {"fs": "tank/data"},
+    c.ROLLBACK: {"snapshot": "tank/data@zrep_000001"},
     c.INIT: {"fs": "tank/data", "dest_host": "nb", "dest_fs": "tank/copy"},
     c.REFRESH: {"fs": "tank/data"},
     c.SNAPONLY: {"fs": "tank/data"},

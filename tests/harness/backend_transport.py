@@ -21,8 +21,9 @@ from collections.abc import Callable, Iterable, Sequence
 
 from tests.harness.zfs_backend import ZfsBackend, ZfsResult
 from workers.engine.errors import Cancelled, HostUnreachable, PipelineError
-from workers.engine.ports import CommandResult, StreamProgress, StreamResult, StreamSpec
-from workers.exec.local import command_error, first_line
+from workers.engine.events import StreamProgress
+from workers.engine.ports import CommandResult, StreamResult, StreamSpec
+from workers.exec.runner import command_error, first_line
 
 _SEP = "\x1e"  # between the send's and the receive's stderr in the stream script's output
 
@@ -81,7 +82,6 @@ class BackendTransport:
         self,
         spec: StreamSpec,
         *,
-        total: int | None = None,
         on_progress: Callable[[StreamProgress], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> StreamResult:
@@ -133,7 +133,7 @@ class BackendTransport:
             )
         nbytes = _size(send_err)
         if on_progress is not None:
-            on_progress(StreamProgress(nbytes, nbytes or total, 0.0, elapsed))
+            on_progress(StreamProgress(nbytes, nbytes or None, 0.0, elapsed))
         return StreamResult(nbytes, elapsed, {"send": send_err, "recv": recv_err})
 
     def close(self) -> None:

@@ -15,8 +15,9 @@ import pytest
 
 from tests.harness.sshd import SshdCluster, SshdHost
 from tests.harness.standin import StandinHost, wipe_root
-from workers.engine import Engine, EngineConfig
+from workers.engine import Context, EngineConfig, roles
 from workers.engine.events import Event, Message
+from workers.engine.requests import FailoverRequest, TakeoverRequest
 from workers.exec.ssh_options import SshOptions
 from workers.exec.transport import SshTransport
 
@@ -34,7 +35,7 @@ class Site:
 
 @dataclass
 class InProcessPeer:
-    """The other side of failover/takeover: that host's engine, built in this process; its
+    """The other side of failover/takeover: that host's engine, run in this process; its
     messages come back labelled with its host, as `CommandPeer` returns a remote's lines."""
 
     fleet: Fleet
@@ -42,16 +43,16 @@ class InProcessPeer:
     def takeover_local(
         self, host: str, fs: str, *, tag: str, snap: str | None = None
     ) -> list[Message]:
-        eng, said = self._engine(host, tag)
-        eng.takeover(fs, local_only=True, snapshot=snap)
+        ctx, said = self._context(host, tag)
+        roles.takeover(ctx, TakeoverRequest(fs=f"{fs}@{snap}" if snap else fs, local_only=True))
         return said
 
     def failover(self, host: str, fs: str, *, tag: str) -> list[Message]:
-        eng, said = self._engine(host, tag)
-        eng.failover(fs)
+        ctx, said = self._context(host, tag)
+        roles.failover(ctx, FailoverRequest(fs=fs))
         return said
 
-    def _engine(self, host: str, tag: str) -> tuple[Engine, list[Message]]:
+    def _context(self, host: str, tag: str) -> tuple[Context, list[Message]]:
         said: list[Message] = []
 
         def observe(event: Event) -> None:
@@ -59,9 +60,7 @@ class InProcessPeer:
             if isinstance(event, Message):
                 said.append(replace(event, host=event.host or host))
 
-        eng = self.fleet.engine(host).with_tag(tag)
-        eng.observer = observe
-        return eng, said
+        return self.fleet.context(host, observer=observe).with_tag(tag), said
 
 
 @dataclass
@@ -74,14 +73,16 @@ class Fleet:
     def __getitem__(self, name: str) -> Site:
         return self.sites[name]
 
-    def engine(
+    def context(
         self,
         name: str,
         env: dict[str, str] | None = None,
         *,
         ssh: SshOptions | None = None,
         **kw: object,
-    ) -> Engine:
+    ) -> Context:
+        """The engine's context on host `name` (its zfs local, the others through sshd);
+        `kw`: other parts (`locks`, `observer`), else in-process locks and `self.events`."""
         site = self.sites[name]
         transport = SshTransport(
             name, ssh or site.sshd.ssh_options(), local_env=site.zfs.env, stream_timeout=120
@@ -90,9 +91,8 @@ class Fleet:
         # zrep's global lock in the session's own directory (tests/conftest.py), not /var/run.
         rundir = {"ZREP_RUNDIR": os.environ["ZREP_RUNDIR"]} if "ZREP_RUNDIR" in os.environ else {}
         config = EngineConfig.from_env({**rundir, **(env or {})})
-        return Engine(
-            transport, config=config, observer=self.events.append, peer=InProcessPeer(self), **kw
-        )  # type: ignore[arg-type]
+        parts: dict[str, object] = {"observer": self.events.append, "peer": InProcessPeer(self)}
+        return Context(transport, config, **{**parts, **kw})  # type: ignore[arg-type]
 
     def close(self) -> None:
         for t in self.transports:

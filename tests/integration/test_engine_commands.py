@@ -12,7 +12,20 @@ import pytest
 from tests.harness.fleet import Fleet, Site
 from tests.integration.test_engine_sync import holds, prop, snaps
 from workers.cli import main as zrepq_local
+from workers.engine import run
 from workers.engine.errors import SplitBrain, StateError
+from workers.engine.requests import (
+    ChangeconfigRequest,
+    ClearRequest,
+    FailoverRequest,
+    InitRequest,
+    LastsentRequest,
+    RefreshRequest,
+    RollbackRequest,
+    SentsyncRequest,
+    SyncRequest,
+    TakeoverRequest,
+)
 
 
 @pytest.fixture
@@ -21,7 +34,7 @@ def pair(fleet: Callable[..., Fleet]) -> tuple[Fleet, Site, Site]:
     a, b = f["hosta"], f["hostb"]
     a.zfs.zfs("create", a.fs("prod"))
     a.zfs.write(a.fs("prod"), "data.txt", b"version 1\n")
-    f.engine("hosta").init(a.fs("prod"), "hostb", b.fs("prod"))
+    run(f.context("hosta"), InitRequest(fs=a.fs("prod"), dest_host="hostb", dest_fs=b.fs("prod")))
     return f, a, b
 
 
@@ -34,7 +47,7 @@ def cli3(
     f: Fleet, host: str, *args: str, env: dict[str, str] | None = None
 ) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    code = zrepq_local(list(args), engine=f.engine(host, env), out=out, err=err)
+    code = zrepq_local(list(args), context=f.context(host, env), out=out, err=err)
     return code, out.getvalue(), err.getvalue()
 
 
@@ -42,7 +55,7 @@ def test_failover_and_takeover_swap_roles_and_sync_back(pair: tuple[Fleet, Site,
     f, a, b = pair
     src, dst = a.fs("prod"), b.fs("prod")
     a.zfs.write(src, "data.txt", b"version 2\n")
-    res = f.engine("hosta").failover(src)
+    res = run(f.context("hosta"), FailoverRequest(fs=src))
     assert res.role == "standby" and res.synced == f"{src}@zrep_000001"
     # The old master is a read-only standby now, the old standby a writable master.
     assert prop(a, "zrep:master", src) == "-" and prop(a, "readonly", src) == "on"
@@ -53,23 +66,23 @@ def test_failover_and_takeover_swap_roles_and_sync_back(pair: tuple[Fleet, Site,
     assert b.zfs.read(dst, "data.txt") == b"version 2\n"
     # Replication now runs the other way.
     b.zfs.write(dst, "data.txt", b"version 3 from b\n")
-    back = f.engine("hostb").sync(dst)
+    back = run(f.context("hostb"), SyncRequest(fs=dst))
     assert back.snapshot == f"{dst}@zrep_000002"
     assert a.zfs.read(src, "data.txt") == b"version 3 from b\n"
     # takeover from the original side asks hostb to fail over, which hands back to hosta.
-    res2 = f.engine("hosta").takeover(src)
+    res2 = run(f.context("hosta"), TakeoverRequest(fs=src))
     assert res2.role == "master"
     assert prop(a, "zrep:master", src) == "yes" and prop(b, "zrep:master", dst) == "-"
-    assert f.engine("hosta").sync(src).status == "synced"
+    assert run(f.context("hosta"), SyncRequest(fs=src)).status == "synced"
 
 
 def test_repeated_failover_and_takeover_do_no_harm(pair: tuple[Fleet, Site, Site]) -> None:
     f, a, b = pair
     src, dst = a.fs("prod"), b.fs("prod")
-    f.engine("hosta").failover(src)
-    again = f.engine("hosta").failover(src)  # a re-delivered message
+    run(f.context("hosta"), FailoverRequest(fs=src))
+    again = run(f.context("hosta"), FailoverRequest(fs=src))  # a re-delivered message
     assert "already standby" in again.message
-    again2 = f.engine("hostb").takeover(dst, local_only=True)
+    again2 = run(f.context("hostb"), TakeoverRequest(fs=dst, local_only=True))
     assert "already master" in again2.message
     assert prop(b, "zrep:master", dst) == "yes" and prop(a, "zrep:master", src) == "-"
 
@@ -79,9 +92,11 @@ def test_takeover_refused_while_the_old_master_still_claims_master(
 ) -> None:
     f, _a, b = pair
     with pytest.raises(SplitBrain, match="still master"):
-        f.engine("hostb").takeover(b.fs("prod"), local_only=True)
+        run(f.context("hostb"), TakeoverRequest(fs=b.fs("prod"), local_only=True))
     assert prop(b, "zrep:master", b.fs("prod")) == "-"
-    f.engine("hostb").takeover(b.fs("prod"), local_only=True, force=True)  # admin knows better
+    run(
+        f.context("hostb"), TakeoverRequest(fs=b.fs("prod"), local_only=True, force=True)
+    )  # admin knows better
     assert prop(b, "zrep:master", b.fs("prod")) == "yes"
 
 
@@ -89,7 +104,7 @@ def test_failover_local_rolls_back_to_last_sent(pair: tuple[Fleet, Site, Site]) 
     f, a, _b = pair
     src = a.fs("prod")
     a.zfs.write(src, "unsynced.txt", b"lost on failover -L")
-    res = f.engine("hosta").failover(src, local_only=True)
+    res = run(f.context("hosta"), FailoverRequest(fs=src, local_only=True))
     assert res.rolled_back_to == f"{src}@zrep_000000"
     assert not (a.zfs.mountpoint(src) / "unsynced.txt").exists()
     assert prop(a, "zrep:master", src) == "-"
@@ -99,28 +114,30 @@ def test_refresh_pulls_from_the_master(pair: tuple[Fleet, Site, Site]) -> None:
     f, a, b = pair
     src, dst = a.fs("prod"), b.fs("prod")
     a.zfs.write(src, "pulled.txt", b"pulled\n")
-    res = f.engine("hostb").refresh(dst)
+    res = run(f.context("hostb"), RefreshRequest(fs=dst))
     assert res.status == "synced" and res.snapshot == f"{src}@zrep_000001"
     assert b.zfs.read(dst, "pulled.txt") == b"pulled\n"
     assert prop(a, "zrep:sent", f"{src}@zrep_000001", "source") == "local"
     with pytest.raises(StateError, match="master mode fs"):
-        f.engine("hosta").refresh(src)
+        run(f.context("hosta"), RefreshRequest(fs=src))
 
 
 def test_sync_to_snapshot_rolls_destination_back(pair: tuple[Fleet, Site, Site]) -> None:
     f, a, b = pair
     src, dst = a.fs("prod"), b.fs("prod")
-    eng = f.engine("hosta")
+    ctx = f.context("hosta")
     for i in range(2):
         a.zfs.write(src, "data.txt", f"v{i + 2}\n".encode())
-        eng.sync(src)
-    res = eng.sync_to_snapshot(f"{src}@zrep_000000")
+        run(ctx, SyncRequest(fs=src))
+    res = run(ctx, RollbackRequest(snapshot=f"{src}@zrep_000000"))
     assert res.status == "rolled-back"
     assert snaps(b, dst) == ["zrep_000000"]
     assert b.zfs.read(dst, "data.txt") == b"version 1\n"
-    assert eng.lastsent(src) == f"{src}@zrep_000000"
+    assert run(ctx, LastsentRequest(fs=src)) == f"{src}@zrep_000000"
     assert holds(b, f"{dst}@zrep_000000") == ["zrepq:zrep:lastsent"]
-    assert eng.sync(src, force=True).status == "synced"  # and syncing continues from there
+    assert (
+        run(ctx, SyncRequest(fs=src, force=True)).status == "synced"
+    )  # and syncing continues from there
 
 
 def test_status_and_list_print_zreps_formats(pair: tuple[Fleet, Site, Site]) -> None:
@@ -177,7 +194,7 @@ def test_uptodate_snaponly_synconly(pair: tuple[Fleet, Site, Site]) -> None:
 def test_clear_removes_snapshots_properties_and_holds(pair: tuple[Fleet, Site, Site]) -> None:
     f, a, _b = pair
     src = a.fs("prod")
-    destroyed = f.engine("hosta").clear(src)
+    destroyed = run(f.context("hosta"), ClearRequest(fs=src))
     assert destroyed == [f"{src}@zrep_000000"]
     assert snaps(a, src) == []
     out = a.zfs.zfs("get", "-H", "-o", "property", "-s", "local", "all", src).stdout
@@ -188,20 +205,20 @@ def test_clear_removes_snapshots_properties_and_holds(pair: tuple[Fleet, Site, S
 def test_changeconfig_and_sentsync(pair: tuple[Fleet, Site, Site]) -> None:
     f, a, b = pair
     src, dst = a.fs("prod"), b.fs("prod")
-    eng = f.engine("hosta")
-    eng.changeconfig(src, "hostb", "poolb/renamed", force=True)
+    ctx = f.context("hosta")
+    run(ctx, ChangeconfigRequest(fs=src, other_host="hostb", other_fs="poolb/renamed", force=True))
     assert prop(a, "zrep:dest-fs", src) == "poolb/renamed"
-    eng.changeconfig(src, "hostb", dst)
+    run(ctx, ChangeconfigRequest(fs=src, other_host="hostb", other_fs=dst))
     with pytest.raises(StateError, match="not initialized"):
         a.zfs.zfs("create", a.fs("fresh"))
-        eng.changeconfig(a.fs("fresh"), "hostb", "poolb/fresh")
+        run(ctx, ChangeconfigRequest(fs=a.fs("fresh"), other_host="hostb", other_fs="poolb/fresh"))
     # sentsync: recovery after a send whose completion was lost (manual transfer here).
     a.zfs.write(src, "data.txt", b"v2")
     a.zfs.zfs("snapshot", f"{src}@zrep_000001")
     a.zfs.sh(f"zfs send -i {src}@zrep_000000 {src}@zrep_000001 > /tmp/zrepq-ss.bin")
     b.zfs.sh(f"zfs recv {dst} < /tmp/zrepq-ss.bin")
-    eng.sentsync(f"{src}@zrep_000001")
-    assert eng.lastsent(src) == f"{src}@zrep_000001"
+    run(ctx, SentsyncRequest(snapshot=f"{src}@zrep_000001"))
+    assert run(ctx, LastsentRequest(fs=src)) == f"{src}@zrep_000001"
     assert prop(b, "zrep:sent", f"{dst}@zrep_000001", "source") == "local"
     assert holds(b, f"{dst}@zrep_000001") == ["zrepq:zrep:lastsent"]
 
@@ -209,16 +226,16 @@ def test_changeconfig_and_sentsync(pair: tuple[Fleet, Site, Site]) -> None:
 def test_tags_make_independent_pairs(pair: tuple[Fleet, Site, Site]) -> None:
     f, a, b = pair
     src = a.fs("prod")
-    off = f.engine("hosta", {"ZREPTAG": "offsite"})
-    off.init(src, "hostb", b.fs("offsite-copy"))
+    off = f.context("hosta", {"ZREPTAG": "offsite"})
+    run(off, InitRequest(fs=src, dest_host="hostb", dest_fs=b.fs("offsite-copy")))
     a.zfs.write(src, "data.txt", b"v2")
-    off.sync(src)
+    run(off, SyncRequest(fs=src))
     assert snaps(b, b.fs("offsite-copy")) == ["offsite_000000", "offsite_000001"]
     assert "zrep_000000" in snaps(a, src)
     assert prop(a, "offsite:dest-fs", src) == b.fs("offsite-copy")
     _code, out = cli(f, "hosta", "-t", "offsite", "lastsent", src)
     assert out == f"{src}@offsite_000001\n"
-    assert f.engine("hosta").lastsent(src) == f"{src}@zrep_000000"
+    assert run(f.context("hosta"), LastsentRequest(fs=src)) == f"{src}@zrep_000000"
 
 
 def test_recursive_pairs_never_carry_master_to_the_standby(fleet: Callable[..., Fleet]) -> None:
@@ -227,10 +244,10 @@ def test_recursive_pairs_never_carry_master_to_the_standby(fleet: Callable[..., 
     a.zfs.zfs("create", a.fs("tree"))
     a.zfs.zfs("create", a.fs("tree/child"))
     a.zfs.write(a.fs("tree/child"), "c.txt", b"child data")
-    eng = f.engine("hosta", {"ZREP_R": "-R"})
-    eng.init(a.fs("tree"), "hostb", b.fs("tree"))
+    ctx = f.context("hosta", {"ZREP_R": "-R"})
+    run(ctx, InitRequest(fs=a.fs("tree"), dest_host="hostb", dest_fs=b.fs("tree")))
     a.zfs.write(a.fs("tree/child"), "c.txt", b"child data 2")
-    eng.sync(a.fs("tree"))
+    run(ctx, SyncRequest(fs=a.fs("tree")))
     assert b.zfs.read(b.fs("tree/child"), "c.txt") == b"child data 2"
     assert prop(b, "zrep:master", b.fs("tree")) == "-"
     assert snaps(b, b.fs("tree/child")) == ["zrep_000000", "zrep_000001"]
@@ -248,10 +265,16 @@ def test_interrupted_init_with_resume_keeps_partial_state_and_resumes(
     a.zfs.write(a.fs("big"), "blob", os.urandom(1_500_000))
     cut = {"ZREP_RESUME": "1", "ZREP_INFILTER": "head -c 600000"}
     with pytest.raises(Exception, match="RESUME set"):
-        f.engine("hosta", cut).init(a.fs("big"), "hostb", b.fs("big"))
+        run(
+            f.context("hosta", cut),
+            InitRequest(fs=a.fs("big"), dest_host="hostb", dest_fs=b.fs("big")),
+        )
     assert prop(b, "receive_resume_token", b.fs("big")) not in ("-", "")
     assert prop(a, "zrep:dest-fs", a.fs("big")) == b.fs("big")
-    res = f.engine("hosta", {"ZREP_RESUME": "1"}).init(a.fs("big"), "hostb", b.fs("big"))
+    res = run(
+        f.context("hosta", {"ZREP_RESUME": "1"}),
+        InitRequest(fs=a.fs("big"), dest_host="hostb", dest_fs=b.fs("big")),
+    )
     assert res.resumed
     assert b.zfs.tree(b.fs("big")) == a.zfs.tree(a.fs("big"))
     assert prop(a, "zrep:master", a.fs("big")) == "yes"
@@ -264,7 +287,9 @@ def test_failed_init_without_resume_leaves_no_trace(fleet: Callable[..., Fleet])
     a.zfs.write(a.fs("x"), "f", b"y" * 400_000)
     with pytest.raises(Exception, match="Resetting"):
         off = {"ZREP_RESUME": "no", "ZREP_INFILTER": "head -c 1000"}
-        f.engine("hosta", off).init(a.fs("x"), "hostb", b.fs("x"))
+        run(
+            f.context("hosta", off), InitRequest(fs=a.fs("x"), dest_host="hostb", dest_fs=b.fs("x"))
+        )
     assert snaps(a, a.fs("x")) == []
     assert prop(a, "zrep:dest-fs", a.fs("x")) == "-"
     assert b.zfs.zfs("list", b.fs("x"), check=False).returncode != 0
@@ -273,7 +298,10 @@ def test_failed_init_without_resume_leaves_no_trace(fleet: Callable[..., Fleet])
 def test_changeconfig_on_the_standby_side(pair: tuple[Fleet, Site, Site]) -> None:
     f, a, b = pair
     dst = b.fs("prod")
-    f.engine("hostb").changeconfig(dst, "hosta", a.fs("prod"), dest_side=True)
+    run(
+        f.context("hostb"),
+        ChangeconfigRequest(fs=dst, other_host="hosta", other_fs=a.fs("prod"), dest_side=True),
+    )
     for key, value in {
         "src-fs": a.fs("prod"),
         "src-host": "hosta",

@@ -11,7 +11,9 @@ import pytest
 import redis
 
 from tests.harness.fleet import Fleet
+from workers.engine import run
 from workers.engine.errors import LockHeld, LockLost
+from workers.engine.requests import InitRequest, SyncRequest
 from workers.keys import lock_key
 from workers.lease import RedisLocks
 
@@ -23,19 +25,19 @@ def test_lost_lease_mid_stream_stops_and_leaves_no_late_writes(
     a, b = f["hosta"], f["hostb"]
     src = a.fs("prod")
     a.zfs.zfs("create", src)
-    f.engine("hosta").init(src, "hostb", b.fs("prod"))
+    run(f.context("hosta"), InitRequest(fs=src, dest_host="hostb", dest_fs=b.fs("prod")))
     a.zfs.write(src, "big.bin", os.urandom(8_000_000))
     slow = {"ZREP_INFILTER": "pv -q -L 1m"}  # ~8 s stream
-    eng = f.engine("hosta", slow, locks=RedisLocks(redis_client, owner="hosta", ttl=3.0))
+    ctx = f.context("hosta", slow, locks=RedisLocks(redis_client, owner="hosta", ttl=3.0))
     errors: list[BaseException] = []
 
-    def run() -> None:
+    def sync_slowly() -> None:
         try:
-            eng.sync(src)
+            run(ctx, SyncRequest(fs=src))
         except BaseException as e:
             errors.append(e)
 
-    t = threading.Thread(target=run)
+    t = threading.Thread(target=sync_slowly)
     t.start()
     key = lock_key("zrep", "hosta", src)
     deadline = time.monotonic() + 10
@@ -55,8 +57,10 @@ def test_lost_lease_mid_stream_stops_and_leaves_no_late_writes(
     assert redis_client.get(key) == b"intruder:1:sync:x"
     # While the intruder holds it, a sync is refused; once it is gone the pair syncs fine.
     with pytest.raises(LockHeld, match="intruder"):
-        f.engine("hosta", locks=RedisLocks(redis_client, owner="hosta")).sync(src)
+        run(f.context("hosta", locks=RedisLocks(redis_client, owner="hosta")), SyncRequest(fs=src))
     redis_client.delete(key)
-    res = f.engine("hosta", locks=RedisLocks(redis_client, owner="hosta")).sync(src)
+    res = run(
+        f.context("hosta", locks=RedisLocks(redis_client, owner="hosta")), SyncRequest(fs=src)
+    )
     assert res.status == "synced" and res.snapshot == f"{src}@zrep_000002"
     assert b.zfs.tree(b.fs("prod")) == a.zfs.tree(src)

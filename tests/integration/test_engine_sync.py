@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.fleet import Fleet, Site
+from workers.engine import run
 from workers.engine.errors import (
     Conflict,
     HostKeyError,
@@ -20,6 +21,7 @@ from workers.engine.errors import (
     ValidationError,
 )
 from workers.engine.events import StreamProgress
+from workers.engine.requests import ExpireRequest, InitRequest, LastsentRequest, SyncRequest
 from workers.exec.ssh_options import SshOptions
 
 
@@ -50,12 +52,17 @@ def pair(fleet: Callable[..., Fleet]) -> tuple[Fleet, Site, Site]:
 
 
 def init(f: Fleet, a: Site, b: Site, **env: str) -> None:
-    f.engine("hosta", env).init(a.fs("prod"), "hostb", b.fs("prod"))
+    run(
+        f.context("hosta", env),
+        InitRequest(fs=a.fs("prod"), dest_host="hostb", dest_fs=b.fs("prod")),
+    )
 
 
 def test_init_lays_out_zreps_on_disk_contract(pair: tuple[Fleet, Site, Site]) -> None:
     f, a, b = pair
-    res = f.engine("hosta").init(a.fs("prod"), "hostb", b.fs("prod"))
+    res = run(
+        f.context("hosta"), InitRequest(fs=a.fs("prod"), dest_host="hostb", dest_fs=b.fs("prod"))
+    )
     src, dst = a.fs("prod"), b.fs("prod")
     assert res.snapshot == f"{src}@zrep_000000" and res.bytes_sent > 300_000
     for k, v in {
@@ -90,12 +97,21 @@ def test_init_refuses_existing_destination_and_configured_source(
     f, a, b = pair
     b.zfs.zfs("create", b.fs("prod"))
     with pytest.raises(StateError, match="already exists! Will not overwrite without -f"):
-        f.engine("hosta").init(a.fs("prod"), "hostb", b.fs("prod"))
+        run(
+            f.context("hosta"),
+            InitRequest(fs=a.fs("prod"), dest_host="hostb", dest_fs=b.fs("prod")),
+        )
     assert snaps(a, a.fs("prod")) == []  # nothing happened
     assert prop(a, "zrep:dest-fs", a.fs("prod")) == "-"
-    f.engine("hosta").init(a.fs("prod"), "hostb", b.fs("prod"), force=True)
+    run(
+        f.context("hosta"),
+        InitRequest(fs=a.fs("prod"), dest_host="hostb", dest_fs=b.fs("prod"), force=True),
+    )
     with pytest.raises(StateError, match="already a zrep master"):
-        f.engine("hosta").init(a.fs("prod"), "hostb", b.fs("other"))
+        run(
+            f.context("hosta"),
+            InitRequest(fs=a.fs("prod"), dest_host="hostb", dest_fs=b.fs("other")),
+        )
 
 
 def test_sync_sends_incremental_and_moves_hold(pair: tuple[Fleet, Site, Site]) -> None:
@@ -105,8 +121,8 @@ def test_sync_sends_incremental_and_moves_hold(pair: tuple[Fleet, Site, Site]) -
     a.zfs.write(src, "hello.txt", b"changed\n")
     a.zfs.write(src, "new.txt", b"new file\n")
     (a.zfs.mountpoint(src) / "dir" / "big.bin").unlink()
-    eng = f.engine("hosta")
-    res = eng.sync(src)
+    ctx = f.context("hosta")
+    res = run(ctx, SyncRequest(fs=src))
     assert res.status == "synced" and res.snapshot == f"{src}@zrep_000001"
     assert res.base == f"{src}@zrep_000000"
     assert b.zfs.tree(dst) == a.zfs.tree(src)
@@ -116,18 +132,20 @@ def test_sync_sends_incremental_and_moves_hold(pair: tuple[Fleet, Site, Site]) -
     assert holds(a, f"{src}@zrep_000001") == ["zrepq:zrep:lastsent"]
     assert holds(a, f"{src}@zrep_000000") == []
     assert holds(b, f"{dst}@zrep_000000") == []
-    assert eng.lastsent(src) == f"{src}@zrep_000001"
+    assert run(ctx, LastsentRequest(fs=src)) == f"{src}@zrep_000001"
     assert any(isinstance(e, StreamProgress) for e in f.events) or res.bytes_sent < 1 << 20
 
 
 def test_sync_changed_only_skips_unchanged(pair: tuple[Fleet, Site, Site]) -> None:
     f, a, b = pair
     init(f, a, b)
-    res = f.engine("hosta").sync(a.fs("prod"), changed_only=True)
+    res = run(f.context("hosta"), SyncRequest(fs=a.fs("prod"), changed_only=True))
     assert res.status == "unchanged"
     assert snaps(a, a.fs("prod")) == ["zrep_000000"]
     a.zfs.write(a.fs("prod"), "x", b"x")
-    assert f.engine("hosta").sync(a.fs("prod"), changed_only=True).status == "synced"
+    assert (
+        run(f.context("hosta"), SyncRequest(fs=a.fs("prod"), changed_only=True)).status == "synced"
+    )
 
 
 def test_expire_each_side_with_its_own_savecount(pair: tuple[Fleet, Site, Site]) -> None:
@@ -135,14 +153,14 @@ def test_expire_each_side_with_its_own_savecount(pair: tuple[Fleet, Site, Site])
     init(f, a, b, ZREP_SAVE_COUNT="2")
     src, dst = a.fs("prod"), b.fs("prod")
     b.zfs.zfs("set", "zrep:savecount=4", dst)  # the standby keeps more
-    eng = f.engine("hosta")
+    ctx = f.context("hosta")
     for i in range(6):
         a.zfs.write(src, "n", str(i).encode())
-        eng.sync(src)
+        run(ctx, SyncRequest(fs=src))
     # master: last sent (6) + savecount-1 = 1 older; standby: newest 4.
     assert snaps(a, src) == ["zrep_000005", "zrep_000006"]
     assert snaps(b, dst) == ["zrep_000003", "zrep_000004", "zrep_000005", "zrep_000006"]
-    res = eng.expire(src)
+    res = run(ctx, ExpireRequest(fs=src))
     assert res.destroyed == [] and res.remote_destroyed == []
 
 
@@ -156,7 +174,7 @@ def test_landed_stream_is_completed_not_renamed_unsent(pair: tuple[Fleet, Site, 
     a.zfs.zfs("snapshot", f"{src}@zrep_000001")
     a.zfs.sh(f"zfs send -I {src}@zrep_000000 {src}@zrep_000001 > /tmp/zrepq-s.bin")
     b.zfs.sh(f"zfs recv {dst} < /tmp/zrepq-s.bin")
-    res = f.engine("hosta").sync(src)
+    res = run(f.context("hosta"), SyncRequest(fs=src))
     assert res.completed == [f"{src}@zrep_000001"]
     assert res.snapshot == f"{src}@zrep_000002" and res.base == f"{src}@zrep_000001"
     assert "zrep_000001_unsent" not in snaps(a, src)
@@ -171,12 +189,12 @@ def test_failed_send_renames_unsent_and_next_sync_carries_it(
     src, dst = a.fs("prod"), b.fs("prod")
     a.zfs.write(src, "v", b"1")
     with pytest.raises(PipelineError) as exc:
-        f.engine("hosta", {"ZREP_INFILTER": "head -c 100"}).sync(src)
+        run(f.context("hosta", {"ZREP_INFILTER": "head -c 100"}), SyncRequest(fs=src))
     assert "_unsent" in str(exc.value)
     assert snaps(a, src) == ["zrep_000000", "zrep_000001_unsent"]
     assert snaps(b, dst) == ["zrep_000000"]
     assert prop(a, "zrep:lock-pid", src) == "-"  # released on the error path
-    res = f.engine("hosta").sync(src)
+    res = run(f.context("hosta"), SyncRequest(fs=src))
     assert res.snapshot == f"{src}@zrep_000002"
     assert snaps(b, dst) == ["zrep_000000", "zrep_000001_unsent", "zrep_000002"]
     assert b.zfs.read(dst, "v") == b"1"
@@ -188,11 +206,14 @@ def test_resumable_sync_resumes_a_cut_stream(pair: tuple[Fleet, Site, Site]) -> 
     src, dst = a.fs("prod"), b.fs("prod")
     a.zfs.write(src, "big2.bin", os.urandom(2_000_000))
     with pytest.raises(PipelineError, match="resum"):
-        f.engine("hosta", {"ZREP_RESUME": "1", "ZREP_INFILTER": "head -c 1000000"}).sync(src)
+        run(
+            f.context("hosta", {"ZREP_RESUME": "1", "ZREP_INFILTER": "head -c 1000000"}),
+            SyncRequest(fs=src),
+        )
     token = prop(b, "receive_resume_token", dst)
     assert token not in ("-", "")
     assert snaps(a, src) == ["zrep_000000", "zrep_000001"]  # kept, not renamed
-    res = f.engine("hosta", {"ZREP_RESUME": "1"}).sync(src)
+    res = run(f.context("hosta", {"ZREP_RESUME": "1"}), SyncRequest(fs=src))
     assert res.resumed and res.completed == [f"{src}@zrep_000001"]
     assert res.bytes_sent < 2_000_000 + 500_000  # the resumed part, not all again
     assert prop(b, "receive_resume_token", dst) == "-"
@@ -207,9 +228,14 @@ def test_partial_state_without_resume_is_aborted_then_synced(
     src, dst = a.fs("prod"), b.fs("prod")
     a.zfs.write(src, "big2.bin", os.urandom(1_500_000))
     with pytest.raises(PipelineError):
-        f.engine("hosta", {"ZREP_RESUME": "1", "ZREP_INFILTER": "head -c 700000"}).sync(src)
+        run(
+            f.context("hosta", {"ZREP_RESUME": "1", "ZREP_INFILTER": "head -c 700000"}),
+            SyncRequest(fs=src),
+        )
     assert prop(b, "receive_resume_token", dst) not in ("-", "")
-    res = f.engine("hosta").sync(src)  # resume off now: the stale partial state is aborted
+    res = run(
+        f.context("hosta"), SyncRequest(fs=src)
+    )  # resume off now: the stale partial state is aborted
     assert res.status == "synced"
     assert prop(b, "receive_resume_token", dst) == "-"
     assert b.zfs.tree(dst) == a.zfs.tree(src)
@@ -220,7 +246,7 @@ def test_split_brain_is_refused_and_nothing_changes(pair: tuple[Fleet, Site, Sit
     init(f, a, b)
     b.zfs.zfs("set", "zrep:master=yes", b.fs("prod"))
     with pytest.raises(SplitBrain, match="Split brain detected"):
-        f.engine("hosta").sync(a.fs("prod"))
+        run(f.context("hosta"), SyncRequest(fs=a.fs("prod")))
     assert snaps(a, a.fs("prod")) == ["zrep_000000"]
 
 
@@ -230,9 +256,9 @@ def test_diverged_destination_is_a_conflict_until_forced(pair: tuple[Fleet, Site
     dst = b.fs("prod")
     b.zfs.zfs("snapshot", f"{dst}@manual")
     with pytest.raises(Conflict, match="diverged"):
-        f.engine("hosta").sync(a.fs("prod"))
+        run(f.context("hosta"), SyncRequest(fs=a.fs("prod")))
     assert snaps(a, a.fs("prod")) == ["zrep_000000"]  # refused before any snapshot
-    res = f.engine("hosta").sync(a.fs("prod"), force=True)
+    res = run(f.context("hosta"), SyncRequest(fs=a.fs("prod"), force=True))
     assert res.status == "synced" and "manual" not in snaps(b, dst)
 
 
@@ -243,20 +269,20 @@ def test_modified_destination_needs_force(pair: tuple[Fleet, Site, Site]) -> Non
     b.zfs.zfs("set", "readonly=off", dst)
     b.zfs.write(dst, "oops.txt", b"written on the standby")
     with pytest.raises(Conflict, match="modified since"):
-        f.engine("hosta").sync(a.fs("prod"))
-    f.engine("hosta").sync(a.fs("prod"), force=True)
+        run(f.context("hosta"), SyncRequest(fs=a.fs("prod")))
+    run(f.context("hosta"), SyncRequest(fs=a.fs("prod"), force=True))
     assert not (b.zfs.mountpoint(dst) / "oops.txt").exists()
 
 
 def test_lease_held_elsewhere_refuses_and_quiet_mode_skips(pair: tuple[Fleet, Site, Site]) -> None:
     f, a, b = pair
     init(f, a, b)
-    eng = f.engine("hosta")
-    with eng.locks.hold(["zrep:hosta:poola/prod"], operation="test"):
+    ctx = f.context("hosta")
+    with ctx.locks.hold(["zrep:hosta:poola/prod"], operation="test"):
         with pytest.raises(LockHeld):
-            eng.sync(a.fs("prod"))
-        assert eng.sync(a.fs("prod"), quiet_secs=3600).status == "skipped"
-    assert eng.sync(a.fs("prod")).status == "synced"
+            run(ctx, SyncRequest(fs=a.fs("prod")))
+        assert run(ctx, SyncRequest(fs=a.fs("prod"), quiet_secs=3600)).status == "skipped"
+    assert run(ctx, SyncRequest(fs=a.fs("prod"))).status == "synced"
 
 
 def test_live_local_zrep_lock_is_respected(pair: tuple[Fleet, Site, Site]) -> None:
@@ -268,27 +294,29 @@ def test_live_local_zrep_lock_is_respected(pair: tuple[Fleet, Site, Site]) -> No
     try:
         a.zfs.zfs("set", f"zrep:lock-pid={zrep.pid}", a.fs("prod"))
         with pytest.raises(LockHeld, match=rf"is locked by pid {zrep.pid} \(/usr/local/bin/zrep"):
-            f.engine("hosta").sync(a.fs("prod"))
+            run(f.context("hosta"), SyncRequest(fs=a.fs("prod")))
         assert prop(a, "zrep:lock-pid", a.fs("prod")) == str(zrep.pid)  # not ours to clear
     finally:
         zrep.kill()
         zrep.wait()
-    assert f.engine("hosta").sync(a.fs("prod")).status == "synced"  # stale pid: overridden
+    assert (
+        run(f.context("hosta"), SyncRequest(fs=a.fs("prod"))).status == "synced"
+    )  # stale pid: overridden
 
 
 def test_not_configured_and_bad_names_run_nothing(pair: tuple[Fleet, Site, Site]) -> None:
     f, a, b = pair
-    eng = f.engine("hosta")
+    ctx = f.context("hosta")
     with pytest.raises(NotConfigured, match=r"not master\. Cannot sync"):
-        eng.sync(a.fs("prod"))
+        run(ctx, SyncRequest(fs=a.fs("prod")))
     before = len(a.zfs.calls())
     for bad in ("poola/prod; zfs destroy -r poola", "$(reboot)", "-F", "poola/`id`"):
         with pytest.raises(ValidationError):
-            eng.sync(bad)
+            run(ctx, SyncRequest(fs=bad))
         with pytest.raises(ValidationError):
-            eng.init(a.fs("prod"), "hostb", bad)
+            run(ctx, InitRequest(fs=a.fs("prod"), dest_host="hostb", dest_fs=bad))
     with pytest.raises(ValidationError):
-        eng.init(a.fs("prod"), "hostb;id", b.fs("prod"))
+        run(ctx, InitRequest(fs=a.fs("prod"), dest_host="hostb;id", dest_fs=b.fs("prod")))
     assert len(a.zfs.calls()) == before
 
 
@@ -297,7 +325,7 @@ def test_compression_filters_carry_the_stream(pair: tuple[Fleet, Site, Site]) ->
     env = {"ZREP_OUTFILTER": "zstd -c -q", "ZREP_INFILTER": "zstd -dc -q"}
     init(f, a, b, **env)
     a.zfs.write(a.fs("prod"), "text.txt", b"compressible " * 50_000)
-    f.engine("hosta", env).sync(a.fs("prod"))
+    run(f.context("hosta", env), SyncRequest(fs=a.fs("prod")))
     assert b.zfs.tree(b.fs("prod")) == a.zfs.tree(a.fs("prod"))
 
 
@@ -306,7 +334,10 @@ def test_changed_host_key_is_refused_naming_the_host(pair: tuple[Fleet, Site, Si
     f.cluster.regenerate_host_key("hostb")
     try:
         with pytest.raises(HostKeyError, match="hostb") as exc:
-            f.engine("hosta").init(a.fs("prod"), "hostb", b.fs("prod"))
+            run(
+                f.context("hosta"),
+                InitRequest(fs=a.fs("prod"), dest_host="hostb", dest_fs=b.fs("prod")),
+            )
         assert "changed" in str(exc.value).lower()
         assert prop(a, "zrep:dest-fs", a.fs("prod")) == "-"  # nothing was set up
     finally:
@@ -320,9 +351,9 @@ def test_unknown_host_key_is_refused_not_accepted(
     empty = tmp_path / "known_hosts"
     empty.touch()
     cfg = f.cluster.write_client_config(tmp_path / "ssh_config", known_hosts=empty)
-    eng = f.engine("hosta", ssh=SshOptions(config_file=str(cfg)))
+    ctx = f.context("hosta", ssh=SshOptions(config_file=str(cfg)))
     with pytest.raises(HostKeyError, match="hostb"):
-        eng.init(a.fs("prod"), "hostb", b.fs("prod"))
+        run(ctx, InitRequest(fs=a.fs("prod"), dest_host="hostb", dest_fs=b.fs("prod")))
     assert prop(a, "zrep:dest-fs", a.fs("prod")) == "-"
     assert empty.read_text() == ""  # and nothing was written into known_hosts
 
@@ -336,10 +367,13 @@ def test_stale_resume_token_is_aborted_and_sync_retried_plain(
     src, dst = a.fs("prod"), b.fs("prod")
     a.zfs.write(src, "big2.bin", os.urandom(1_500_000))
     with pytest.raises(PipelineError):
-        f.engine("hosta", {"ZREP_RESUME": "1", "ZREP_INFILTER": "head -c 700000"}).sync(src)
+        run(
+            f.context("hosta", {"ZREP_RESUME": "1", "ZREP_INFILTER": "head -c 700000"}),
+            SyncRequest(fs=src),
+        )
     assert prop(b, "receive_resume_token", dst) not in ("-", "")
     a.zfs.zfs("destroy", f"{src}@zrep_000001")  # e.g. an admin's clean-up
-    res = f.engine("hosta", {"ZREP_RESUME": "1"}).sync(src)
+    res = run(f.context("hosta", {"ZREP_RESUME": "1"}), SyncRequest(fs=src))
     assert res.status == "synced" and not res.resumed
     assert prop(b, "receive_resume_token", dst) == "-"
     assert b.zfs.tree(dst) == a.zfs.tree(src)
@@ -356,10 +390,10 @@ def test_a_sync_of_an_unchanged_dataset_makes_17_zfs_calls(
     before it is set (check-and-set) and before it is cleared (only if still ours)."""
     f, a, b = pair
     init(f, a, b)
-    eng = f.engine("hosta")
-    eng.sync(a.fs("prod"))  # warm: the old base has a hold to release from here on
+    ctx = f.context("hosta")
+    run(ctx, SyncRequest(fs=a.fs("prod")))  # warm: the old base has a hold to release from here on
     na, nb = len(a.zfs.zfs_calls()), len(b.zfs.zfs_calls())
-    res = eng.sync(a.fs("prod"))
+    res = run(ctx, SyncRequest(fs=a.fs("prod")))
     assert res.status == "synced"
     on_a = [argv[1] for argv in a.zfs.zfs_calls()[na:]]
     on_b = [argv[1] for argv in b.zfs.zfs_calls()[nb:]]
@@ -381,15 +415,15 @@ def test_stale_holds_cost_no_extra_zfs_call(pair: tuple[Fleet, Site, Site]) -> N
     with a hold are known from `userrefs` in the reads the sync makes anyway."""
     f, a, b = pair
     init(f, a, b)
-    eng = f.engine("hosta")
+    ctx = f.context("hosta")
     src, dst = a.fs("prod"), b.fs("prod")
     for _ in range(3):
-        eng.sync(src)
+        run(ctx, SyncRequest(fs=src))
     for site, fs in ((a, src), (b, dst)):
         for n in (0, 1):
             site.zfs.zfs("hold", "zrepq:zrep:lastsent", f"{fs}@zrep_{n:06x}")
     na, nb = len(a.zfs.zfs_calls()), len(b.zfs.zfs_calls())
-    eng.sync(src)
+    run(ctx, SyncRequest(fs=src))
     on_a = [argv[1:] for argv in a.zfs.zfs_calls()[na:]]
     on_b = [argv[1:] for argv in b.zfs.zfs_calls()[nb:]]
     # 12 on the master: the plain sync's 10 plus zrep's lock-pid read again under zrep's

@@ -25,9 +25,11 @@ import pytest
 from tests.harness.netutil import REPO, free_port, pids_matching, wait_until
 from tests.harness.sshd import SshdCluster, SshdHost
 from workers.engine.errors import Cancelled, HostKeyError, HostUnreachable, PipelineError
-from workers.engine.ports import StreamProgress, StreamSpec
-from workers.exec.pipeline import plan_stages, run_stream
+from workers.engine.events import StreamProgress
+from workers.engine.ports import StreamSpec
+from workers.exec.pipeline import run_stream
 from workers.exec.ssh_options import SshOptions
+from workers.exec.stages import plan_stages
 from workers.exec.transport import SshTransport
 
 pytestmark = pytest.mark.integration

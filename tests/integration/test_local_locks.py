@@ -25,7 +25,9 @@ import redis
 from tests.harness.fleet import Fleet, Site
 from tests.harness.netutil import REPO, wait_until
 from tests.harness.pids import FAKE_ZREP, descendants, kill_group, spawn_with_pid
+from workers.engine import run, steps
 from workers.engine.errors import ConfigError, LockHeld
+from workers.engine.requests import InitRequest, SyncRequest
 from workers.filelock import FileLocks, lock_file_name
 from workers.lease import RedisLocks
 
@@ -84,7 +86,7 @@ def pair(fleet: Callable[..., Fleet]) -> tuple[Fleet, Site, Site]:
     a, b = f["hosta"], f["hostb"]
     a.zfs.zfs("create", a.fs("prod"))
     a.zfs.write(a.fs("prod"), "hello.txt", b"hello\n")
-    f.engine("hosta").init(a.fs("prod"), "hostb", b.fs("prod"))
+    run(f.context("hosta"), InitRequest(fs=a.fs("prod"), dest_host="hostb", dest_fs=b.fs("prod")))
     return f, a, b
 
 
@@ -249,14 +251,14 @@ def test_the_worker_path_honours_a_live_zrepq_local(
     mine = start([*LOCAL, "sync", src], local_env(a, ZREP_INFILTER=SLOW))
     cleanup.append(mine)
     assert wait_until(lambda: sending(mine), 30)
-    worker_like = f.engine("hosta", locks=RedisLocks(redis_client, owner="hosta"))
+    worker_like = f.context("hosta", locks=RedisLocks(redis_client, owner="hosta"))
     with pytest.raises(LockHeld) as info:
-        worker_like.sync(src)
+        run(worker_like, SyncRequest(fs=src))
     first, detail = info.value.message.split("\n")
     assert first == f"Cannot lock {src}. Cannot continue"
     assert detail.startswith(f"{src} is locked by pid {mine.pid} (") and "workers.cli" in detail
     assert mine.wait(60) == 0
-    assert worker_like.sync(src).status == "synced"
+    assert run(worker_like, SyncRequest(fs=src)).status == "synced"
     assert prop(a, "zrep:lock-pid", src) == "-"
 
 
@@ -268,16 +270,16 @@ def test_this_process_tells_its_own_stale_mark_from_a_live_one(
     now = time.strftime("%Y%m%d%H%M%S")
     # Our own pid, but no operation of ours holds the dataset: a mark we failed to clear.
     a.zfs.zfs("set", f"zrep:lock-pid={os.getpid()}", f"zrep:lock-time={now}", src)
-    assert f.engine("hosta").sync(src).status == "synced"
+    assert run(f.context("hosta"), SyncRequest(fs=src)).status == "synced"
     assert prop(a, "zrep:lock-pid", src) == "-"
     # Two engines of one process with separate primary locks: the mark still excludes.
-    eng = f.engine("hosta")
-    info = eng.local.require(src)
+    ctx = f.context("hosta")
+    info = ctx.local.require(src)
     with (
-        eng.lock([("hosta", src)], "sync", local_info=info),
+        steps.lock(ctx, [("hosta", src)], "sync", local_info=info),
         pytest.raises(LockHeld, match="locked by this process"),
     ):
-        f.engine("hosta").sync(src)
+        run(f.context("hosta"), SyncRequest(fs=src))
     assert prop(a, "zrep:lock-pid", src) == "-"
 
 

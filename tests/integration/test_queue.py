@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from producer.api import Producer
-from producer.cli import _handback_text
+from producer.render import handback_text
 from producer.watch import outcome, wait
 from tasks import contract as c
 from tasks.app import make_app
@@ -99,6 +99,43 @@ def test_init_and_sync_through_the_queue(q: tuple[Fleet, Producer, dict[str, Ser
     assert rec["ok"] and rec["result"]["status"] == "synced"
     assert rec["result"]["snapshot"] == f"{a.fs('prod')}@zrep_000001"
     assert b.zfs.read(b.fs("prod"), "data.txt") == b"queued sync\n"
+
+
+def test_synconly_and_rollback_are_their_own_tasks_and_zrep_sync_keeps_the_old_forms(
+    q: tuple[Fleet, Producer, dict[str, Service]],
+) -> None:
+    """`zrep.synconly` and `zrep.rollback` by name; `zrep.sync` with `snapshot=false` and
+    with `fs@snap` (how services called them before) does the same, with the same record."""
+    f, p, _ = q
+    a, b = setup_pair(f, p)
+    src, dst = a.fs("prod"), b.fs("prod")
+
+    def by_name(name: str, **kwargs: Any) -> dict[str, Any]:
+        return done(p.app.send_task(name, kwargs={"host": "qa", **kwargs}, queue=c.queue_for("qa")))
+
+    results = {}
+    for n, (name, kwargs) in enumerate(
+        [(c.SYNCONLY, {"fs": src}), (c.SYNC, {"fs": src, "snapshot": False})], start=1
+    ):
+        a.zfs.write(src, "data.txt", f"version {n}\n".encode())
+        assert done(p.snaponly(src, host="qa"))["ok"]
+        rec = by_name(name, **kwargs)
+        assert rec["ok"] and rec["result"]["status"] == "synced", rec
+        assert rec["result"]["snapshot"] == f"{src}@zrep_{n:06x}"
+        results[name] = rec
+    assert b.zfs.read(dst, "data.txt") == b"version 2\n"
+    assert results[c.SYNCONLY].keys() == results[c.SYNC].keys()
+    assert by_name(c.SYNCONLY, fs=src)["result"]["status"] == "uptodate"  # nothing new
+
+    rec = by_name(c.ROLLBACK, snapshot=f"{src}@zrep_000001")
+    assert rec["ok"] and rec["result"]["status"] == "rolled-back", rec
+    assert b.zfs.read(dst, "data.txt") == b"version 1\n"
+    rec = by_name(c.SYNC, fs=f"{src}@zrep_000000")
+    assert rec["ok"] and rec["result"]["status"] == "rolled-back", rec
+    assert b.zfs.read(dst, "data.txt") == b"hello\n"
+    # The Python API's older forms send the new tasks.
+    assert done(p.sync(src, host="qa", snapshot=False, changed_only=True))["ok"]
+    assert done(p.sync(f"{src}@zrep_000000", host="qa"))["result"]["status"] == "rolled-back"
 
 
 def test_progress_is_visible_in_result_backend_and_flower(
@@ -358,7 +395,7 @@ def test_handback_through_the_queue_then_zrep_over_ssh(
     r = rec["result"]
     assert r["released"] == [f"qa:{src}@zrep_000001", f"qb:{dst}@zrep_000001"]
     assert f"qa:{src} zrepq:zrep:paused" in r["properties"] and r["aborted"] == []
-    assert _handback_text(src, r).startswith(f"{src}: handed back to zrep (released 2 holds")
+    assert handback_text(src, r).startswith(f"{src}: handed back to zrep (released 2 holds")
     zrep = zrep_on(a, b)
     for i in range(5):
         a.zfs.write(src, "data.txt", f"zrep {i}".encode())

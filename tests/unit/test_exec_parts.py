@@ -13,10 +13,12 @@ import redis
 from workers.engine.errors import HostKeyError, HostUnreachable, ValidationError
 from workers.engine.ports import Locks, Runner, StreamSpec, Transport
 from workers.exec.local import LocalRunner
-from workers.exec.pipeline import RateMeter, SendProgress, gist, plan_stages, ssh_connection_error
+from workers.exec.progress import RateMeter, SendProgress
 from workers.exec.quoting import filter_argv, remote_command, remote_pipeline, stage_statuses
 from workers.exec.remote import ParamikoRunner
 from workers.exec.ssh_options import SshOptions
+from workers.exec.stages import plan_stages
+from workers.exec.stderr import gist, ssh_connection_error
 from workers.exec.transport import SshTransport, local_host_name
 from workers.filelock import FileLocks
 from workers.keys import lock_key

@@ -50,7 +50,7 @@ def test_each_process_checks_the_tables_it_reads_and_accepts_the_fleets_others(
 def test_the_fleets_tables_and_documented_names_are_all_read() -> None:
     assert set(ProducerFile.model_fields) == set(FLEET_TABLES)
     names = ProducerFile.env_names()
-    assert len(names) == 39  # every ZREPQ_* variable of the fleet's tables
+    assert len(names) == 40  # every ZREPQ_* variable of the fleet's tables
     for name, (table, key, _) in names.items():
         section = ProducerFile.model_fields[table].annotation
         assert key in getattr(section, "model_fields", {}), name
@@ -131,7 +131,7 @@ def _no_load(*_: Any, **__: Any) -> Any:
     raise AssertionError("settings loaded again")
 
 
-def test_a_task_builds_its_engine_without_reading_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_task_builds_its_context_without_reading_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     from tasks import contract as c
     from tasks import handlers
     from tasks.app import app, settings_of
@@ -142,8 +142,8 @@ def test_a_task_builds_its_engine_without_reading_settings(monkeypatch: pytest.M
     host = handlers.this_host()
     task: Any = SimpleNamespace(request=SimpleNamespace(id="t1"))
     for _ in range(3):
-        eng = handlers._engine(task, c.validate(c.LIST, {"host": host, "tag": "dr"}))
-        assert eng.host == host and eng.config.tag == "dr"
+        ctx = handlers._context(task, c.validate(c.LIST, {"host": host, "tag": "dr"}), None)
+        assert ctx.host == host and ctx.config.tag == "dr"
 
 
 def test_a_producer_reads_its_settings_once(monkeypatch: pytest.MonkeyPatch) -> None:

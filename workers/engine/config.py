@@ -6,6 +6,7 @@ honours has the same meaning here.
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 from collections.abc import Mapping
@@ -18,6 +19,10 @@ from .names import validate_property_assignment, validate_tag
 DEFAULT_TAG = "zrep"
 DEFAULT_SAVE_COUNT = 5
 DEFAULT_DATEFORMAT = "%Y/%m/%d-%H:%M:%S"
+# Seconds a control command (`zfs get/set/snapshot/destroy/...`, the peer's `takeover -L`) may
+# run before it is stopped and the operation fails, retryably: long enough for a `destroy` or
+# a `snapshot -r` on a loaded pool, short enough that a hung host frees the worker.
+DEFAULT_COMMAND_TIMEOUT = 600.0
 _SEND_FLAGS_ALLOWED = {
     "-c",
     "--compressed",
@@ -73,6 +78,7 @@ class EngineConfig:
     src_host: str | None = None  # ZREP_SRC_HOST
     dateformat: str = DEFAULT_DATEFORMAT  # ZREP_DATEFORMAT
     rundir: str = ""  # ZREP_RUNDIR: where zrep's global lock `zrep.lock` lives
+    command_timeout: float = DEFAULT_COMMAND_TIMEOUT  # ZREPQ_COMMAND_TIMEOUT (zrepq's own)
     hold_tag: str = field(default="")  # derived: the `zfs hold` tag on the last sent snapshot
 
     def __post_init__(self) -> None:
@@ -87,6 +93,11 @@ class EngineConfig:
                     f"ZREP_SEND_FLAGS: {flag!r} is not a zfs send flag zrepq passes through "
                     f"(allowed: {' '.join(sorted(_SEND_FLAGS_ALLOWED))})"
                 )
+        if not 0 < self.command_timeout < math.inf:
+            raise ConfigError(
+                f"ZREPQ_COMMAND_TIMEOUT must be a number of seconds above 0, "
+                f"not {self.command_timeout!r}"
+            )
         if not self.hold_tag:
             object.__setattr__(self, "hold_tag", f"zrepq:{self.tag}:lastsent")
         if not self.rundir:
@@ -102,6 +113,17 @@ class EngineConfig:
     def prop(self, name: str) -> str:
         """`zrep:src-fs` and friends, under this config's tag."""
         return f"{self.tag}:{name}"
+
+    def pair_props(self, src: tuple[str, str], dest: tuple[str, str]) -> dict[str, str]:
+        """The properties that say which way a pair runs: from `src` to `dest`, each a (host,
+        fs). Set on both sides of a pair (the standby receives them), swapped by failover."""
+        (src_host, src_fs), (dest_host, dest_fs) = src, dest
+        return {
+            self.prop("src-fs"): src_fs,
+            self.prop("src-host"): src_host,
+            self.prop("dest-fs"): dest_fs,
+            self.prop("dest-host"): dest_host,
+        }
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> EngineConfig:

@@ -4,17 +4,29 @@ Every error names the host and dataset it concerns (when known) and says whether
 same operation later can succeed (`retryable`). Across the queue errors travel as records
 (`to_record`), never as pickled exceptions.
 
+The classes under `CommandError` name what zfs said (`zfs_errors.py` reads its stderr, the
+only place that does); they keep their parent's `kind`, so a record reads as it always did.
+
     ZrepqError
     ├── ValidationError        bad dataset/snapshot/host/tag name or argument; nothing ran
     ├── ConfigError            bad configuration value
     ├── NotConfigured          dataset is not set up for replication (no zrep:* properties)
+    │   └── DatasetMissing     the dataset itself does not exist (read before anything ran)
     ├── StateError             the datasets are not in a state the operation accepts
     │   ├── SplitBrain         both sides claim to be master, or the other side was written
     │   └── Conflict           the snapshot histories do not allow the requested send
     ├── LockHeld               someone else holds the lease (or a live local zrep holds the fs)
     ├── LockLost               our lease expired or could not be renewed while we worked
     ├── CommandError           a command exited non-zero (argv, exit code, stderr)
+    │   ├── CommandTimedOut    a control command ran past its timeout (retryable)
+    │   ├── NoSuchDataset      zfs: the dataset or snapshot does not exist
+    │   ├── HoldExists         zfs hold: the snapshot already has that hold
+    │   ├── NoSuchHold         zfs release: the snapshot has no such hold
+    │   ├── DatasetBusy        zfs: dataset is busy (a hold, a mount, a running receive)
+    │   ├── PermissionDenied   zfs: permission denied (no `zfs allow` delegation)
     │   └── PipelineError      a stage of send | filters | ssh recv failed
+    │       ├── StaleResumeToken  `send -t` refused the token (its snapshot is gone, ...)
+    │       └── PoolNeedsUpgrade  `recv` refused the stream (`-s`: no extensible_dataset)
     ├── HostUnreachable        cannot connect to a host (retryable)
     │   └── HostKeyError       host key unknown or changed (never retryable)
     └── Cancelled              the operation was stopped (lease lost, shutdown)
@@ -73,6 +85,10 @@ class NotConfigured(ZrepqError):
     kind = "not-configured"
 
 
+class DatasetMissing(NotConfigured):
+    kind = "missing"
+
+
 class StateError(ZrepqError):
     kind = "state"
 
@@ -129,8 +145,43 @@ class CommandError(ZrepqError):
         return rec
 
 
+class CommandTimedOut(CommandError):
+    """Retryable: a command that hung (a busy pool, a slow link) may well finish next time."""
+
+    kind = "timeout"
+    retryable = True
+
+
+class NoSuchDataset(CommandError):
+    pass
+
+
+class HoldExists(CommandError):
+    pass
+
+
+class NoSuchHold(CommandError):
+    pass
+
+
+class DatasetBusy(CommandError):
+    pass
+
+
+class PermissionDenied(CommandError):
+    pass
+
+
 class PipelineError(CommandError):
     kind = "pipeline"
+
+
+class StaleResumeToken(PipelineError):
+    pass
+
+
+class PoolNeedsUpgrade(PipelineError):
+    pass
 
 
 class HostUnreachable(ZrepqError):

@@ -64,12 +64,17 @@ class StreamStarted(Event):
 
 @dataclass(frozen=True)
 class StreamProgress(Event):
-    dataset: str
-    snapshot: str
+    """A running stream's numbers, at least once a second while bytes flow.
+
+    The transport measures them (`Transport.stream`'s `on_progress`) and knows nothing of
+    datasets; the engine fills in `dataset` and `snapshot` before it passes the event on."""
+
     bytes_sent: int
-    total: int | None
-    rate: float
-    elapsed: float
+    total: int | None  # the send's own estimate (`zfs send -P`), when it printed one
+    rate: float  # bytes per second, smoothed
+    elapsed: float  # seconds since the stream started
+    dataset: str = ""
+    snapshot: str = ""
 
     @property
     def eta(self) -> float | None:

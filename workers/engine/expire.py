@@ -14,47 +14,39 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
+from . import steps
+from .context import Context
 from .errors import CommandError, SplitBrain, StateError
 from .events import SnapshotsExpired
 from .model import DatasetInfo, Snapshot, last_sent
 from .names import validate_dataset, validate_host
 from .pause import check_not_paused
 from .plan import expire_candidates
+from .requests import ExpireRequest
 from .results import ExpireResult
-from .zfs import ZfsHost
-
-if TYPE_CHECKING:
-    from .engine import Engine
+from .zfs import Link, ZfsHost
 
 log = logging.getLogger(__name__)
 
 
-def expire(eng: Engine, fs: str, *, local_only: bool = False) -> ExpireResult:
-    if eng.config.skip_expire:
+def expire(ctx: Context, req: ExpireRequest) -> ExpireResult:
+    if ctx.config.skip_expire:
         raise StateError("You explicitly called expire and also have ZREP_SKIP_EXPIRE set")
-    validate_dataset(fs)
-    local = eng.local
+    fs = req.fs
+    local = ctx.local
     info = local.require(fs)
-    check_not_paused(info, eng.host, for_expire=True)
-    with eng.lock([(eng.host, fs)], "expire", local_info=info):
-        eng.say(f"Expiring zrep snaps on {fs}", fs)
-        if not info.is_master or local_only:
-            destroyed = expire_side(eng, local, fs, info, settle_holds=True)
-            return ExpireResult(fs, eng.host, destroyed)
+    check_not_paused(info, ctx.host, for_expire=True)
+    with steps.lock(ctx, [(ctx.host, fs)], "expire", local_info=info):
+        ctx.say(f"Expiring zrep snaps on {fs}", fs)
+        if not info.is_master or req.local_only:
+            destroyed = expire_side(ctx, local, fs, info, settle_holds=True)
+            return ExpireResult(fs, ctx.host, destroyed)
         host, dest_fs = info.dest_host, info.dest_fs
         if not host or not dest_fs:
             raise StateError(f"Problem getting zrep properties for fs {fs}", dataset=fs)
-        return expire_pair(
-            eng,
-            local,
-            fs,
-            eng.zfs(validate_host(host)),
-            validate_dataset(dest_fs),
-            info=info,
-            settle_holds=True,
-        )
+        link = Link(local, fs, ctx.zfs(validate_host(host)), validate_dataset(dest_fs))
+        return expire_pair(ctx, link, info=info, settle_holds=True)
 
 
 @dataclass(frozen=True)
@@ -84,11 +76,8 @@ class JustSent:
 
 
 def expire_pair(
-    eng: Engine,
-    src: ZfsHost,
-    src_fs: str,
-    dst: ZfsHost,
-    dst_fs: str,
+    ctx: Context,
+    link: Link,
     *,
     info: DatasetInfo | None = None,
     just_sent: JustSent | None = None,
@@ -104,18 +93,19 @@ def expire_pair(
     `settle_holds`: first move our holds to each side's last sent snapshot (a sync has just
     done that).
     """
+    src, src_fs, dst, dst_fs = link.src, link.src_fs, link.dst, link.dst_fs
     info = info or src.info(src_fs)
     dinfo, dsnaps = dst.state(dst_fs)
     ssnaps = just_sent.source_snapshots(dsnaps) if just_sent is not None else None
     if ssnaps is None:
         ssnaps = src.snapshots(src_fs)
-    sent = last_sent(ssnaps, eng.tag)
+    sent = last_sent(ssnaps, ctx.tag)
     protect = frozenset({sent.guid}) if sent else frozenset()
     destroyed = expire_side(
-        eng, src, src_fs, info, master=True, snaps=ssnaps, settle_holds=settle_holds
+        ctx, src, src_fs, info, master=True, snaps=ssnaps, settle_holds=settle_holds
     )
     if announce:
-        eng.say(f"Also running expire on {dst.host}:{dst_fs} now...", src_fs)
+        ctx.say(f"Also running expire on {dst.host}:{dst_fs} now...", src_fs)
     if dinfo.is_master:
         raise SplitBrain(
             f"Remote side {dst.host}:{dst_fs} also marked as master. Split brain detected",
@@ -123,9 +113,9 @@ def expire_pair(
             host=dst.host,
         )
     if announce:
-        eng.say(f"Expiring zrep snaps on {dst_fs}", src_fs)
+        ctx.say(f"Expiring zrep snaps on {dst_fs}", src_fs)
     remote = expire_side(
-        eng,
+        ctx,
         dst,
         dst_fs,
         dinfo,
@@ -138,7 +128,7 @@ def expire_pair(
 
 
 def expire_side(
-    eng: Engine,
+    ctx: Context,
     zh: ZfsHost,
     fs: str,
     info: DatasetInfo,
@@ -151,7 +141,7 @@ def expire_side(
     savecount = info.savecount
     if savecount is None or savecount < 1:
         raise StateError(
-            f"{eng.tag}:savecount on {zh.host}:{fs} set to improper value "
+            f"{ctx.tag}:savecount on {zh.host}:{fs} set to improper value "
             f"{info.get('savecount')!r}",
             dataset=fs,
             host=zh.host,
@@ -159,8 +149,8 @@ def expire_side(
     is_master = info.is_master if master is None else master
     snaps = zh.snapshots(fs) if snaps is None else snaps
     if settle_holds:
-        _settle_holds(eng, zh, snaps, protect)
-    doomed = expire_candidates(snaps, eng.tag, savecount, master=is_master, protect_guids=protect)
+        _settle_holds(ctx, zh, snaps, protect)
+    doomed = expire_candidates(snaps, ctx.tag, savecount, master=is_master, protect_guids=protect)
     destroyed = []
     for s in doomed:
         try:
@@ -169,23 +159,25 @@ def expire_side(
         except CommandError as e:
             # A held snapshot (someone's `zfs hold`) stays: report it and go on, in zfs's own
             # words as zrep shows them ("cannot destroy snapshot ...: dataset is busy").
-            eng.say(
+            ctx.say(
                 e.stderr.strip() or f"could not expire {zh.host}:{s.name}: {e}", fs, warning=True
             )
     if destroyed:
-        eng.emit(SnapshotsExpired(zh.host, fs, tuple(destroyed)))
+        ctx.emit(SnapshotsExpired(zh.host, fs, tuple(destroyed)))
     return destroyed
 
 
-def _settle_holds(eng: Engine, zh: ZfsHost, snaps: list[Snapshot], protect: frozenset[str]) -> None:
+def _settle_holds(
+    ctx: Context, zh: ZfsHost, snaps: list[Snapshot], protect: frozenset[str]
+) -> None:
     """Our hold on this side's last sent snapshot only (the master's last sent one, by guid,
     on the standby), placed first, then every other one of ours released: one `zfs release`
     when any other snapshot has a hold, one `zfs hold` when the last sent one has none (a
     last sent snapshot that carries someone else's hold is protected by it already)."""
-    keep = next((s for s in snaps if s.guid in protect), None) or last_sent(snaps, eng.tag)
+    keep = next((s for s in snaps if s.guid in protect), None) or last_sent(snaps, ctx.tag)
     if keep is not None and keep.userrefs == 0:
-        zh.hold(eng.config.hold_tag, keep.name)
-    released = eng.release_stale(zh, snaps, keep=keep.short if keep else None)
+        zh.hold(ctx.config.hold_tag, keep.name)
+    released = steps.release_stale(ctx, zh, snaps, keep=keep.short if keep else None)
     if released:
         # The log only: zrep's expire prints nothing of the kind, and scripts compare output.
-        log.info("%s: released %s where held: %s", zh.host, eng.config.hold_tag, released)
+        log.info("%s: released %s where held: %s", zh.host, ctx.config.hold_tag, released)

@@ -13,41 +13,39 @@ Not zrep's `clear`, which destroys the tag's snapshots and properties on one sid
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from . import steps
+from .context import Context
 from .errors import StateError
 from .model import DatasetInfo, Snapshot, zrepq_prop
 from .names import validate_dataset, validate_host
+from .requests import HandbackRequest
 from .results import HandbackResult
 from .zfs import ZfsHost
 
-if TYPE_CHECKING:
-    from .engine import Engine
 
-
-def handback(eng: Engine, fs: str, *, local_only: bool = False) -> HandbackResult:
-    validate_dataset(fs)
-    local = eng.local
+def handback(ctx: Context, req: HandbackRequest) -> HandbackResult:
+    fs, local_only = req.fs, req.local_only
+    local = ctx.local
     info = local.require(fs)
     # The other side of the pair, seen from here: run on the master or on the standby.
     host, other = (info.dest_host, info.dest_fs) if info.is_master else (info.src_host, info.src_fs)
     if not local_only and (not host or not other):
         raise StateError(f"Problem getting zrep properties for fs {fs}", dataset=fs)
-    result = HandbackResult(fs, eng.host, None if local_only else host, other)
+    result = HandbackResult(fs, ctx.host, None if local_only else host, other)
     sides: list[tuple[ZfsHost, str]] = [(local, fs)]
     if not local_only and host and other:
-        sides.append((eng.zfs(validate_host(host)), validate_dataset(other)))
-    with eng.lock([(zh.host, name) for zh, name in sides], "handback", local_info=info):
+        sides.append((ctx.zfs(validate_host(host)), validate_dataset(other)))
+    with steps.lock(ctx, [(zh.host, name) for zh, name in sides], "handback", local_info=info):
         # Read both sides before changing either: an unreachable side stops it untouched.
         states = [(zh, name, *zh.state(name)) for zh, name in sides]
         for zh, name, dinfo, snaps in states:
-            _hand_back_side(eng, zh, name, dinfo, snaps, result)
-    eng.say(f"{fs}: handed back; zrep's own state is untouched", fs)
+            _hand_back_side(ctx, zh, name, dinfo, snaps, result)
+    ctx.say(f"{fs}: handed back; zrep's own state is untouched", fs)
     return result
 
 
 def _hand_back_side(
-    eng: Engine,
+    ctx: Context,
     zh: ZfsHost,
     fs: str,
     info: DatasetInfo,
@@ -55,16 +53,16 @@ def _hand_back_side(
     result: HandbackResult,
 ) -> None:
     where = f"{zh.host}:{fs}"
-    released = eng.release_stale(zh, snaps)  # every snapshot with a hold: one call
+    released = steps.release_stale(ctx, zh, snaps)  # every snapshot with a hold: one call
     if released:
         result.released += [f"{zh.host}:{n}" for n in released]
-        eng.say(f"{where}: released {eng.config.hold_tag} where held", fs)
-    for prop, _source in zh.own_props(fs, zrepq_prop(eng.tag, "")):
+        ctx.say(f"{where}: released {ctx.config.hold_tag} where held", fs)
+    for prop, _source in zh.own_props(fs, zrepq_prop(ctx.tag, "")):
         zh.inherit(fs, prop)
         result.properties.append(f"{where} {prop}")
     if any(p.startswith(where) for p in result.properties):
-        eng.say(f"{where}: removed zrepq's properties", fs)
+        ctx.say(f"{where}: removed zrepq's properties", fs)
     if info.resume_token:
         zh.abort_resume(fs)
         result.aborted.append(where)
-        eng.say(f"{where}: aborted the partial receive (zfs recv -A)", fs)
+        ctx.say(f"{where}: aborted the partial receive (zfs recv -A)", fs)

@@ -12,100 +12,75 @@ arrived) it undoes what it did, and destroys the destination only if init create
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
+from . import commands as cmd
 from . import resume as resumable
-from .errors import StateError, ZrepqError
+from . import steps
+from .admin import clear_local
+from .context import Context
+from .errors import DatasetMissing, StateError, ZrepqError
 from .model import DatasetInfo, Snapshot, next_snapname
-from .names import first_snapname, validate_dataset, validate_host
+from .names import first_snapname
 from .ports import LockHandle
+from .requests import InitRequest
 from .results import InitResult
-from .zfs import DatasetMissing, ZfsHost
-
-if TYPE_CHECKING:
-    from .engine import Engine
+from .zfs import Link, ZfsHost
 
 
-def init(
-    eng: Engine,
-    fs: str,
-    dest_host: str,
-    dest_fs: str,
-    *,
-    force: bool = False,
-    resume: bool | None = None,
-) -> InitResult:
-    validate_dataset(fs)
-    validate_host(dest_host)
-    validate_dataset(dest_fs)
-    resume = eng.config.resume if resume is None else resume
-    local = eng.local
+def init(ctx: Context, req: InitRequest) -> InitResult:
+    fs, dest_host, dest_fs = req.fs, req.dest_host, req.dest_fs
+    resume = ctx.config.resume if req.resume is None else req.resume
+    local = ctx.local
     info = local.info(fs)  # DatasetMissing if fs does not exist
     local.require_type(info)
-    dst = eng.zfs(dest_host)
+    dst = ctx.zfs(dest_host)
+    link = Link(local, fs, dst, dest_fs)
     t0 = time.monotonic()
-    with eng.lock([(eng.host, fs), (dest_host, dest_fs)], "init") as handle:
+    with steps.lock(ctx, [(ctx.host, fs), (dest_host, dest_fs)], "init") as handle:
         if info.configured:
             if info.is_master:
                 raise StateError(
-                    f"{fs} is already a zrep master ({eng.tag}:master detected)",
+                    f"{fs} is already a zrep master ({ctx.tag}:master detected)",
                     dataset=fs,
-                    host=eng.host,
+                    host=ctx.host,
                 )
             if not resume:
                 raise StateError(
                     f"{fs} is at least partially configured by zrep. "
                     f"To re-initialize, first use zrep clear {fs}",
                     dataset=fs,
-                    host=eng.host,
+                    host=ctx.host,
                 )
             return _resume_init(
-                eng, fs, info.dest_host or dest_host, info.dest_fs or dest_fs, handle, t0
+                ctx, fs, info.dest_host or dest_host, info.dest_fs or dest_fs, handle, t0
             )
         existed = dst.exists(dest_fs)
-        if existed and not force:
+        if existed and not req.force:
             raise StateError(
                 f"{dest_host}:{dest_fs} already exists! Will not overwrite without -f",
                 dataset=fs,
                 host=dest_host,
             )
-        eng.say(f"Setting zrep properties on {fs}", fs)
-        p = eng.config.prop
-        local.set(
-            fs,
-            {
-                p("src-fs"): fs,
-                p("src-host"): eng.host,
-                p("dest-fs"): dest_fs,
-                p("dest-host"): dest_host,
-                p("savecount"): str(eng.config.save_count),
-            },
-        )
+        ctx.say(f"Setting zrep properties on {fs}", fs)
+        props = ctx.config.pair_props((ctx.host, fs), (dest_host, dest_fs))
+        local.set(fs, {**props, ctx.config.prop("savecount"): str(ctx.config.save_count)})
         try:
-            if eng.config.create_flags:
-                eng.say("Creating  destination filesystem as separate step", fs)  # sic
-                dst.create(dest_fs, eng.config.create_flags)
-            snap = f"{fs}@{first_snapname(eng.tag)}"
-            if any(s.zname(eng.tag) for s in local.snapshots(fs)):
+            if ctx.config.create_flags:
+                ctx.say("Creating  destination filesystem as separate step", fs)  # sic
+                dst.create(dest_fs, ctx.config.create_flags)
+            snap = f"{fs}@{first_snapname(ctx.tag)}"
+            if any(s.zname(ctx.tag) for s in local.snapshots(fs)):
                 # Leftovers of an earlier pair under this tag: continue the sequence.
-                snap = f"{fs}@{next_snapname(local.snapshots(fs), eng.tag)}"
-            eng.say(f"Creating snapshot {snap}", fs)
-            local.snapshot(snap, recursive=eng.config.recursive)
-            eng.say(f"Sending initial replication stream to {dest_host}:{dest_fs}", fs)
-            send = (["-R"] if eng.config.recursive else []) + list(eng.config.send_flags)
-            recv = ["-u"]
-            if not eng.config.create_flags:
-                recv += ["-o", "readonly=on"]
-            recv += ["-F", "-x", f"{eng.tag}:master"]
+                snap = f"{fs}@{next_snapname(local.snapshots(fs), ctx.tag)}"
+            ctx.say(f"Creating snapshot {snap}", fs)
+            local.snapshot(snap, recursive=ctx.config.recursive)
+            ctx.say(f"Sending initial replication stream to {dest_host}:{dest_fs}", fs)
             nbytes, _ = resumable.stream_into(
-                eng,
-                local,
-                [*send, "-p", snap],
-                dst,
-                recv,
-                dest_fs,
+                ctx,
+                link,
+                cmd.full(ctx.config, snap),
+                cmd.init_recv_flags(ctx.config),
                 resume=resume,
-                dataset=fs,
                 snapshot=snap,
                 base=None,
                 handle=handle,
@@ -114,19 +89,19 @@ def init(
             if resume and _partial_left(dst, dest_fs):
                 err.message += f". RESUME set: not clearing {fs}; run init again to resume"
                 raise
-            _clear_after_failure(eng, local, fs, dst, dest_fs, destroy_remote=not existed)
+            _clear_after_failure(ctx, local, fs, dst, dest_fs, destroy_remote=not existed)
             err.message = f"Error transferring to {dest_host}:{dest_fs}: {err.message}. Resetting"
             raise
-        _finish(eng, local, fs, dst, dest_fs, snap, info)
-    return InitResult(fs, eng.host, dest_host, dest_fs, snap, nbytes, time.monotonic() - t0)
+        _finish(ctx, link, snap, info)
+    return InitResult(fs, ctx.host, dest_host, dest_fs, snap, nbytes, time.monotonic() - t0)
 
 
 def _resume_init(
-    eng: Engine, fs: str, dest_host: str, dest_fs: str, handle: LockHandle, t0: float
+    ctx: Context, fs: str, dest_host: str, dest_fs: str, handle: LockHandle, t0: float
 ) -> InitResult:
-    eng.say(f"{fs} is at least partially configured by zrep", fs)
-    local = eng.local
-    dst = eng.zfs(dest_host)
+    ctx.say(f"{fs} is at least partially configured by zrep", fs)
+    local = ctx.local
+    dst = ctx.zfs(dest_host)
     token = dst.info(dest_fs).resume_token if dst.exists(dest_fs) else None
     if not token:
         raise StateError(
@@ -134,48 +109,40 @@ def _resume_init(
             f"Suggest you zrep clear {fs} and start again",
             dataset=fs,
         )
-    eng.say("Partially complete init detected. Attempting to resume send", fs)
-    snaps = [s for s in local.snapshots(fs) if s.zname(eng.tag)]
+    ctx.say("Partially complete init detected. Attempting to resume send", fs)
+    snaps = [s for s in local.snapshots(fs) if s.zname(ctx.tag)]
     if not snaps:
-        raise StateError(f"{fs} has no {eng.tag} snapshot to resume", dataset=fs)
+        raise StateError(f"{fs} has no {ctx.tag} snapshot to resume", dataset=fs)
     snap = snaps[0].name
-    nbytes, _ = eng.stream(
-        local,
-        ["-t", token],
-        dst,
-        ["-s", dest_fs],
-        dataset=fs,
-        snapshot=snap,
-        base=None,
-        dest_fs=dest_fs,
-        handle=handle,
-        resumed=True,
-    )
-    _finish(eng, local, fs, dst, dest_fs, snap, local.info(fs))
+    link = Link(local, fs, dst, dest_fs)
+    nbytes, _ = steps.stream(
+        ctx, link, cmd.resumed(token), ["-s", dest_fs], snapshot=snap, base=None,
+        handle=handle, resumed=True,
+    )  # fmt: skip
+    _finish(ctx, link, snap, local.info(fs))
     return InitResult(
-        fs, eng.host, dest_host, dest_fs, snap, nbytes, time.monotonic() - t0, resumed=True
+        fs, ctx.host, dest_host, dest_fs, snap, nbytes, time.monotonic() - t0, resumed=True
     )
 
 
-def _finish(
-    eng: Engine, local: ZfsHost, fs: str, dst: ZfsHost, dest_fs: str, snap: str, info: DatasetInfo
-) -> None:
-    if eng.config.create_flags:
-        eng.say(f"setting readonly on {dst.host}:{dest_fs} manually", fs)
+def _finish(ctx: Context, link: Link, snap: str, info: DatasetInfo) -> None:
+    local, fs, dst, dest_fs = link.src, link.src_fs, link.dst, link.dst_fs
+    if ctx.config.create_flags:
+        ctx.say(f"setting readonly on {dst.host}:{dest_fs} manually", fs)
         dst.set(dest_fs, {"readonly": "on"})
-    for prop, value in eng.config.init_remote_properties:
+    for prop, value in ctx.config.init_remote_properties:
         dst.set(dest_fs, {prop: value})
     short = snap.split("@", 1)[1]
     mp = info.props.get("mountpoint")
     if mp is not None and mp.source == "local":
         # `send -p` carried it as a received property: the standby mounts where it likes.
-        eng.say("clearing mountpoint value for remote", fs)
+        ctx.say("clearing mountpoint value for remote", fs)
         dst.inherit(dest_fs, "mountpoint")
-    eng.mark_sent(local, fs, dst, dest_fs, [Snapshot(snap, "", 0, 0)])
-    eng.move_holds(local, fs, dst, dest_fs, short)
-    local.set(fs, {f"{eng.tag}:master": "yes"})
-    eng.say(f"Initialization copy of {fs} to {dst.host}:{dest_fs} complete", fs)
-    eng.say("Filesystem will not be mounted", fs)  # received with -u, as zrep says
+    steps.mark_sent(ctx, link, [Snapshot(snap, "", 0, 0)])
+    steps.move_holds(ctx, link, short)
+    local.set(fs, {f"{ctx.tag}:master": "yes"})
+    ctx.say(f"Initialization copy of {fs} to {dst.host}:{dest_fs} complete", fs)
+    ctx.say("Filesystem will not be mounted", fs)  # received with -u, as zrep says
 
 
 def _partial_left(dst: ZfsHost, dest_fs: str) -> bool:
@@ -191,17 +158,15 @@ def _partial_left(dst: ZfsHost, dest_fs: str) -> bool:
 
 
 def _clear_after_failure(
-    eng: Engine, local: ZfsHost, fs: str, dst: ZfsHost, dest_fs: str, *, destroy_remote: bool
+    ctx: Context, local: ZfsHost, fs: str, dst: ZfsHost, dest_fs: str, *, destroy_remote: bool
 ) -> None:
     """Back to the state before init; the destination only if init created it."""
-    from .admin import clear_local
-
     try:
         if destroy_remote and dst.exists(dest_fs):
             dst.destroy(dest_fs, recursive=True)
     except ZrepqError as e:
-        eng.say(f"could not remove the partial {dst.host}:{dest_fs}: {e}", fs, warning=True)
+        ctx.say(f"could not remove the partial {dst.host}:{dest_fs}: {e}", fs, warning=True)
     try:
-        clear_local(eng, local, fs)
+        clear_local(ctx, local, fs)
     except ZrepqError as e:
-        eng.say(f"could not clear zrep state from {fs}: {e}", fs, warning=True)
+        ctx.say(f"could not clear zrep state from {fs}: {e}", fs, warning=True)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from .names import SnapName, parse_snapname
+
+T = TypeVar("T")
 
 # zrep's per-pair properties, without the tag prefix.
 PAIR_PROPS = ("src-fs", "src-host", "dest-fs", "dest-host", "savecount", "master")
@@ -63,6 +66,21 @@ class Snapshot:
         return parse_snapname(self.short, tag)
 
 
+class _Prop(Generic[T]):
+    """A `DatasetInfo` attribute: one of its properties' value, parsed; None when it is not
+    set (or does not parse)."""
+
+    def __init__(self, key: str, parse: Callable[[str], T]) -> None:
+        self.key, self.parse = key, parse
+
+    def __get__(self, info: DatasetInfo, owner: object = None) -> T | None:
+        value = info.get(self.key)
+        try:
+            return self.parse(value) if value is not None else None
+        except ValueError:
+            return None
+
+
 @dataclass(frozen=True)
 class DatasetInfo:
     """One dataset's zrep properties (with sources) and the native ones zrepq reads."""
@@ -86,29 +104,15 @@ class DatasetInfo:
         p = self.props.get("master")
         return p is not None and p.value == "yes" and p.source == "local"
 
-    @property
-    def src_fs(self) -> str | None:
-        return self.get("src-fs")
-
-    @property
-    def src_host(self) -> str | None:
-        return self.get("src-host")
-
-    @property
-    def dest_fs(self) -> str | None:
-        return self.get("dest-fs")
-
-    @property
-    def dest_host(self) -> str | None:
-        return self.get("dest-host")
-
-    @property
-    def savecount(self) -> int | None:
-        v = self.get("savecount")
-        try:
-            return int(v) if v is not None else None
-        except ValueError:
-            return None
+    # The pair's properties and the natives, as values (None: not set).
+    src_fs = _Prop("src-fs", str)
+    src_host = _Prop("src-host", str)
+    dest_fs = _Prop("dest-fs", str)
+    dest_host = _Prop("dest-host", str)
+    savecount = _Prop("savecount", int)
+    type = _Prop("type", str)
+    written = _Prop("written", int)  # bytes written since the newest snapshot
+    resume_token = _Prop("receive_resume_token", str)  # a partial receive is there to resume
 
     def q(self, name: str) -> str | None:
         """One of zrepq's own properties (`zrepq:<tag>:<name>`), when set locally."""
@@ -118,22 +122,6 @@ class DatasetInfo:
     @property
     def paused(self) -> bool:
         return self.q("paused") is not None
-
-    @property
-    def type(self) -> str | None:
-        return self.get("type")
-
-    @property
-    def written(self) -> int | None:
-        v = self.get("written")
-        try:
-            return int(v) if v is not None else None
-        except ValueError:
-            return None
-
-    @property
-    def resume_token(self) -> str | None:
-        return self.get("receive_resume_token")
 
     @property
     def readonly(self) -> bool:

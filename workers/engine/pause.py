@@ -10,15 +10,12 @@ from __future__ import annotations
 import contextlib
 import getpass
 import time
-from typing import TYPE_CHECKING
 
+from .context import Context
 from .errors import StateError, ZrepqError
 from .model import DatasetInfo
-from .names import validate_dataset
+from .requests import PauseRequest, ResumeRequest
 from .zfs import ZfsHost
-
-if TYPE_CHECKING:
-    from .engine import Engine
 
 PAUSE_KEYS = ("paused", "paused-by", "paused-reason", "paused-expire")
 ERROR_KEYS = ("last-error", "last-error-time", "last-error-snapshot")
@@ -30,38 +27,36 @@ class Paused(StateError):
     retryable = True
 
 
-def _clean(text: str, limit: int = 200) -> str:
+def clean(text: str, limit: int = 200) -> str:
     """One line, bounded: property values are not a log."""
     line = " ".join(text.split())
     return line[:limit]
 
 
-def pause(
-    eng: Engine, fs: str, *, reason: str = "", by: str | None = None, expire: bool = False
-) -> dict[str, str]:
-    validate_dataset(fs)
-    local = eng.local
+def pause(ctx: Context, req: PauseRequest) -> dict[str, str]:
+    fs, reason, by = req.fs, req.reason, req.by
+    local = ctx.local
     local.require(fs)
     values = {
         "paused": str(int(time.time())),
-        "paused-by": _clean(by or f"{getpass.getuser()}@{eng.host}", 100),
-        "paused-reason": _clean(reason) or "-",
-        "paused-expire": "yes" if expire else "no",
+        "paused-by": clean(by or f"{getpass.getuser()}@{ctx.host}", 100),
+        "paused-reason": clean(reason) or "-",
+        "paused-expire": "yes" if req.expire else "no",
     }
     local.set_q(fs, values)
-    eng.say(f"{fs} paused" + (f": {reason}" if reason else ""), fs)
+    ctx.say(f"{fs} paused" + (f": {reason}" if reason else ""), fs)
     return values
 
 
-def resume(eng: Engine, fs: str) -> bool:
+def resume(ctx: Context, req: ResumeRequest) -> bool:
     """Take the pause off; False when it was not paused."""
-    validate_dataset(fs)
-    local = eng.local
+    fs = req.fs
+    local = ctx.local
     info = local.require(fs)
     if not info.paused:
         return False
     local.clear_q(info, *PAUSE_KEYS)
-    eng.say(f"{fs} resumed", fs)
+    ctx.say(f"{fs} resumed", fs)
     return True
 
 
@@ -88,7 +83,7 @@ def record_error(zh: ZfsHost, fs: str, snapshot: str | None, err: ZrepqError) ->
         zh.set_q(
             fs,
             {
-                "last-error": _clean(err.message.splitlines()[0] if err.message else err.kind)
+                "last-error": clean(err.message.splitlines()[0] if err.message else err.kind)
                 or err.kind,
                 "last-error-time": str(int(time.time())),
                 "last-error-snapshot": snapshot or "-",

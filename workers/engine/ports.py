@@ -1,9 +1,10 @@
 """What the engine needs from the outside world, as protocols.
 
-The engine holds a `Transport` (reach hosts: short control commands and the data stream), a
-`Locks` provider (leases) and an `Observer` (typed progress events). It never asks whether a
-host is local or remote, and it imports neither Celery nor Redis: `workers.exec` and
-`workers.lease` implement these protocols, and tests can pass simple in-process ones.
+The engine's `Context` (context.py) holds a `Transport` (reach hosts: short control commands
+and the data stream), a `Locks` provider (leases) and a `Peer` (the other side of failover),
+besides the observer of its typed events (`events.Observer`). It never asks whether a host
+is local or remote, and it imports neither Celery nor Redis: `workers.exec`, `workers.lease`
+and `workers.filelock` implement these protocols, and tests can pass simple in-process ones.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .events import Message
+from .events import Message, StreamProgress
 
 
 @dataclass(frozen=True)
@@ -68,14 +69,6 @@ class StreamSpec:
 
 
 @dataclass(frozen=True)
-class StreamProgress:
-    bytes_sent: int
-    total: int | None
-    rate: float  # bytes per second, smoothed
-    elapsed: float  # seconds since the stream started
-
-
-@dataclass(frozen=True)
 class StreamResult:
     bytes_sent: int
     elapsed: float
@@ -96,14 +89,14 @@ class Transport(Protocol):
         self,
         spec: StreamSpec,
         *,
-        total: int | None = None,
         on_progress: Callable[[StreamProgress], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> StreamResult:
         """Run the pipeline to completion; raise `PipelineError` naming the failed stage.
 
-        `on_progress` is called at least once a second while bytes flow. When `cancel` is set,
-        every stage is killed (whole process group) and `Cancelled` is raised.
+        `on_progress` is called at least once a second while bytes flow, with the numbers
+        (the total is the send's own estimate). When `cancel` is set, every stage is killed
+        (whole process group) and `Cancelled` is raised.
         """
         ...
 
@@ -132,10 +125,6 @@ class Locks(Protocol):
     def holder(self, key: str) -> str | None:
         """Token of the current holder of `key`, or None when free."""
         ...
-
-
-class Observer(Protocol):
-    def __call__(self, event: object) -> None: ...
 
 
 class Peer(Protocol):

@@ -3,36 +3,34 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .context import Context
 from .errors import NotConfigured, StateError
+from .formats import list_verbose_text, names_text
 from .model import DatasetInfo, last_sent
-from .names import validate_dataset
-from .results import StatusRow
-
-if TYPE_CHECKING:
-    from .engine import Engine
+from .requests import LastsentRequest, ListRequest, StatusRequest, UptodateRequest
+from .results import Listing, StatusRow
 
 
-def masters(eng: Engine) -> list[str]:
+def masters(ctx: Context) -> list[str]:
     """Filesystems this host is master of: local `TAG:master=yes` and src-host = this host."""
     return sorted(
         name
-        for name, info in eng.local.all_configured().items()
-        if info.is_master and info.src_host == eng.host
+        for name, info in ctx.local.all_configured().items()
+        if info.is_master and info.src_host == ctx.host
     )
 
 
-def _infos(eng: Engine, fs: Sequence[str], *, all_fs: bool) -> list[DatasetInfo]:
-    configured = eng.local.all_configured()
+def _infos(ctx: Context, fs: Sequence[str], *, all_fs: bool) -> list[DatasetInfo]:
+    configured = ctx.local.all_configured()
     if fs:
         out = []
         for name in fs:
-            validate_dataset(name)
             info = configured.get(name)
             if info is None:
                 raise NotConfigured(
-                    f"{name} is not a zrep registered filesystem", dataset=name, host=eng.host
+                    f"{name} is not a zrep registered filesystem", dataset=name, host=ctx.host
                 )
             out.append(info)
         return out
@@ -41,13 +39,13 @@ def _infos(eng: Engine, fs: Sequence[str], *, all_fs: bool) -> list[DatasetInfo]
     return [
         configured[n]
         for n in sorted(configured)
-        if configured[n].is_master and configured[n].src_host == eng.host
+        if configured[n].is_master and configured[n].src_host == ctx.host
     ]
 
 
-def status(eng: Engine, fs: Sequence[str] = (), *, all_fs: bool = False) -> list[StatusRow]:
-    infos = _infos(eng, fs, all_fs=all_fs)
-    sent = eng.local.all_last_sent() if infos else {}
+def status(ctx: Context, req: StatusRequest) -> list[StatusRow]:
+    infos = _infos(ctx, req.fs, all_fs=req.all)
+    sent = ctx.local.all_last_sent() if infos else {}
     rows = []
     for info in infos:
         snap = sent.get(info.name)
@@ -101,58 +99,50 @@ def extras(info: DatasetInfo) -> dict[str, Any]:
     return out
 
 
-def list_names(eng: Engine, fs: Sequence[str] = (), *, masters_only: bool = False) -> list[str]:
+def listing(ctx: Context, req: ListRequest) -> Listing:
+    """zrep's `list`: the names (`-L`: masters only), `-v` every property, or `-s` the
+    snapshots; with zrep's text for each."""
+    if req.snapshots:
+        return Listing(text=list_snapshots(ctx, req.fs))
+    if req.verbose:
+        entries = list_verbose(ctx, req.fs)
+        return Listing(list_verbose_text(entries, blank_between=not req.fs), entries=entries)
+    names = list_names(ctx, req.fs, masters_only=req.masters_only)
+    return Listing(names_text(names), names=names)
+
+
+def list_names(ctx: Context, fs: Sequence[str] = (), *, masters_only: bool = False) -> list[str]:
     if masters_only:
-        names = masters(eng)
+        names = masters(ctx)
         return [n for n in names if n in fs] if fs else names
-    configured = eng.local.all_configured()
+    configured = ctx.local.all_configured()
     for name in fs:
-        validate_dataset(name)
-        if not eng.local.exists(name):
+        if not ctx.local.exists(name):
             raise StateError(f"Expecting filesystem, but got {name}", dataset=name)
     return [n for n in fs if n in configured] if fs else sorted(configured)
 
 
-def list_verbose(eng: Engine, fs: Sequence[str] = ()) -> list[dict[str, Any]]:
+def list_verbose(ctx: Context, fs: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Per fs: every local/received property (as zrep's `list -v` prints) and last sent."""
-    names = list(fs) or list_names(eng)
+    names = list(fs) or list_names(ctx)
     out = []
     for name in names:
-        validate_dataset(name)
-        res = eng.local.zfs(
-            "get", "-H", "-o", "property,value", "-s", "local,received", "all", name
-        )
-        props = [tuple(line.split("\t", 1)) for line in res.stdout.splitlines() if line]
-        sent = last_sent(eng.local.snapshots(name), eng.tag)
-        out.append(
-            {
-                "dataset": name,
-                "properties": [list(p) for p in props],
-                "last_sent": sent.name if sent else None,
-            }
-        )
+        props = ctx.local.local_props(name)
+        sent = last_sent(ctx.local.snapshots(name), ctx.tag)
+        out.append({"dataset": name, "properties": props, "last_sent": sent.name if sent else None})
     return out
 
 
-def list_snapshots(eng: Engine, fs: Sequence[str] = ()) -> str:
+def list_snapshots(ctx: Context, fs: Sequence[str] = ()) -> str:
     """zrep's `list -s`: the plain `zfs list -r -t snapshot -o name,creation` output."""
-    names = list(fs) or masters(eng)
-    chunks = []
-    for name in names:
-        validate_dataset(name)
-        chunks.append(
-            eng.local.zfs("list", "-r", "-t", "snapshot", "-o", "name,creation", name).stdout
-        )
-    return "".join(chunks)
+    return "".join(ctx.local.snapshot_table(name) for name in list(fs) or masters(ctx))
 
 
-def lastsent(eng: Engine, fs: str) -> str | None:
-    validate_dataset(fs)
-    snap = last_sent(eng.local.snapshots(fs), eng.tag)
+def lastsent(ctx: Context, req: LastsentRequest) -> str | None:
+    snap = last_sent(ctx.local.snapshots(req.fs), ctx.tag)
     return snap.name if snap else None
 
 
-def uptodate(eng: Engine, fs: str) -> bool:
+def uptodate(ctx: Context, req: UptodateRequest) -> bool:
     """No writes since the last snapshot (zrep reads `written`; unknown counts as not)."""
-    validate_dataset(fs)
-    return eng.local.info(fs).written == 0
+    return ctx.local.info(req.fs).written == 0

@@ -92,3 +92,22 @@ class HandbackResult(Result):
     released: list[str] = field(default_factory=list)  # snapshots whose hold was released
     properties: list[str] = field(default_factory=list)  # "host:fs property", inherited
     aborted: list[str] = field(default_factory=list)  # "host:fs" whose partial receive went
+
+
+@dataclass
+class Listing(Result):
+    """`list`: the names (plain, `-L`) or the entries (`-v`), and zrep's text for them (for
+    `-s`, the text alone: `zfs list`'s table)."""
+
+    text: str
+    names: list[str] | None = None
+    entries: list[dict[str, Any]] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.names is not None:
+            out["names"] = self.names
+        if self.entries is not None:
+            out["entries"] = self.entries
+        out["text"] = self.text
+        return out

@@ -15,21 +15,26 @@ the process, so later receives there go without `-s` from the start. If the plai
 fails the same way, `-s` was not the reason (the stream needs another feature the pool lacks,
 e.g. a `-c`/`-L` stream): that error is reported. `ZREP_RESUME=no` switches resume off for a
 host outright.
+
+`finish_partial` is the other half: a sync that finds a partial receive on the destination
+finishes it with `zfs send -t TOKEN` before anything else, or, when the sending side refuses
+the token (its snapshot is gone), aborts it and goes on with a plain incremental.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
 
-from .errors import PipelineError
-
-if TYPE_CHECKING:
-    from .engine import Engine
-    from .zfs import ZfsHost
-
-NO_FEATURE = "pool must be upgraded to receive this stream"
+from . import commands as cmd
+from . import steps
+from .context import Context
+from .errors import Conflict, PoolNeedsUpgrade, StaleResumeToken
+from .model import Snapshot
+from .plan import SyncPlan, plan_sync
+from .ports import LockHandle
+from .results import SyncResult
+from .zfs import Link
 
 _unsupported: set[tuple[str, str]] = set()  # (host, pool) where `recv -s` was refused
 _mutex = threading.Lock()
@@ -51,44 +56,87 @@ def forget() -> None:
         _unsupported.clear()
 
 
-def refused_for_feature(err: PipelineError) -> bool:
-    return NO_FEATURE in (err.stderr or "")
-
-
 def stream_into(
-    eng: Engine,
-    src: ZfsHost,
+    ctx: Context,
+    link: Link,
     send_args: Sequence[str],
-    dst: ZfsHost,
     recv_flags: Sequence[str],
-    dst_fs: str,
     *,
     resume: bool,
-    **kw: Any,
+    snapshot: str,
+    base: str | None,
+    handle: LockHandle,
 ) -> tuple[int, float]:
-    """`eng.stream` into `zfs recv [-s] RECV_FLAGS DST_FS`: with `-s` when `resume` and the
+    """`steps.stream` into `zfs recv [-s] RECV_FLAGS DST_FS`: with `-s` when `resume` and the
     pool is not known to refuse it; once more without `-s` when the pool turns out to."""
+    dst, dst_fs = link.dst, link.dst_fs
     with_s = resume and supported(dst.host, dst_fs)
-    argv = [*(["-s"] if with_s else []), *recv_flags, dst_fs]
+
+    def attempt(recv: list[str]) -> tuple[int, float]:
+        return steps.stream(ctx, link, send_args, recv, snapshot=snapshot, base=base, handle=handle)
+
     try:
-        return eng.stream(src, send_args, dst, argv, dest_fs=dst_fs, **kw)
-    except PipelineError as err:
-        if not (with_s and refused_for_feature(err)):
+        return attempt([*(["-s"] if with_s else []), *recv_flags, dst_fs])
+    except PoolNeedsUpgrade:
+        if not with_s:
             raise
     pool = pool_of(dst_fs)
-    eng.say(
+    ctx.say(
         f"{dst.host}:{pool} refused a resumable receive (no feature@extensible_dataset); "
         f"receiving without -s, so a cut stream there starts over (ZREP_RESUME=no skips "
         "this first attempt)",
-        kw.get("dataset"),
+        link.src_fs,
         warning=True,
     )
     try:
-        res = eng.stream(src, send_args, dst, [*recv_flags, dst_fs], dest_fs=dst_fs, **kw)
-    except PipelineError as err:
-        if refused_for_feature(err):
-            err.message += f" (also without -s: the stream needs a feature {pool} lacks)"
+        res = attempt([*recv_flags, dst_fs])
+    except PoolNeedsUpgrade as err:
+        err.message += f" (also without -s: the stream needs a feature {pool} lacks)"
         raise
     with _mutex:
         _unsupported.add((dst.host, pool))
     return res
+
+
+def finish_partial(
+    ctx: Context, link: Link, handle: LockHandle, plan: SyncPlan, *, force: bool, result: SyncResult
+) -> tuple[SyncPlan, list[Snapshot], list[Snapshot]]:
+    """Finish a partial receive with `send -t`; if the token is stale, abort it instead.
+    Then plan again from both sides as they are now."""
+    src, src_fs, dst, dst_fs = link.src, link.src_fs, link.dst, link.dst_fs
+    token = plan.resume_token
+    assert token is not None
+    ctx.say(f"resuming the partial receive on {dst.host}:{dst_fs}", src_fs, level="notice")
+    try:
+        nbytes, _ = steps.stream(
+            ctx,
+            link,
+            cmd.resumed(token),
+            ["-s", dst_fs],
+            snapshot="(resumed)",
+            base=None,
+            handle=handle,
+            resumed=True,
+        )
+        result.bytes_sent += nbytes
+        result.resumed = True
+    except StaleResumeToken as err:
+        ctx.say(
+            f"resume token on {dst.host}:{dst_fs} is stale ({err.message}); aborting "
+            "it and sending a plain incremental",
+            src_fs,
+            warning=True,
+        )
+        dst.abort_resume(dst_fs)
+    ssnaps = src.snapshots(src_fs)
+    dsnaps = dst.snapshots(dst_fs)
+    dinfo = dst.info(dst_fs)
+    new_plan = plan_sync(
+        ssnaps, dsnaps, ctx.tag, src_fs=src_fs, dst_fs=dst_fs, force=force, resume=False,
+        dest_token=None, dest_written=dinfo.written,
+    )  # fmt: skip
+    if dinfo.resume_token:
+        raise Conflict(
+            f"{dst.host}:{dst_fs} still holds a partial receive after resuming", dataset=src_fs
+        )
+    return new_plan, ssnaps, dsnaps

@@ -16,86 +16,74 @@ returns what is already true.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from . import steps
+from .context import Context
 from .errors import HostKeyError, HostUnreachable, SplitBrain, StateError, ZrepqError
 from .model import Snapshot, last_sent
-from .names import validate_dataset, validate_host, validate_snapshot
+from .names import validate_dataset, validate_host
+from .requests import FailoverRequest, TakeoverRequest
 from .results import RoleResult
-from .sync import replicate
-
-if TYPE_CHECKING:
-    from .engine import Engine
-    from .zfs import ZfsHost
+from .sync import Run, replicate
+from .zfs import Link, ZfsHost
 
 
 def _split(name: str) -> tuple[str, str | None]:
-    if "@" in name:
-        fs, short = validate_snapshot(name)
-        return fs, short
-    return validate_dataset(name), None
+    """`fs@snap` -> (fs, snap); `fs` -> (fs, None). Validated by the request."""
+    fs, _, short = name.partition("@")
+    return fs, short or None
 
 
-def failover(
-    eng: Engine,
-    fs: str,
-    *,
-    local_only: bool = False,
-    snapshot: str | None = None,
-    host: str | None = None,
-) -> RoleResult:
-    fs, short = _split(fs)
-    if snapshot:
-        _, short = validate_snapshot(snapshot)
-    local = eng.local
+def failover(ctx: Context, req: FailoverRequest) -> RoleResult:
+    fs, short = _split(req.fs)
+    local_only = req.local_only
+    local = ctx.local
     info = local.require(fs)
     if not info.is_master:
-        if info.src_host and info.src_host != eng.host and info.dest_host == eng.host:
+        if info.src_host and info.src_host != ctx.host and info.dest_host == ctx.host:
             # Already done (a repeated message): this side is the standby now.
             message = f"{fs} is already standby; nothing to do"
-            eng.say(message, fs, level="notice")
+            ctx.say(message, fs, level="notice")
             return RoleResult(
-                fs, eng.host, "standby", info.src_host, info.src_fs or "", message=message
+                fs, ctx.host, "standby", info.src_host, info.src_fs or "", message=message
             )
-        raise StateError(f"{fs} not master. Cannot fail over", dataset=fs, host=eng.host)
-    remote_host = validate_host(host or info.dest_host or "")
+        raise StateError(f"{fs} not master. Cannot fail over", dataset=fs, host=ctx.host)
+    remote_host = validate_host(req.other_host or info.dest_host or "")
     remote_fs = validate_dataset(info.dest_fs or "")
-    dst = eng.zfs(remote_host)
-    result = RoleResult(fs, eng.host, "standby", remote_host, remote_fs)
-    with eng.lock(
-        [(eng.host, fs), (remote_host, remote_fs)], "failover", local_info=info
+    dst = ctx.zfs(remote_host)
+    result = RoleResult(fs, ctx.host, "standby", remote_host, remote_fs)
+    with steps.lock(
+        ctx, [(ctx.host, fs), (remote_host, remote_fs)], "failover", local_info=info
     ) as handle:
-        eng.say(f"Setting readonly on local {fs}, then syncing", fs)
+        ctx.say(f"Setting readonly on local {fs}, then syncing", fs)
         was_readonly = info.props.get("readonly")
         local.set(fs, {"readonly": "on"})
         try:
             if local_only:
-                eng.say(f"Failover for {fs} in LOCAL mode", fs)
+                ctx.say(f"Failover for {fs} in LOCAL mode", fs)
                 snaps = local.snapshots(fs)
                 target = (
-                    f"{fs}@{short}" if short else getattr(last_sent(snaps, eng.tag), "name", None)
+                    f"{fs}@{short}" if short else getattr(last_sent(snaps, ctx.tag), "name", None)
                 )
                 if target is None:
                     raise StateError(
                         f"No last synced snap found for {fs}. Cannot fail over", dataset=fs
                     )
                 which = "specified snap" if short else "last sync"
-                eng.say(f"Rolling back to {which} {target}", fs)
-                _release_newer(eng, local, snaps, target)
+                ctx.say(f"Rolling back to {which} {target}", fs)
+                _release_newer(ctx, local, snaps, target)
                 local.rollback(target, flags="-Rr")
                 result.rolled_back_to = target
             elif short:
-                eng.say(f"Rolling back to local {fs}@{short}", fs)
-                _release_newer(eng, local, local.snapshots(fs), f"{fs}@{short}")
+                ctx.say(f"Rolling back to local {fs}@{short}", fs)
+                _release_newer(ctx, local, local.snapshots(fs), f"{fs}@{short}")
                 local.rollback(f"{fs}@{short}", flags="-Rr")
-                eng.say(f"Rolling back {remote_host} to {remote_fs}@{short}", fs)
-                _release_newer(eng, dst, dst.snapshots(remote_fs), f"{remote_fs}@{short}")
+                ctx.say(f"Rolling back {remote_host} to {remote_fs}@{short}", fs)
+                _release_newer(ctx, dst, dst.snapshots(remote_fs), f"{remote_fs}@{short}")
                 dst.rollback(f"{remote_fs}@{short}", flags="-r")
                 result.rolled_back_to = f"{fs}@{short}"
             else:
-                res = replicate(
-                    eng, local, fs, dst, remote_fs, handle, src_info=info, kind="failover"
-                )
+                link = Link(local, fs, dst, remote_fs)
+                res = replicate(ctx, link, handle, info, Run("failover"))
                 result.synced = res.snapshot
         except ZrepqError as err:
             # Failover failed: stay master, writable as before.
@@ -105,47 +93,29 @@ def failover(
                 local.set(fs, {"readonly": was_readonly.value})
             err.message = f"final sync failed. failover failed: {err.message}"
             raise
-        eng.say(f"Reversing master properties for {eng.host}:{fs}", fs)
-        p = eng.config.prop
-        local.set(
-            fs,
-            {
-                p("dest-fs"): fs,
-                p("dest-host"): eng.host,
-                p("src-fs"): remote_fs,
-                p("src-host"): remote_host,
-            },
-        )
-        local.inherit(fs, p("master"))
+        ctx.say(f"Reversing master properties for {ctx.host}:{fs}", fs)
+        local.set(fs, ctx.config.pair_props((remote_host, remote_fs), (ctx.host, fs)))
+        local.inherit(fs, ctx.config.prop("master"))
     if not local_only:
-        if eng.peer is None:
+        if ctx.peer is None:
             raise StateError(
                 f"no way to reach {remote_host} for takeover -L; run it there", dataset=fs
             )
-        eng.say(f"Setting master on {remote_host}:{remote_fs}", fs)
-        eng.relay(eng.peer.takeover_local(remote_host, remote_fs, tag=eng.tag))
+        ctx.say(f"Setting master on {remote_host}:{remote_fs}", fs)
+        ctx.relay(ctx.peer.takeover_local(remote_host, remote_fs, tag=ctx.tag))
     return result
 
 
-def takeover(
-    eng: Engine,
-    fs: str,
-    *,
-    local_only: bool = False,
-    snapshot: str | None = None,
-    host: str | None = None,
-    force: bool = False,
-) -> RoleResult:
-    fs, short = _split(fs)
-    if snapshot:
-        _, short = validate_snapshot(snapshot)
-    local = eng.local
+def takeover(ctx: Context, req: TakeoverRequest) -> RoleResult:
+    fs, short = _split(req.fs)
+    local_only = req.local_only
+    local = ctx.local
     info = local.require(fs)
-    remote_host = validate_host(host or info.src_host or "")
+    remote_host = validate_host(req.other_host or info.src_host or "")
     remote_fs = validate_dataset(info.src_fs or "")
-    if info.is_master and info.src_host == eng.host:
+    if info.is_master and info.src_host == ctx.host:
         # Already master: a repeated takeover. Done, unless the other side also claims it.
-        other = _remote_master(eng, info.dest_host, info.dest_fs)
+        other = _remote_master(ctx, info.dest_host, info.dest_fs)
         if other:
             raise SplitBrain(
                 f"{fs} is master here and {info.dest_host}:{info.dest_fs} also "
@@ -153,87 +123,78 @@ def takeover(
                 dataset=fs,
             )
         message = f"{fs} is already master; nothing to do"
-        eng.say(message, fs, level="notice")
+        ctx.say(message, fs, level="notice")
         return RoleResult(
-            fs, eng.host, "master", info.dest_host or "", info.dest_fs or "", message=message
+            fs, ctx.host, "master", info.dest_host or "", info.dest_fs or "", message=message
         )
     if not local_only:
-        if eng.peer is None:
+        if ctx.peer is None:
             raise StateError(f"no way to reach {remote_host} to ask for failover", dataset=fs)
-        eng.say(f"Starting failover from remote side {remote_host}", fs)
-        eng.relay(eng.peer.failover(remote_host, remote_fs, tag=eng.tag))
+        ctx.say(f"Starting failover from remote side {remote_host}", fs)
+        ctx.relay(ctx.peer.failover(remote_host, remote_fs, tag=ctx.tag))
         return RoleResult(
             fs,
-            eng.host,
+            ctx.host,
             "master",
             remote_host,
             remote_fs,
             message="failover requested from the master side",
         )
-    if not force and _remote_master(eng, remote_host, remote_fs):
+    if not req.force and _remote_master(ctx, remote_host, remote_fs):
         raise SplitBrain(
             f"{remote_host}:{remote_fs} is still master; taking over now would make two "
             "masters. Run failover there, or takeover with force if it is truly gone",
             dataset=fs,
             host=remote_host,
         )
-    result = RoleResult(fs, eng.host, "master", remote_host, remote_fs)
-    with eng.lock([(eng.host, fs)], "takeover", local_info=info):
+    result = RoleResult(fs, ctx.host, "master", remote_host, remote_fs)
+    with steps.lock(ctx, [(ctx.host, fs)], "takeover", local_info=info):
         if info.resume_token:
             # This side becomes master: it receives nothing more, so the partial receive it
             # holds would never be resumed (and would be stale once it is standby again).
-            eng.say(f"aborting the partial receive on {eng.host}:{fs}", fs, warning=True)
+            ctx.say(f"aborting the partial receive on {ctx.host}:{fs}", fs, warning=True)
             local.abort_resume(fs)
         local.inherit(fs, "readonly")
         if short:
-            eng.say(
+            ctx.say(
                 f"WARNING: Before takeover, rolling {fs} to {short}; newer snapshots are destroyed",
                 fs,
                 warning=True,
             )
-            _release_newer(eng, local, local.snapshots(fs), f"{fs}@{short}")
+            _release_newer(ctx, local, local.snapshots(fs), f"{fs}@{short}")
             local.rollback(f"{fs}@{short}", flags="-Rr")
             result.rolled_back_to = f"{fs}@{short}"
-        eng.say(f"Setting master properties for {eng.host}:{fs}", fs)
-        p = eng.config.prop
-        local.set(
-            fs,
-            {
-                p("src-fs"): fs,
-                p("src-host"): eng.host,
-                p("dest-fs"): remote_fs,
-                p("dest-host"): remote_host,
-            },
-        )
-        local.set(fs, {p("master"): "yes"})
+        ctx.say(f"Setting master properties for {ctx.host}:{fs}", fs)
+        local.set(fs, ctx.config.pair_props((ctx.host, fs), (remote_host, remote_fs)))
+        local.set(fs, {ctx.config.prop("master"): "yes"})
         if info.type == "filesystem" and not info.mounted:
             # zrep's own typo, kept: scripts compare these lines.
-            eng.say(f"eMounting {eng.host}:{fs}", fs)
+            ctx.say(f"eMounting {ctx.host}:{fs}", fs)
             try:
                 local.mount(fs)
             except ZrepqError as e:
-                eng.say(f"could not mount {fs}: {e}", fs, warning=True)
+                ctx.say(f"could not mount {fs}: {e}", fs, warning=True)
     return result
 
 
-def _release_newer(eng: Engine, zh: ZfsHost, snaps: list[Snapshot], target: str) -> None:
+def _release_newer(ctx: Context, zh: ZfsHost, snaps: list[Snapshot], target: str) -> None:
     """Release our holds from the snapshots a `rollback -r` to `target` destroys (a held one
     would refuse it: "dataset is busy"). One call, none when none of them has a hold."""
     at = next((s for s in snaps if s.name == target), None)
     if at is not None:
-        eng.release_stale(zh, [s for s in snaps if s.createtxg > at.createtxg])
+        steps.release_stale(ctx, zh, [s for s in snaps if s.createtxg > at.createtxg])
 
 
-def _remote_master(eng: Engine, host: str | None, fs: str | None) -> bool:
+def _remote_master(ctx: Context, host: str | None, fs: str | None) -> bool:
     """Does the other side claim master? Unreachable counts as no (takeover is for that)."""
     if not host or not fs:
         return False
     try:
-        return eng.zfs(host).info(fs).is_master
+        return ctx.zfs(host).info(fs).is_master
     except HostKeyError:
         raise  # a changed host key is never "the host is down"
     except HostUnreachable:
-        eng.say(f"{host} is unreachable; assuming it is down", fs, warning=True)
+        ctx.say(f"{host} is unreachable; assuming it is down", fs, warning=True)
         return False
     except ZrepqError:
         return False

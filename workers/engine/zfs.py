@@ -1,16 +1,29 @@
 """`ZfsHost`: the zfs operations zrepq needs on one host, with typed results.
 
-Every `zfs` command the engine runs is built here, as an argv list, and its output is parsed
-here, once. Reads fetch everything needed in one call (all of a dataset's zrep properties in
-one `zfs get`, all its snapshots with guid, txg, creation and `zrep:sent` in another, or both
-in one with `state`): calls, not bytes, dominate the cost of syncing many small datasets.
+Every control command goes through one choke point, `ZfsHost.run`: argv from `commands.py`
+in, with the engine's timeout (`EngineConfig.command_timeout`), a `CommandResult` out, or the
+typed error `zfs_errors.py` reads from zfs's stderr. Each command's output is parsed here,
+once. Reads fetch everything needed in one call (all of a dataset's zrep properties in one
+`zfs get`, all its snapshots with guid, txg, creation and `zrep:sent` in another, or both in
+one with `state`): calls, not bytes, dominate the cost of syncing many small datasets.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
-from .errors import CommandError, NotConfigured, StateError
+from . import commands as cmd
+from . import zfs_errors
+from .errors import (
+    CommandError,
+    DatasetMissing,
+    HoldExists,
+    NoSuchDataset,
+    NoSuchHold,
+    NotConfigured,
+    StateError,
+)
 from .model import (
     LOCK_PROPS,
     NATIVE_PROPS,
@@ -26,11 +39,10 @@ from .ports import CommandResult, Runner
 # With TAG:sent, what `Snapshot` holds. `userrefs` (the number of holds) costs nothing in the
 # same `zfs get` and tells which snapshots can carry a hold of ours at all (see `release`).
 SNAPSHOT_PROPS = ("guid", "createtxg", "creation", "userrefs")
-_MISSING = ("dataset does not exist", "could not find any snapshots to destroy")
+# What a `zfs get -d 1` returns: name, property, value, source.
+_ROW = "name,property,value,source"
 
-
-class DatasetMissing(NotConfigured):
-    kind = "missing"
+__all__ = ["DatasetMissing", "Link", "ZfsHost"]
 
 
 def _rows(out: str) -> list[list[str]]:
@@ -38,9 +50,10 @@ def _rows(out: str) -> list[list[str]]:
 
 
 class ZfsHost:
-    def __init__(self, runner: Runner, tag: str) -> None:
+    def __init__(self, runner: Runner, tag: str, timeout: float | None = None) -> None:
         self.runner = runner
         self.tag = tag
+        self.timeout = timeout  # seconds per command; None: no limit
 
     @property
     def host(self) -> str:
@@ -62,40 +75,50 @@ class ZfsHost:
         prefix = f"{self.tag}:"
         return prop[len(prefix) :] if prop.startswith(prefix) else prop
 
-    def zfs(self, *args: str, check: bool = True) -> CommandResult:
-        return self.runner.run(("zfs", *args), check=check)
+    def run(self, argv: Sequence[str], *, check: bool = True) -> CommandResult:
+        """The one way a zfs command runs: with the timeout, failures typed by zfs's words."""
+        try:
+            return self.runner.run(argv, check=check, timeout=self.timeout)
+        except CommandError as e:
+            raise zfs_errors.typed(e) from None
 
-    def _missing(self, err: CommandError, name: str) -> DatasetMissing | None:
-        if any(m in err.stderr for m in _MISSING):
-            return DatasetMissing(
+    def _read(self, argv: Sequence[str], name: str) -> CommandResult:
+        """A read of `name`: `DatasetMissing` when there is no such dataset."""
+        try:
+            return self.run(argv)
+        except CommandError as e:
+            if not zfs_errors.says(e.stderr, NoSuchDataset):
+                raise
+            raise DatasetMissing(
                 f"{self.host}:{name} does not exist", dataset=name, host=self.host
+            ) from None
+
+    def _failed(self, res: CommandResult, message: str, name: str) -> CommandError:
+        return zfs_errors.typed(
+            CommandError(
+                message,
+                argv=res.argv,
+                returncode=res.returncode,
+                stderr=res.stderr,
+                dataset=name,
+                host=self.host,
             )
-        return None
+        )
 
     # ---- reads ---------------------------------------------------------------------------
 
     def exists(self, name: str) -> bool:
-        res = self.zfs("list", "-H", "-o", "name", name, check=False)
+        res = self.run(cmd.exists(name), check=False)
         if res.returncode == 0:
             return True
-        if any(m in res.stderr for m in _MISSING):
+        if zfs_errors.says(res.stderr, NoSuchDataset):
             return False
-        raise CommandError(
-            f"{self.host}: zfs list {name} failed: {res.stderr.strip()}",
-            argv=res.argv,
-            returncode=res.returncode,
-            stderr=res.stderr,
-            dataset=name,
-            host=self.host,
-        )
+        raise self._failed(res, f"{self.host}: zfs list {name} failed: {res.stderr.strip()}", name)
 
     def info(self, name: str) -> DatasetInfo:
         """All zrep props (with sources) and the natives zrepq reads, in one `zfs get`."""
         keys = self._user_keys() + list(NATIVE_PROPS)
-        try:
-            res = self.zfs("get", "-H", "-p", "-o", "property,value,source", ",".join(keys), name)
-        except CommandError as e:
-            raise (self._missing(e, name) or e) from None
+        res = self._read(cmd.get(keys, name, fields="property,value,source", parsable=True), name)
         props: dict[str, Prop] = {}
         for row in _rows(res.stdout):
             if len(row) < 3:
@@ -124,10 +147,8 @@ class ZfsHost:
 
     def all_configured(self) -> dict[str, DatasetInfo]:
         """Every filesystem/volume on the host with any zrep pair property, in one call."""
-        keys = ",".join(self._user_keys())
-        res = self.zfs(
-            "get", "-H", "-p", "-t", "filesystem,volume", "-o", "name,property,value,source", keys
-        )
+        keys = self._user_keys()
+        res = self.run(cmd.get(keys, fields=_ROW, parsable=True, types="filesystem,volume"))
         by_ds: dict[str, dict[str, Prop]] = {}
         for row in _rows(res.stdout):
             if len(row) < 4:
@@ -147,29 +168,15 @@ class ZfsHost:
     def _get_depth1(self, name: str, types: str, keys: list[str]) -> list[list[str]]:
         """Rows (name, property, value, source) of `zfs get -d 1 -t TYPES` on `name`: the
         dataset, its snapshots and its children, as `types` selects."""
-        try:
-            res = self.zfs(
-                "get", "-H", "-p", "-d", "1", "-t", types,
-                "-o", "name,property,value,source", ",".join(keys), name,
-            )  # fmt: skip
-        except CommandError as e:
-            raise (self._missing(e, name) or e) from None
+        argv = cmd.get(keys, name, fields=_ROW, parsable=True, depth=1, types=types)
+        res = self._read(argv, name)
         return [row for row in _rows(res.stdout) if len(row) >= 4]
 
     def all_last_sent(self) -> dict[str, Snapshot]:
         """For every fs on the host, its newest tag snapshot with a local `TAG:sent`."""
         sent = self._p("sent")
-        res = self.zfs(
-            "get",
-            "-H",
-            "-p",
-            "-t",
-            "snapshot",
-            "-s",
-            "local",
-            "-o",
-            "name,property,value,source",
-            sent,
+        res = self.run(
+            cmd.get([sent], fields=_ROW, parsable=True, types="snapshot", sources="local")
         )
         best: dict[str, Snapshot] = {}
         for row in _rows(res.stdout):
@@ -188,28 +195,24 @@ class ZfsHost:
     def lock_props(self, name: str) -> tuple[str | None, str | None]:
         """zrep's lock on `name`: (`TAG:lock-pid`, `TAG:lock-time`), each when set locally
         (zrep reads them with `-s local` too)."""
-        try:
-            res = self.zfs(
-                "get", "-H", "-p", "-s", "local", "-o", "property,value",
-                f"{self._p('lock-pid')},{self._p('lock-time')}", name,
-            )  # fmt: skip
-        except CommandError as e:
-            raise (self._missing(e, name) or e) from None
+        keys = [self._p("lock-pid"), self._p("lock-time")]
+        argv = cmd.get(keys, name, fields="property,value", parsable=True, sources="local")
+        res = self._read(argv, name)
         found = {row[0]: row[1] for row in _rows(res.stdout) if len(row) >= 2}
         return found.get(self._p("lock-pid")), found.get(self._p("lock-time"))
 
     def holds(self, snapshot: str) -> list[str]:
-        res = self.zfs("holds", "-H", snapshot)
+        res = self.run(cmd.holds(snapshot))
         return [row[1] for row in _rows(res.stdout) if len(row) >= 2]
 
     # ---- writes --------------------------------------------------------------------------
 
     def set(self, name: str, assignments: dict[str, str]) -> None:
         if assignments:
-            self.zfs("set", *(f"{k}={v}" for k, v in assignments.items()), name)
+            self.run(cmd.set_props(name, assignments))
 
     def inherit(self, name: str, prop: str) -> None:
-        self.zfs("inherit", prop, name)
+        self.run(cmd.inherit(name, prop))
 
     def set_q(self, name: str, values: dict[str, str]) -> None:
         """Set zrepq's own properties (`zrepq:<tag>:<key>`) on a dataset."""
@@ -222,38 +225,33 @@ class ZfsHost:
                 self.inherit(info.name, zrepq_prop(self.tag, k))
 
     def snapshot(self, name: str, *, recursive: bool = False) -> None:
-        self.zfs("snapshot", *(["-r"] if recursive else []), name)
+        self.run(cmd.snapshot(name, recursive=recursive))
 
     def rename(self, old: str, new: str, *, recursive: bool = False) -> None:
-        self.zfs("rename", *(["-r"] if recursive else []), old, new)
+        self.run(cmd.rename(old, new, recursive=recursive))
 
     def destroy(self, name: str, *, recursive: bool = False) -> None:
-        self.zfs("destroy", *(["-r"] if recursive else []), name)
+        self.run(cmd.destroy(name, recursive=recursive))
 
     def rollback(self, snapshot: str, *, flags: str = "-r") -> None:
-        self.zfs("rollback", *([flags] if flags else []), snapshot)
+        self.run(cmd.rollback(snapshot, flags=flags))
 
-    def _tolerant(self, what: str, name: str, benign: tuple[str, ...], *args: str) -> str:
-        """Run `zfs ARGS`; an error whose every stderr line has one of `benign` means "already
-        so" (a command naming several snapshots reports each one on its own line). Returns
-        stderr (the benign lines)."""
-        res = self.zfs(*args, check=False)
-        lines = [line for line in res.stderr.splitlines() if line.strip()]
-        harmless = bool(lines) and all(any(m in ln for m in benign) for ln in lines)
-        if res.returncode != 0 and not harmless:
-            raise CommandError(
-                f"{self.host}: cannot {what} {name}: {res.stderr.strip()}",
-                argv=res.argv,
-                returncode=res.returncode,
-                stderr=res.stderr,
-                dataset=name,
-                host=self.host,
+    def _tolerant(
+        self, argv: Sequence[str], what: str, name: str, benign: tuple[type[CommandError], ...]
+    ) -> str:
+        """Run `argv`; an error whose every stderr line is one of `benign` means "already so"
+        (a command naming several snapshots reports each one on its own line). Returns stderr
+        (the benign lines)."""
+        res = self.run(argv, check=False)
+        if res.returncode != 0 and not zfs_errors.only(res.stderr, benign):
+            raise self._failed(
+                res, f"{self.host}: cannot {what} {name}: {res.stderr.strip()}", name
             )
         return res.stderr if res.returncode != 0 else ""
 
     def hold(self, tag: str, snapshot: str) -> None:
         """Idempotent: a hold we already have is fine."""
-        self._tolerant("hold", snapshot, ("tag already exists",), "hold", tag, snapshot)
+        self._tolerant(cmd.hold(tag, snapshot), "hold", snapshot, (HoldExists,))
 
     def release(self, tag: str, *snapshots: str) -> list[str]:
         """Release `tag` from every snapshot named, in one `zfs release` (it goes on past a
@@ -262,28 +260,47 @@ class ZfsHost:
         hold, or gone, is fine. No call when none is named. Returns those released."""
         if not snapshots:
             return []
-        benign = ("no such tag", "does not exist")
-        err = self._tolerant("release", ", ".join(snapshots), benign, "release", tag, *snapshots)
+        argv = cmd.release(tag, *snapshots)
+        err = self._tolerant(argv, "release", ", ".join(snapshots), (NoSuchHold, NoSuchDataset))
         return [s for s in snapshots if f"'{s}'" not in err]
 
     def create(self, name: str, flags: Sequence[str] = ()) -> None:
-        self.zfs("create", *flags, name)
+        self.run(cmd.create(name, flags))
 
     def mount(self, name: str) -> None:
-        self.zfs("mount", name)
+        self.run(cmd.mount(name))
 
     def abort_resume(self, name: str) -> None:
-        self.zfs("recv", "-A", name)
+        self.run(cmd.abort_resume(name))
 
     def own_props(self, name: str, prefix: str) -> list[tuple[str, str]]:
         """(property, source) of every user property of `name` starting with `prefix` that is
         set locally or received (what `zfs inherit` can remove)."""
-        res = self.zfs("get", "-H", "-s", "local,received", "-o", "property,source", "all", name)
+        argv = cmd.get(["all"], name, fields="property,source", sources="local,received")
         return [
             (row[0], row[1])
-            for row in _rows(res.stdout)
+            for row in _rows(self.run(argv).stdout)
             if len(row) >= 2 and row[0].startswith(prefix)
         ]
+
+    def props_with_source(self, name: str) -> list[tuple[str, str]]:
+        """(property, source) of every property of `name`, as `zfs get all` lists them."""
+        res = self.run(cmd.get(["all"], name, fields="property,source"))
+        rows = (line.partition("\t") for line in res.stdout.splitlines())
+        return [(prop, source) for prop, _, source in rows]
+
+    def local_props(self, name: str) -> list[list[str]]:
+        """[property, value] of every property set locally or received: zrep's `list -v`."""
+        argv = cmd.get(["all"], name, fields="property,value", sources="local,received")
+        return [line.split("\t", 1) for line in self.run(argv).stdout.splitlines() if line]
+
+    def creation(self, snapshot: str) -> str:
+        """When `snapshot` was made, as zfs prints it (`Tue Nov 24 01:03 2026`)."""
+        return self.run(cmd.get(["creation"], snapshot, fields="value")).stdout.strip()
+
+    def snapshot_table(self, fs: str) -> str:
+        """`zfs list -r -t snapshot -o name,creation` as zfs prints it: zrep's `list -s`."""
+        return self.run(cmd.list_snapshots(fs)).stdout
 
     def require(self, name: str) -> DatasetInfo:
         info = self.info(name)
@@ -302,6 +319,19 @@ class ZfsHost:
                 dataset=info.name,
                 host=self.host,
             )
+
+
+@dataclass(frozen=True)
+class Link:
+    """The two ends of one replication: `src`'s dataset `src_fs` into `dst`'s `dst_fs`.
+
+    A push (sync, init, failover's final sync) has this host at `src`; a pull (refresh) has
+    it at `dst`."""
+
+    src: ZfsHost
+    src_fs: str
+    dst: ZfsHost
+    dst_fs: str
 
 
 def _int_or_none(value: str) -> int | None:

@@ -5,127 +5,41 @@ reads the stages' stderr (for progress and errors) and their exit statuses. All 
 one new process group, so cancel, timeout and errors stop them with one `killpg`, and each
 carries PR_SET_PDEATHSIG so a killed worker leaves nothing behind (see `procs`).
 
-Layout of a pipeline (a "step" is one program; a "stage" is one local process):
-
-    push  hosta->hostb: zfs send | outfilter | ssh hostb 'infilter | zfs recv'
-    pull  hostb->hosta: ssh hostb 'zfs send | outfilter' | infilter | zfs recv
-    local:              zfs send | outfilter | infilter | zfs recv
-
-Blame, when several stages fail: an SSH connection failure first; else the most upstream
-stage that failed on its own; a stage killed by SIGPIPE (or an ssh that lost its reader) only
-failed because something downstream stopped reading, so it is blamed only if nothing else is.
+Where each program runs is `stages.py`; reading their stderr `stderr.py` and `progress.py`;
+which stage to blame when some fail, `blame.py`.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import fcntl
 import logging
-import math
 import os
-import re
 import selectors
-import shlex
-import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
-from workers.engine.errors import (
-    Cancelled,
-    HostKeyError,
-    HostUnreachable,
-    PipelineError,
-    ZrepqError,
-)
-from workers.engine.ports import StreamProgress, StreamResult, StreamSpec
-from workers.exec.procs import child_argv, describe_status, stop_group
-from workers.exec.quoting import filter_argv, is_status_line, remote_pipeline, stage_statuses
+from workers.engine.errors import Cancelled, PipelineError
+from workers.engine.events import StreamProgress
+from workers.engine.ports import StreamResult, StreamSpec
+from workers.exec.blame import blame
+from workers.exec.procs import child_argv, stop_group
+from workers.exec.progress import RateMeter, SendProgress
 from workers.exec.ssh_options import SshOptions
+from workers.exec.stages import Stage, plan_stages, shell_line
+from workers.exec.stderr import StderrCapture
 
 log = logging.getLogger(__name__)
 
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL when stopping a pipeline
 PROGRESS_INTERVAL = 0.9  # < 1 s, with the 0.1 s poll below: a callback at least every second
 _POLL = 0.1
-_RATE_TAU = 3.0  # seconds; time constant of the smoothed rate
 _PIPE_SIZE = 1 << 20  # bigger pipes absorb zfs send's bursts (F_SETPIPE_SZ, best effort)
-_KEEP_LINES = 100  # stderr lines kept per stage, at the head and at the tail each
 
 ProgressCallback = Callable[[StreamProgress], None]
-
-
-@dataclass(frozen=True)
-class Step:
-    """One program of the pipeline, where it runs."""
-
-    role: str  # send | outfilter | infilter | recv
-    host: str
-    argv: tuple[str, ...]
-
-    @property
-    def label(self) -> str:
-        return f"{self.role} on {self.host}"
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One local process: a local step, or `ssh host` running one or more remote steps."""
-
-    steps: tuple[Step, ...]
-    argv: tuple[str, ...]
-    remote: bool
-
-    @property
-    def host(self) -> str:
-        return self.steps[0].host
-
-    @property
-    def label(self) -> str:
-        if not self.remote:
-            return self.steps[0].label
-        return f"ssh {self.host} ({' | '.join(s.role for s in self.steps)})"
-
-
-def plan_stages(
-    spec: StreamSpec, *, is_local: Callable[[str], bool], ssh: SshOptions
-) -> list[Stage]:
-    """The local processes that run `spec`; consecutive steps on one remote host share an ssh."""
-    steps = [Step("send", spec.send_host, tuple(spec.send_argv))]
-    if spec.outfilter:
-        steps.append(Step("outfilter", spec.send_host, filter_argv(spec.outfilter)))
-    if spec.infilter:
-        steps.append(Step("infilter", spec.recv_host, filter_argv(spec.infilter)))
-    steps.append(Step("recv", spec.recv_host, tuple(spec.recv_argv)))
-
-    stages: list[Stage] = []
-    group: list[Step] = []
-
-    def flush() -> None:
-        if group:
-            command = remote_pipeline([s.argv for s in group])
-            argv = (*ssh.openssh_argv(group[0].host), command)
-            stages.append(Stage(tuple(group), argv, remote=True))
-            group.clear()
-
-    for step in steps:
-        if is_local(step.host):
-            flush()
-            stages.append(Stage((step,), step.argv, remote=False))
-        else:
-            if group and group[0].host != step.host:
-                flush()
-            group.append(step)
-    flush()
-    return stages
-
-
-def shell_line(stages: Sequence[Stage]) -> str:
-    """The pipeline as a line one could paste into sh, for logs."""
-    return " | ".join(shlex.join(s.argv) for s in stages)
 
 
 def run_stream(
@@ -142,171 +56,32 @@ def run_stream(
     """Run `spec` to completion (see `ports.Transport.stream`); `timeout` bounds the whole run."""
     stages = plan_stages(spec, is_local=is_local, ssh=ssh)
     full_env = {**os.environ, **env} if env else None
-    return _Run(stages, full_env, total, on_progress, cancel, timeout).execute()
-
-
-# -- progress -----------------------------------------------------------------------------------
-
-# `zfs send -v -P` (OpenZFS): per-second "HH:MM:SS\t<bytes>[\t<blocks>]\t<snapshot>", after an
-# estimate of "full\t<snap>\t<size>" / "incremental\t<from>\t<snap>\t<size>" lines and "size\t<n>".
-_TICK_LINE = re.compile(r"^\d\d:\d\d:\d\d\t(\d+)(?:\t\d+)?\t(\S.*)$")
-_ESTIMATE_LINE = re.compile(r"^(?:full|incremental)\t.*\t(\d+)$")
-_SIZE_LINE = re.compile(r"^size\t(\d+)$")
-
-
-class SendProgress:
-    """Bytes sent so far, from `zfs send -v -P` stderr lines.
-
-    OpenZFS counts bytes per snapshot, so an `-I` stream restarts at 0 with each snapshot;
-    the count here carries the finished snapshots' bytes forward and never goes back.
-    """
-
-    def __init__(self, total: int | None = None) -> None:
-        self.total = total
-        self.seen = False  # any per-second line yet
-        self._estimated = 0
-        self._finished = 0  # bytes of snapshots already done
-        self._snapshot: str | None = None
-        self._current = 0
-
-    @property
-    def bytes(self) -> int:
-        return self._finished + self._current
-
-    def feed(self, line: str) -> bool:
-        """Take one stderr line; True when it was progress (not worth keeping for errors)."""
-        m = _TICK_LINE.match(line)
-        if m:
-            self.seen = True
-            nbytes, snapshot = int(m.group(1)), m.group(2)
-            if snapshot != self._snapshot:
-                self._finished += self._current
-                self._snapshot, self._current = snapshot, 0
-            self._current = max(self._current, nbytes)
-            return True
-        m = _SIZE_LINE.match(line)
-        if m:
-            if self.total is None:
-                self.total = int(m.group(1))
-            return True
-        m = _ESTIMATE_LINE.match(line)
-        if m:
-            self._estimated += int(m.group(1))
-            return True
-        return False
-
-    def estimated_total(self) -> int | None:
-        return self.total if self.total is not None else (self._estimated or None)
-
-
-class RateMeter:
-    """Exponentially smoothed bytes/second, robust to irregular sample times."""
-
-    def __init__(self, tau: float = _RATE_TAU) -> None:
-        self._tau = tau
-        self._last: tuple[float, int] | None = None
-        self.rate = 0.0
-
-    def update(self, now: float, nbytes: int) -> float:
-        if self._last is None:
-            self._last = (now, nbytes)
-            return self.rate
-        then, before = self._last
-        dt = now - then
-        if dt <= 0:
-            return self.rate
-        instant = (nbytes - before) / dt
-        weight = 1.0 - math.exp(-dt / self._tau)
-        self.rate = instant if self.rate == 0.0 else self.rate + weight * (instant - self.rate)
-        self._last = (now, nbytes)
-        return self.rate
-
-
-# -- one run ------------------------------------------------------------------------------------
-
-
-class _Capture:
-    """A stage's stderr: split in lines, progress lines parsed and dropped, the rest kept."""
-
-    def __init__(self, progress: SendProgress | None) -> None:
-        self.progress = progress
-        self.nbytes = 0
-        self._partial = b""
-        self._head: list[str] = []
-        self._tail: collections.deque[str] = collections.deque(maxlen=_KEEP_LINES)
-        self._dropped = 0
-        self.status_lines: list[str] = []
-
-    def feed(self, data: bytes) -> None:
-        self.nbytes += len(data)
-        lines = (self._partial + data).split(b"\n")
-        self._partial = lines.pop()
-        for raw in lines:
-            self._line(raw.decode("utf-8", errors="replace").rstrip("\r"))
-
-    def close(self) -> None:
-        if self._partial:
-            self._line(self._partial.decode("utf-8", errors="replace"))
-            self._partial = b""
-
-    def _line(self, line: str) -> None:
-        if self.progress is not None and self.progress.feed(line):
-            return
-        if is_status_line(line):
-            self.status_lines.append(line)
-            return
-        if not line.strip():
-            return
-        if len(self._head) < _KEEP_LINES:
-            self._head.append(line)
-            return
-        if len(self._tail) == self._tail.maxlen:
-            self._dropped += 1
-        self._tail.append(line)
-
-    def text(self) -> str:
-        lines = list(self._head)
-        if self._dropped:
-            lines.append(f"[... {self._dropped} lines omitted ...]")
-        lines.extend(self._tail)
-        return "\n".join(lines)
+    run = _Run(stages, full_env, SendProgress(total), on_progress, cancel, timeout)
+    return run.execute()
 
 
 @dataclass
-class _Failure:
-    step: Step
-    stage: Stage
-    status: int | None
-    victim: bool  # failed only because a later stage stopped reading
-    note: str = ""
-
-
 class _Run:
-    def __init__(
-        self,
-        stages: list[Stage],
-        env: dict[str, str] | None,
-        total: int | None,
-        on_progress: ProgressCallback | None,
-        cancel: threading.Event | None,
-        timeout: float | None,
-    ) -> None:
-        self.stages = stages
-        self.env = env
-        self.on_progress = on_progress
-        self.cancel = cancel
-        self.timeout = timeout
-        self.progress = SendProgress(total)
-        self.rate = RateMeter()
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.captures: list[_Capture] = []
-        self.pgid = 0
-        self.start = 0.0
-        self.last_emit = 0.0
-        self.last_bytes = -1
-        self.send_index = next(i for i, s in enumerate(stages) if s.steps[0].role == "send")
-        # A local `zfs send`'s write count when it exited (see `_bytes`).
-        self.send_wchar: int | None = None
+    """One run of a pipeline: its processes, their stderr, the progress so far."""
+
+    stages: list[Stage]
+    env: dict[str, str] | None
+    progress: SendProgress
+    on_progress: ProgressCallback | None
+    cancel: threading.Event | None
+    timeout: float | None
+    rate: RateMeter = field(default_factory=RateMeter)
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    captures: list[StderrCapture] = field(default_factory=list)
+    pgid: int = 0  # the stages' process group: the first stage's pid
+    start: float = 0.0
+    last_emit: float = 0.0
+    last_bytes: int = -1
+    send_wchar: int | None = None  # a local `zfs send`'s write count when it exited (`_bytes`)
+    send_index: int = field(init=False)  # the stage that runs `zfs send`
+
+    def __post_init__(self) -> None:
+        self.send_index = next(i for i, s in enumerate(self.stages) if s.steps[0].role == "send")
 
     def execute(self) -> StreamResult:
         log.info("stream: %s", shell_line(self.stages))
@@ -324,7 +99,7 @@ class _Run:
             for capture in self.captures:
                 capture.close()
         elapsed = time.monotonic() - self.start
-        failure = self._blame()
+        failure = blame(self.stages, [p.returncode for p in self.procs], self.captures)
         if failure is not None:
             raise failure
         nbytes = self._bytes()
@@ -378,7 +153,7 @@ class _Run:
                     self.pgid = proc.pid
                 self.procs.append(proc)
                 progress = self.progress if i == self.send_index else None
-                self.captures.append(_Capture(progress))
+                self.captures.append(StderrCapture(progress))
                 selector.register(err_r, selectors.EVENT_READ, len(self.captures) - 1)
         finally:
             if upstream is not None:
@@ -510,135 +285,8 @@ class _Run:
         recv = self.stages[-1].steps[-1]
         return f"{send.host} -> {recv.host}"
 
-    def _blame(self) -> ZrepqError | None:
-        connection = self._connection_error()
-        if connection is not None:
-            return connection
-        failures = self._failures()
-        if not failures:
-            return None
-        real = [f for f in failures if not f.victim]
-        chosen = real[0] if real else failures[-1]
-        index = self.stages.index(chosen.stage)
-        stderr = self.captures[index].text()
-        reason = gist(stderr) or "(no error output)"
-        if chosen.victim and not real:
-            reason = f"the next stage stopped reading before the end of the stream; {reason}"
-        note = f" ({chosen.note})" if chosen.note else ""
-        return PipelineError(
-            f"{chosen.step.label} failed ({describe_status(chosen.status)}){note}: {reason}",
-            argv=chosen.step.argv,
-            returncode=chosen.status,
-            stderr=stderr,
-            host=chosen.step.host,
-        )
-
-    def _failures(self) -> list[_Failure]:
-        """Every step that did not succeed, upstream first."""
-        found: list[_Failure] = []
-        for stage, proc, capture in zip(self.stages, self.procs, self.captures, strict=True):
-            rc = proc.returncode
-            if not stage.remote:
-                if rc != 0:
-                    broken = rc == -signal.SIGPIPE or "Broken pipe" in capture.text()
-                    found.append(_Failure(stage.steps[0], stage, rc, victim=broken))
-                continue
-            reported = stage_statuses(capture.status_lines)
-            for j, step in enumerate(stage.steps[:-1]):
-                status = reported.get(j)
-                if status:
-                    found.append(_Failure(step, stage, status, victim=status == 128 + 13))
-            last = stage.steps[-1]
-            if rc == 255:
-                # Not a connection failure (checked first): the remote command was killed, or
-                # ssh lost its reader; the latter is a victim of whatever failed downstream.
-                found.append(
-                    _Failure(
-                        last,
-                        stage,
-                        rc,
-                        victim=True,
-                        note="ssh lost the connection or the remote program was killed",
-                    )
-                )
-            elif rc != 0:
-                found.append(_Failure(last, stage, rc, victim=rc == 128 + 13))
-        # An ssh 255 is a victim only if something after it failed; else it is the cause.
-        for k, f in enumerate(found):
-            if f.status == 255 and f.stage.remote and not any(not g.victim for g in found[k + 1 :]):
-                f.victim = False
-        return found
-
-    def _connection_error(self) -> HostUnreachable | None:
-        for stage, proc, capture in zip(self.stages, self.procs, self.captures, strict=True):
-            if stage.remote and proc.returncode == 255:
-                error = ssh_connection_error(stage.host, capture.text())
-                if error is not None:
-                    return error
-        return None
-
-
-# -- helpers ------------------------------------------------------------------------------------
-
-_HOST_KEY_CHANGED = ("REMOTE HOST IDENTIFICATION HAS CHANGED", "Host key for", "has changed")
-_HOST_KEY_FAILED = ("Host key verification failed",)
-_UNREACHABLE = (
-    "Connection refused",
-    "Connection timed out",
-    "Could not resolve hostname",
-    "No route to host",
-    "Network is unreachable",
-    "Connection closed by",
-    "Connection reset by",
-    "kex_exchange_identification",
-    "Operation timed out",
-)
-_AUTH_FAILED = ("Permission denied (",)
-
-
-def ssh_connection_error(host: str, stderr: str) -> HostUnreachable | None:
-    """The error an OpenSSH exit 255 stands for, judged from its stderr; None if not one."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    said = "; ".join(_relevant(lines))
-
-    def has(markers: Iterable[str]) -> bool:
-        return any(m in line for m in markers for line in lines)
-
-    if has(_HOST_KEY_FAILED) or has(_HOST_KEY_CHANGED):
-        if has(_HOST_KEY_CHANGED):
-            what = "has CHANGED (or is not the one known_hosts lists)"
-        else:
-            what = "is not in known_hosts"
-        return HostKeyError(f"host key for {host} {what}: ssh said: {said}", host=host)
-    if has(_AUTH_FAILED):
-        return HostUnreachable(
-            f"authentication to {host} failed: ssh said: {said}", host=host, retryable=False
-        )
-    if has(_UNREACHABLE):
-        return HostUnreachable(f"cannot connect to {host}: ssh said: {said}", host=host)
-    return None
-
-
-def _relevant(lines: list[str]) -> list[str]:
-    # ssh's host-key warning is a banner of '@' lines; keep the sentences.
-    kept = [line for line in lines if not line.startswith("@") and not is_status_line(line)]
-    return kept[:4]
-
 
 def _grow_pipe(fd: int) -> None:
     # Above /proc/sys/fs/pipe-max-size an unprivileged user gets EPERM: keep the default then.
     with contextlib.suppress(OSError):
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
-
-
-# ssh's own chatter, never the reason a stage failed.
-_NOISE = ("Warning: Permanently added", "** ", "Pseudo-terminal will not be allocated")
-
-
-def gist(stderr: str) -> str:
-    """The first line of `stderr` that says something about a failure."""
-    for line in stderr.splitlines():
-        line = line.strip()
-        if line and not line.startswith(_NOISE) and not line.startswith("@"):
-            return line
-    return ""

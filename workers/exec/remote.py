@@ -14,15 +14,12 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Sequence
 
 import paramiko
 
 from workers.engine.errors import CommandError, HostKeyError, HostUnreachable
-from workers.engine.ports import CommandResult
-from workers.exec.local import command_error, command_name, timeout_error
-from workers.exec.procs import describe_status
 from workers.exec.quoting import remote_command
+from workers.exec.runner import BaseRunner, command_name, timed_out
 from workers.exec.ssh_options import ResolvedHost, SshOptions
 
 log = logging.getLogger(__name__)
@@ -32,7 +29,7 @@ _SESSION_RETRIES = 10  # ~1 s of waiting for sshd to free a session slot
 _NETWORK_ERRORS = (OSError, EOFError, paramiko.SSHException)
 
 
-class ParamikoRunner:
+class ParamikoRunner(BaseRunner):
     """`ports.Runner` for one remote host; thread-safe, one TCP connection shared by all calls.
 
     A dead connection is replaced once per call, and only when the command had not started
@@ -45,48 +42,24 @@ class ParamikoRunner:
     def __init__(
         self, host: str, options: SshOptions | None = None, *, max_sessions: int = 10
     ) -> None:
-        self._host = host
+        super().__init__(host)
         self._options = options or SshOptions()
         self._sessions = threading.BoundedSemaphore(max_sessions)
         self._lock = threading.Lock()
         self._client: paramiko.SSHClient | None = None
         self._resolved: ResolvedHost | None = None
 
-    @property
-    def host(self) -> str:
-        return self._host
-
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        check: bool = True,
-        timeout: float | None = None,
-    ) -> CommandResult:
-        argv = tuple(argv)
+    def _execute(self, argv: tuple[str, ...], timeout: float | None) -> tuple[int, bytes, bytes]:
         # stdin from /dev/null on the far side: paramiko can send our EOF after its own CLOSE
         # when a command ends at once (a race in Channel.shutdown), and sshd then drops the
         # whole connection ("ieof packet referred to nonexistent channel").
         command = remote_command(argv, stdin_null=True)
-        log.debug("run on %s: %s", self._host, command)
-        start = time.monotonic()
         with self._sessions:
             channel = self._open_channel(argv, command)
             try:
-                status, out, err = self._collect(channel, argv, timeout)
+                return self._collect(channel, argv, timeout)
             finally:
                 channel.close()
-        result = CommandResult(self._host, argv, status, _text(out), _text(err))
-        log.debug(
-            "%s on %s: %s in %.3fs",
-            argv[0],
-            self._host,
-            describe_status(status),
-            time.monotonic() - start,
-        )
-        if check and status != 0:
-            raise command_error(result)
-        return result
 
     def close(self) -> None:
         with self._lock:
@@ -264,7 +237,7 @@ class ParamikoRunner:
                 wait = min(wait, deadline - time.monotonic())
                 if wait <= 0:
                     self._abandon(channel)
-                    raise timeout_error(self._host, argv, timeout or 0.0, _text(bytes(err)))
+                    raise timed_out(self._host, argv, timeout or 0.0, bytes(err))
             select.select([fd], [], [], wait)
         drain()
         status = channel.recv_exit_status()
@@ -280,7 +253,7 @@ class ParamikoRunner:
                 f"`{command_name(argv)}` on {self._host} was killed on the remote side",
                 argv=argv,
                 returncode=None,
-                stderr=_text(bytes(err)),
+                stderr=bytes(err).decode("utf-8", errors="replace"),
                 host=self._host,
             )
         return status, bytes(out), bytes(err)
@@ -377,7 +350,3 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__
-
-
-def _text(data: bytes) -> str:
-    return data.decode("utf-8", errors="replace")

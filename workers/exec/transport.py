@@ -6,7 +6,8 @@ import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 
-from workers.engine.ports import Runner, StreamProgress, StreamResult, StreamSpec
+from workers.engine.events import StreamProgress
+from workers.engine.ports import Runner, StreamResult, StreamSpec
 from workers.exec.local import LocalRunner
 from workers.exec.pipeline import run_stream
 from workers.exec.remote import ParamikoRunner
@@ -70,7 +71,6 @@ class SshTransport:
         self,
         spec: StreamSpec,
         *,
-        total: int | None = None,
         on_progress: Callable[[StreamProgress], None] | None = None,
         cancel: threading.Event | None = None,
         timeout: float | None = None,
@@ -81,7 +81,6 @@ class SshTransport:
             is_local=self.is_local,
             ssh=self._ssh,
             env=self._local_env,
-            total=total,
             on_progress=on_progress,
             cancel=cancel,
             timeout=timeout if timeout is not None else self._stream_timeout,

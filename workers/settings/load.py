@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar, cast, overload
 
@@ -65,6 +66,7 @@ def load(
     )
     if problems or engine is None:
         raise ConfigError(_report(problems, file))
+    engine = replace(engine, command_timeout=tables.worker.command_timeout)
     return Settings(model=tables, path=file, source_env=source_env, engine=engine)
 
 

@@ -133,6 +133,11 @@ class WorkerSection(Section):
     lease_ttl: Annotated[float, Env("ZREPQ_LEASE_TTL")] = Field(default=60.0, ge=3)
     remote_command: Annotated[str, Env("ZREPQ_REMOTE_COMMAND")] = "zrepq-local"
     check_timeout: Annotated[float, Env("ZREPQ_CHECK_TIMEOUT")] = Field(default=30.0, gt=0)
+    # Every control command (zfs get/set/snapshot/destroy, the far side's zrepq-local) is
+    # bounded by this: a hung pool or host fails the task instead of holding its lease forever.
+    command_timeout: Annotated[float, Env("ZREPQ_COMMAND_TIMEOUT")] = Field(
+        default=600.0, gt=0, allow_inf_nan=False
+    )
 
     @field_validator("loglevel", mode="before")
     @classmethod

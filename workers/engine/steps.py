@@ -1,0 +1,172 @@
+"""The steps several zrep commands share, as functions over a `Context`.
+
+- `lock`: zrepq's lock on every (host, fs) the command touches, then zrep's own `lock-pid`
+  on this host's dataset; `check` stops work once the lease is lost;
+- `stream`: `zfs send | [filters] | zfs recv` through the transport, with progress events;
+- `mark_sent` and `move_holds`: how a snapshot becomes the pair's last sent one.
+
+The verbs call these; these call `ZfsHost`, the transport and the locks, never a verb.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import replace
+
+from . import commands as cmd
+from . import zfs_errors, zreplock
+from .context import Context
+from .errors import Cancelled, LockHeld, LockLost, PipelineError
+from .events import StreamFinished, StreamProgress, StreamStarted
+from .locks import lock_name
+from .model import DatasetInfo, Snapshot, may_hold
+from .ports import LockHandle, StreamSpec
+from .zfs import Link, ZfsHost
+
+
+@contextmanager
+def lock(
+    ctx: Context,
+    targets: Sequence[tuple[str, str]],
+    operation: str,
+    *,
+    local_info: DatasetInfo | None = None,
+) -> Iterator[LockHandle]:
+    """Lock every (host, fs) in `targets`, in sorted order, released on every path.
+
+    First zrepq's own lock (`ctx.locks`: the Redis lease, or `zrepq-local`'s lock files);
+    then, for the dataset of this host (`local_info`), zrep's own `TAG:lock-pid` and
+    `TAG:lock-time`, checked and set under zrep's global lock (`zreplock`): a zrep or
+    another zrepq process of this host that holds it makes this one refuse, and an upstream
+    zrep run from cron here sees the dataset locked while this one works. Refusals say
+    `Cannot lock FS. Cannot continue` (zrep's words) and then who holds it.
+    """
+    keys = sorted({lock_name(ctx.tag, h, fs) for h, fs in targets})
+    if ctx.operation_id:
+        operation = f"{operation}/{ctx.operation_id}"
+    with ExitStack() as stack:
+        try:
+            handle = stack.enter_context(
+                ctx.locks.hold(keys, operation=operation, wait=ctx.lock_wait)
+            )
+            if local_info is not None:
+                zlocal, glock = ctx.local, zreplock.global_lock(ctx.config.rundir)
+                mark = zreplock.claim(zlocal, local_info.name, glock)
+                stack.callback(zreplock.release, zlocal, mark, glock)
+        except LockHeld as e:
+            fs = local_info.name if local_info is not None else _lock_subject(ctx, targets)
+            raise LockHeld(
+                f"Cannot lock {fs}. Cannot continue\n{e.message}",
+                holder=e.holder,
+                dataset=fs,
+                host=e.host or ctx.host,
+            ) from None
+        yield handle
+
+
+def _lock_subject(ctx: Context, targets: Sequence[tuple[str, str]]) -> str:
+    """The dataset zrep would name in `Cannot lock ...`: this host's, else the first."""
+    here = [fs for h, fs in targets if h == ctx.host]
+    return (here or [fs for _, fs in targets] or ["?"])[0]
+
+
+def check(handle: LockHandle) -> None:
+    """Stop before the next change once the lease is lost (someone else may hold it now)."""
+    if handle.lost.is_set():
+        raise LockLost("lost the lease while working; stopped before the next change")
+
+
+def stream(
+    ctx: Context,
+    link: Link,
+    send_args: Sequence[str],
+    recv_args: Sequence[str],
+    *,
+    snapshot: str,
+    base: str | None,
+    handle: LockHandle | None,
+    resumed: bool = False,
+) -> tuple[int, float]:
+    """`zfs send -v -P ARGS | [filters] | ssh dst zfs recv ARGS`, with progress events
+    (about `link.src_fs` and `snapshot`).
+
+    No separate `zfs send -nvP` for the size: the send itself prints that estimate before
+    the first byte (`size` line, parsed by the pipeline), so progress events carry the
+    total from the first one on; `StreamStarted.total` is None. A failure is typed by what
+    zfs said (`StaleResumeToken` for a refused `send -t`, `PoolNeedsUpgrade`).
+    """
+    dataset = link.src_fs
+    ctx.emit(StreamStarted(dataset, snapshot, base, link.dst.host, link.dst_fs, None, resumed))
+    spec = StreamSpec(
+        send_host=link.src.host,
+        send_argv=cmd.send(send_args),
+        recv_host=link.dst.host,
+        recv_argv=cmd.recv(recv_args),
+        outfilter=ctx.config.outfilter,
+        infilter=ctx.config.infilter,
+    )
+
+    def progress(p: StreamProgress) -> None:
+        ctx.emit(replace(p, dataset=dataset, snapshot=snapshot))
+
+    cancel = handle.lost if handle is not None else threading.Event()
+    try:
+        res = ctx.transport.stream(spec, on_progress=progress, cancel=cancel)
+    except Cancelled:
+        if cancel.is_set():
+            raise LockLost(
+                f"lost the lease on {dataset} during the send of {snapshot}; stream stopped",
+                dataset=dataset,
+                host=ctx.host,
+            ) from None
+        raise
+    except PipelineError as e:
+        raise zfs_errors.typed_stream(e, resuming=resumed) from None
+    ctx.emit(StreamFinished(dataset, snapshot, res.bytes_sent, res.elapsed))
+    return res.bytes_sent, res.elapsed
+
+
+def mark_sent(ctx: Context, link: Link, snaps: Sequence[Snapshot]) -> None:
+    """Record completion the way zrep does: `TAG:sent=<epoch>` on both sides."""
+    now = str(int(time.time()))
+    for s in snaps:
+        link.dst.set(f"{link.dst_fs}@{s.short}", {f"{ctx.tag}:sent": now})
+        link.src.set(s.name, {f"{ctx.tag}:sent": now})
+
+
+def move_holds(
+    ctx: Context,
+    link: Link,
+    new: str,
+    *,
+    src_snaps: Sequence[Snapshot] = (),
+    dst_snaps: Sequence[Snapshot] = (),
+) -> None:
+    """Hold the new last-sent snapshot on both sides, and release our hold from every other
+    snapshot of either side that may carry one.
+
+    The hold stops a manual `zfs destroy` (or an upstream zrep expire) from removing the
+    incremental base, which would force a full re-seed. Any other hold of ours is stale by
+    definition: the previous base, and also one left behind when zrep synced in between
+    (zrep moves no hold), which would keep zrep's expire failing with "dataset is busy".
+    `src_snaps`/`dst_snaps` are the sides' snapshots as read under the lease, with their
+    `userrefs`: only those with a hold (or unknown) are named, in one `zfs release` per
+    side, so the steady state costs what it always did (the previous base, once).
+    """
+    tag = ctx.config.hold_tag
+    link.src.hold(tag, f"{link.src_fs}@{new}")
+    link.dst.hold(tag, f"{link.dst_fs}@{new}")
+    release_stale(ctx, link.src, src_snaps, keep=new)
+    release_stale(ctx, link.dst, dst_snaps, keep=new)
+
+
+def release_stale(
+    ctx: Context, zh: ZfsHost, snaps: Sequence[Snapshot], *, keep: str | None = None
+) -> list[str]:
+    """Release our hold from every snapshot in `snaps` that may carry one, except `keep`
+    (a short name); one call, none when no snapshot has a hold. Returns those released."""
+    names = [s.name for s in snaps if s.short != keep and may_hold(s)]
+    return zh.release(ctx.config.hold_tag, *names)
