@@ -147,12 +147,15 @@ def install_zrepq(guest: Guest, wheels: Path) -> None:
     log(f"{guest.name}: zrepq installed in {time.monotonic() - t0:.0f}s")
 
 
-def start_worker(host: StorageHost, redis_port: int) -> None:
+def start_worker(host: StorageHost, redis_port: int, **extra: str) -> None:
+    """`zrepq-worker` in the guest, against this machine's Redis; `extra` adds to its
+    environment (bench/openzfs.py: concurrency, savecount)."""
     env = {
         "ZREPQ_HOST": host.name,
         "ZREPQ_BROKER_URL": f"redis://10.0.2.2:{redis_port}/0",
         "ZREPQ_SSH_ACCEPT_NEW": "1",
         "ZREPQ_CONCURRENCY": "2",
+        **extra,
     }
     assignments = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
     host.sh(
