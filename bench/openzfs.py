@@ -89,7 +89,7 @@ def install_peers(host: Any, debs: Path, wheels: Path) -> None:
     host.guest.put(wheels, "/root/peers")
     host.sh(
         "set -e; dpkg -i /root/peers/debs/*.deb >/var/tmp/peers-install.log 2>&1; "
-        "python3 -m venv /opt/zab; /opt/zab/bin/pip install -q --no-index "
+        "python3 -m venv /opt/zab; /opt/zab/bin/pip install -q --no-compile --no-index "
         f"--find-links /root/peers/wheels zfs-autobackup=={peers.ZAB_VERSION}",
         timeout=900,
     )
