@@ -1,12 +1,15 @@
 """Run every zrepq benchmark, print one table, write docs/benchmarks.md.
 
-    /opt/zrepq-venv/bin/python -m bench            # full set (~20 min on 2 idle cores)
-    /opt/zrepq-venv/bin/python -m bench --quick    # smaller sizes (~8 min); prints only
-    /opt/zrepq-venv/bin/python -m bench --only 2,4 # some sections
+    .venv/bin/python -m bench            # full set; rewrites docs/benchmarks.md's results
+    .venv/bin/python -m bench --quick    # smaller sizes; prints only
+    .venv/bin/python -m bench --only 2,4 # some sections
 
-Needs root (the harness's sshd hosts), redis-server, sshd, zstd, pv. A full run rewrites the
-part of docs/benchmarks.md between its `bench:results` markers and keeps the rest (the notes
-on what was changed); --quick and --smoke print only, unless --output is given.
+Run as root from the repository root, after `bash scripts/setup.sh` (which installs what
+this needs: redis-server, sshd, zstd, pv, Debian's sanoid for syncoid, zfs-autobackup in
+.venv). Section 5 boots two QEMU guests with real OpenZFS (the realzfs tier's cached image,
+built on first use). A full run rewrites the part of docs/benchmarks.md between its
+`bench:results` markers and keeps the rest; --quick and --smoke print only, unless --output
+is given.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import datapath, lease, scale, syncall
+from bench import datapath, lease, openzfs, peers, scale, syncall
 from bench.common import (
     REPO,
     Row,
@@ -36,9 +39,10 @@ from bench.common import (
 
 SECTIONS: dict[str, tuple[str, Callable[[str], Section]]] = {
     "1": ("data path throughput", datapath.run),
-    "2": ("sync-all control overhead", syncall.run),
+    "2": ("sync all, zrepq and its peers", syncall.run),
     "3": ("scale", scale.run),
     "4": ("lease latency and enqueue rate", lease.run),
+    "5": ("sync all on real OpenZFS", openzfs.run),
 }
 DOC = REPO / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- bench:results:begin -->", "<!-- bench:results:end -->"
@@ -64,13 +68,17 @@ def render(
         f"- machine: {info.get('cores')} cores ({info.get('cpu', '?')}), "
         f"{info.get('memory', '?')} memory, Linux {info.get('kernel')}, Python "
         f"{info.get('python')}, Celery {info.get('celery', '?')}, redis-server "
-        f"{info.get('redis', '?')}, {info.get('openssh', '?')}, zstd {info.get('zstd', '?')}",
+        f"{info.get('redis', '?')}, {info.get('openssh', '?')}, zstd {info.get('zstd', '?')}, "
+        f"syncoid {info.get('syncoid', '?')}, zfs-autobackup {info.get('zfs-autobackup', '?')}",
         f"- load: the machine is shared; load average {loads[0]} at the start, {loads[1]} at the "
         f"end; other processes used {others:.2f} cores on average while this ran",
         "",
         table_markdown(rows),
         "",
     ]
+    for s in sections:
+        for t in s.tables:
+            lines += [t, ""]
     for s in sections:
         if s.skipped:
             lines.append(f"- section {s.name} skipped: {s.skipped}")
@@ -87,8 +95,8 @@ zrepq against what people run today, in the same run, as ratios (the machine is 
 noisy; absolute numbers move, ratios much less). See `bench/` for what each section does.
 
 ```sh
-/opt/zrepq-venv/bin/python -m bench            # full set, rewrites the results below
-/opt/zrepq-venv/bin/python -m bench --quick    # smaller sizes, prints only
+.venv/bin/python -m bench            # full set, rewrites the results below
+.venv/bin/python -m bench --quick    # smaller sizes, prints only
 ```
 
 {BEGIN}
@@ -107,9 +115,9 @@ def write_doc(path: Path, block: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="smaller sizes (~8 min)")
+    ap.add_argument("--quick", action="store_true", help="smaller sizes")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: does everything run?")
-    ap.add_argument("--only", default="1,2,3,4", help="sections to run, e.g. 1,4")
+    ap.add_argument("--only", default="1,2,3,4,5", help="sections to run, e.g. 1,4")
     ap.add_argument(
         "--output",
         type=Path,
@@ -128,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join([sys.executable, "-m", "bench", *raw])
 
     started = datetime.now(UTC)
-    info = machine()
+    info = {**machine(), **peers.versions()}
     load0 = loadavg()
     print(
         f"zrepq benchmarks, mode {mode}: {info.get('cores')} cores, {info.get('memory')}, "
@@ -155,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     load1 = loadavg()
     rows = [r for s in sections for r in s.rows]
     print("\n" + table_text(rows))
+    for s in sections:
+        for t in s.tables:
+            print("\n" + t)
     for s in sections:
         if s.skipped:
             print(f"section {s.name} skipped: {s.skipped}")

@@ -29,6 +29,8 @@ class Calls:
     streams: int = 0  # send | recv pipelines
     seconds: float = 0.0  # wall time inside both
     stream_seconds: float = 0.0  # of which inside streams
+    remote: int = 0  # of the commands, those run on the other host (a paramiko channel)
+    remote_seconds: float = 0.0  # and their wall time (channel round trip included)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -36,6 +38,8 @@ class Calls:
             "streams": self.streams,
             "zfs_s": self.seconds,
             "stream_s": self.stream_seconds,
+            "remote": self.remote,
+            "remote_s": self.remote_seconds,
         }
 
 
@@ -67,6 +71,9 @@ def _timed(fn: Callable[..., Any], kind: str) -> Callable[..., Any]:
                     acc.stream_seconds += dt
                 else:
                     acc.commands += 1
+                    if kind == "remote":
+                        acc.remote += 1
+                        acc.remote_seconds += dt
 
     return wrapper
 
@@ -80,6 +87,6 @@ def install() -> None:
     from workers.exec.transport import SshTransport
 
     LocalRunner.run = _timed(LocalRunner.run, "command")  # type: ignore[method-assign]
-    ParamikoRunner.run = _timed(ParamikoRunner.run, "command")  # type: ignore[method-assign]
+    ParamikoRunner.run = _timed(ParamikoRunner.run, "remote")  # type: ignore[method-assign]
     SshTransport.stream = _timed(SshTransport.stream, "stream")  # type: ignore[method-assign]
     _installed = True

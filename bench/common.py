@@ -57,6 +57,7 @@ class Section:
     name: str
     rows: list[Row] = field(default_factory=list)
     details: list[str] = field(default_factory=list)
+    tables: list[str] = field(default_factory=list)  # markdown, shown after the main table
     skipped: str | None = None
     seconds: float = 0.0
 
@@ -68,6 +69,19 @@ class Section:
     def note(self, text: str) -> None:
         self.details.append(text)
         print(f"  {text}", flush=True)
+
+    def table(self, title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+        """A table of its own (e.g. every contender side by side), after the main one."""
+        lines = [
+            f"**{title}**",
+            "",
+            "| " + " | ".join(_cell(h) for h in header) + " |",
+            "|" + "---|" * len(header),
+            *("| " + " | ".join(_cell(c) for c in r) + " |" for r in rows),
+        ]
+        text = "\n".join(lines)
+        self.tables.append(text)
+        print(text, flush=True)
 
 
 def mark(ok: bool | None) -> str:
@@ -275,7 +289,10 @@ class Lab(contextlib.ExitStack):
     def __init__(self, label: str) -> None:
         super().__init__()
         self.base = Path(tempfile.mkdtemp(prefix=f"zrepq-bench-{label}-", dir=scratch_base()))
-        self.callback(shutil.rmtree, self.base, True)
+        if os.environ.get("ZREPQ_BENCH_KEEP"):  # keep the hosts' state and call logs to read
+            print(f"keeping {self.base} (ZREPQ_BENCH_KEEP)", flush=True)
+        else:
+            self.callback(shutil.rmtree, self.base, True)
         self.logs = self.base / "logs"
         self.logs.mkdir()
 
@@ -409,4 +426,6 @@ def section_main(run: Callable[[str], Section], argv: Sequence[str] | None = Non
         print(f"skipped: {sec.skipped}")
         return 0
     print(table_text(sec.rows))
+    for t in sec.tables:
+        print("\n" + t)
     return 0

@@ -12,7 +12,16 @@ sends new data the receiver has never seen) and `zfs snapshot`. Then one of:
 - zrepq engine: `sync.synconly(ctx, ...)` in this process (reads both sides, lease, size
   estimate, `send -v -P` with progress parsing, mark sent, holds, expire);
 - zrepq worker: `zrep.synconly` through Redis and a real worker for hosta,
-  timed from enqueue to result.
+  timed from enqueue to result;
+- syncoid: `syncoid --no-sync-snap SRC root@hostb:DST` (send the newest snapshot, the one
+  taken before the clock) at the settings of bench/peers.py (`--compress=none --quiet`, its
+  mbuffer on both sides);
+- zfs-autobackup: `zfs-autobackup --no-snapshot --other-snapshots bench poolb` (send the
+  snapshot taken before the clock, whose name is not its own) at the settings of
+  bench/peers.py (holds on both sides, ControlMaster).
+
+Every contender's whole run is timed (its process start and control calls too); the peers
+run under bench/reaper.py, so their ssh masters' CPU counts.
 
 The snapshot is taken before the clock starts, so both sides time the same work: moving one
 incremental. Runs alternate (baseline, engine, worker, then worker, engine, baseline, ...) so
@@ -38,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import calltime
+from bench import calltime, peers
 from bench.common import (
     GiB,
     Lab,
@@ -59,7 +68,9 @@ PARAMS = {
     "smoke": {"mib": 8, "reps": 1, "zstd_mib": 8, "zstd_reps": 1, "worker": True},
 }
 TARGET = 0.95
-SRC, DST = "poola/big", "poolb/big"
+# Names no other test uses: syncoid refuses to receive into a dataset some `zfs recv` on the
+# machine names (`ps`), and the machine is shared.
+SRC, DST = "poola/datapath", "poolb/datapath"
 BASE, NEW = f"{SRC}@zrep_000000", f"{SRC}@zrep_000001"
 ZSTD_OUT, ZSTD_IN = "zstd -1 -c", "zstd -dc"
 
@@ -139,6 +150,9 @@ class DataPath:
         self.producer: Any = None
         self.calltime_log: Path | None = None
         self.setup_engine = self.context()
+        self.zab_config = peers.zab_ssh_config(
+            self.cluster.config_file, lab.base / "ssh_config-zab", lab.base / "cm"
+        )
 
     # -- setup --------------------------------------------------------------------------
 
@@ -178,7 +192,7 @@ class DataPath:
         wipe(self.b.root)
         self.a.create_pool("poola")
         self.b.create_pool("poolb")
-        self.a.zfs("create", SRC)
+        self.a.zfs("create", "-o", f"autobackup:{peers.ZAB_NAME}=true", SRC)
         self.a.write(SRC, "small.txt", b"seed\n")
         init()
         size = _fill(self.a.mountpoint(SRC) / "big.bin", template)
@@ -214,6 +228,25 @@ class DataPath:
         if rec["result"].get("status") != "synced":
             raise RuntimeError(f"worker sync: {rec}")
 
+    def syncoid(self) -> None:
+        argv = peers.syncoid_argv(self.cluster.config_file, "hostb", SRC, DST, "--no-sync-snap")
+        self._peer(peers.run_reaped(argv, self.a.env), "syncoid")
+
+    def zab(self) -> None:
+        cfg = self.zab_config
+        argv = peers.zab_argv(
+            cfg, "hostb", DST.split("/")[0], "--no-snapshot", "--other-snapshots", strip=1
+        )
+        self._peer(
+            peers.run_reaped(argv, self.a.env, after=peers.zab_close(cfg, "hostb")),
+            "zfs-autobackup",
+        )
+
+    @staticmethod
+    def _peer(res: Any, what: str) -> None:
+        if res.returncode != 0:
+            raise RuntimeError(f"{what} exited {res.returncode}:\n{res.stdout}\n{res.stderr}")
+
     def worker_init(self) -> None:
         self._wait(self.producer.init(SRC, "hostb", DST, host="hosta"))
 
@@ -248,7 +281,7 @@ def _label(mib: int) -> str:
 
 def run(mode: str) -> Section:
     sec = Section("1")
-    why = missing_tools("sshd", "redis", "zstd")
+    why = missing_tools("sshd", "redis", "zstd") or peers.missing()
     if why:
         sec.skipped = why
         return sec
@@ -276,6 +309,8 @@ def run(mode: str) -> Section:
         }
         if p["worker"]:
             runs["worker"] = (dp.zrepq_worker, dp.worker_init)
+        runs["syncoid"] = (dp.syncoid, init_with(plain))
+        runs["zfs-autobackup"] = (dp.zab, init_with(plain))
         zruns: dict[str, tuple[Any, Any]] = {
             "zstd baseline": (lambda: dp.baseline(True), init_with(plain)),
             "zstd engine": (lambda: dp.zrepq_engine(zeng), init_with(zeng)),
@@ -328,9 +363,27 @@ def run(mode: str) -> Section:
             f"{plain} incompressible: whole sync through Redis and a worker, enqueue to result",
             False,
         ),
+        (
+            "engine",
+            "syncoid",
+            size,
+            f"{plain} incompressible: whole engine sync vs syncoid ("
+            + " ".join(("--no-sync-snap", *peers.SYNCOID_OPTIONS))
+            + ", mbuffer both sides)",
+            False,
+        ),
+        (
+            "engine",
+            "zfs-autobackup",
+            size,
+            f"{plain} incompressible: whole engine sync vs zfs-autobackup (--no-snapshot "
+            "--other-snapshots, holds, ControlMaster)",
+            False,
+        ),
         ("zstd engine", "zstd baseline", zsize, f"{text}, zstd filters: the stream", True),
         ("zstd engine", "zstd baseline", zsize, f"{text}, zstd filters: whole engine sync", False),
     ]
+    peers_runs = ("syncoid", "zfs-autobackup")
     for name, base, nbytes, what, stream_only in rows:
         if not samples.get(name) or not samples.get(base):
             continue
@@ -348,8 +401,9 @@ def run(mode: str) -> Section:
             rate, cpu = summary(name, nbytes)
             z_text = f"{rate:.0f} MB/s, {cpu:.1f} CPU s/GiB"
             extra = f"; fixed cost {fmt_s(median([z.wall - z.stream for z in samples[name]]))}"
+        versus = "" if base in peers_runs else " vs `zfs send | ssh zfs recv`"
         sec.row(
-            f"data path: {what} vs `zfs send | ssh zfs recv`",
+            f"data path: {what}{versus}",
             z_text,
             f"{b_rate:.0f} MB/s, {b_cpu:.1f} CPU s/GiB",
             f"{r:.2f}x{spread}{extra}",
@@ -361,7 +415,7 @@ def run(mode: str) -> Section:
             continue
         inner = (
             ""
-            if "baseline" in name
+            if "baseline" in name or name in peers_runs
             else f", of which in the pipeline {'/'.join(f'{s.stream:.2f}' for s in ss)} s"
         )
         sec.note(

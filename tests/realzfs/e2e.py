@@ -136,10 +136,12 @@ def install_zrepq(guest: Guest, wheels: Path) -> None:
         guest.put(wheels, "/root")
     finally:
         subprocess.run(["rm", "-rf", str(src)], check=True)
+    # --no-compile: byte-compiling every installed module under TCG took most of the install
+    # (7-8 min at load ~8, 2.8 min without); what is imported is compiled on first use
     script = (
         f"set -e; python3 -m venv {GUEST_VENV}; "
-        f"{GUEST_VENV}/bin/pip install -q --no-index --find-links /root/{wheels.name} "
-        "/root/src/zrepq"
+        f"{GUEST_VENV}/bin/pip install -q --no-compile --no-index --find-links "
+        f"/root/{wheels.name} /root/src/zrepq"
     )
     res = guest.sh(script, timeout=900)
     if res.returncode != 0:
@@ -147,12 +149,15 @@ def install_zrepq(guest: Guest, wheels: Path) -> None:
     log(f"{guest.name}: zrepq installed in {time.monotonic() - t0:.0f}s")
 
 
-def start_worker(host: StorageHost, redis_port: int) -> None:
+def start_worker(host: StorageHost, redis_port: int, **extra: str) -> None:
+    """`zrepq-worker` in the guest, against this machine's Redis; `extra` adds to its
+    environment (bench/openzfs.py: concurrency, savecount)."""
     env = {
         "ZREPQ_HOST": host.name,
         "ZREPQ_BROKER_URL": f"redis://10.0.2.2:{redis_port}/0",
         "ZREPQ_SSH_ACCEPT_NEW": "1",
         "ZREPQ_CONCURRENCY": "2",
+        **extra,
     }
     assignments = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
     host.sh(

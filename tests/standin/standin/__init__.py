@@ -51,6 +51,7 @@ ones its command needs, see cli.ZFS_COMMANDS):
     state        one host's state directory: state.json, objects, manifests, hash cache
     trees        live directory trees <-> manifests
     properties   native and user properties: the table, sources, inheritance, values
+    pools        pool properties and features as `zpool get` shows them, per release
     model        the loaded state: datasets, snapshots, content directories; Session
     stream       the send stream format (records, checksums) and resume tokens
     commands/    one module per command family (zfs get, zfs send, zpool, ...)

@@ -59,7 +59,12 @@ def cmd_create(host: Host, args) -> int:
             checked[ck] = cv
         for p in reversed(missing):
             m.new_fs(p)
-        m.new_fs(name, checked)
+        d = m.new_fs(name, checked)
+        # zfs create mounts the new filesystem only when it can (canmount=on, a mountpoint
+        # that is a path) and was not told not to (-u)
+        mp = m.get_prop(name, "mountpoint")[0]
+        if checked.get("canmount", "on") != "on" or mp in ("none", "legacy") or ("u", None) in opts:
+            d["mounted"] = False
     return 0
 
 

@@ -13,6 +13,9 @@ units = Lazy("..units", globals())
 
 GET_COLS = ("name", "property", "value", "received", "source")
 SOURCES = {"local", "default", "inherited", "received", "temporary", "none"}
+# read-only properties `zfs get all` omits when they have no value (a filesystem that is no
+# clone, no partial receive); named explicitly they print "-" (seen on OpenZFS 2.1 and 2.3)
+UNSET_HIDDEN = ("origin", "receive_resume_token")
 
 
 def all_props_for(m: Model, name: str) -> list:
@@ -121,6 +124,8 @@ def cmd_get(host: Host, args) -> int:
                     shown = v if parsable else units.nicenum(int(v))
                     rows.append((n, p, shown, "-", "local", None))
                     continue
+                if proplist is None and p in UNSET_HIDDEN and m.ro_value(n, p) is None:
+                    continue  # `get all` leaves out what is not set (libzfs cannot read it)
                 v, kind, src, recvd = m.prop_value(n, p, parsable)
                 if v is None:
                     if proplist is None:

@@ -83,6 +83,7 @@ def cmd_holds(host: Host, args) -> int:
         raise usage_err()
     errors = False
     rows = []
+    seen = 0  # snapshots found: OpenZFS says "no datasets available" only when none was
     with Session(host, write=False) as m:
         for path in ops:
             if "@" not in path:
@@ -108,6 +109,7 @@ def cmd_holds(host: Host, args) -> int:
                 s = m.find_snap(m.ds[f], sn)
                 if s is None:
                     continue
+                seen += 1
                 for tag in sorted(s["holds"]):
                     t = s["holds"][tag]
                     rows.append(("%s@%s" % (f, sn), tag, t))
@@ -125,6 +127,6 @@ def cmd_holds(host: Host, args) -> int:
                 out.append("%-*s  %-*s  %s" % (nw, nm, tw, tag, ts))
         if out:
             sys.stdout.write("\n".join(out) + "\n")
-    if not rows:
+    if not seen:
         err("no datasets available")
     return 1 if errors else 0

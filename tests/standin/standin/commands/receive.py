@@ -6,6 +6,7 @@ recv_store."""
 
 import os
 import sys
+import time
 
 from ..errors import err, fail, usage_err
 from ..lazy import Lazy, jloads
@@ -13,6 +14,7 @@ from ..model import Session
 from ..names import name_problem, parent_of, pool_of
 from ..options import getopts
 from ..properties import canon_prop, is_user_prop
+from ..release import zversion
 from ..state import Host
 from ..stream import MAGIC, REC, Reader, Truncated
 from .recv_store import RecvStore
@@ -23,6 +25,26 @@ zlib = Lazy("zlib", globals())
 RECV_ERRS = {"new": "cannot receive new filesystem stream",
              "inc": "cannot receive incremental stream",
              "resume": "cannot receive resume stream"}  # fmt: skip
+
+
+def received_line(nbytes: int, seconds: float) -> str:
+    """What `zfs receive -v` prints after each snapshot: 2.1 counts whole seconds (at least
+    one), 2.2 and later hundredths (the stand-in's byte count is of its own stream format)."""
+    from ..units import nicenum
+
+    if zversion() < (2, 2, 0):
+        whole = max(int(seconds), 1)
+        return "received %s stream in %d seconds (%s/sec)" % (
+            nicenum(nbytes),
+            whole,
+            nicenum(nbytes // whole),
+        )
+    seconds = max(seconds, 1e-9)
+    return "received %s stream in %.2f seconds (%s/sec)" % (
+        nicenum(nbytes),
+        seconds,
+        nicenum(int(nbytes / seconds)),
+    )
 
 
 def cmd_receive(host: Host, args) -> int:
@@ -220,6 +242,7 @@ class Receiver(RecvStore):
         verbose = self.fl.get("v")
         dry = self.fl.get("n")
         force = self.fl.get("F")
+        began, read0 = time.monotonic(), self.r.total
         # ---- pre-checks (under the lock), decide the plan
         with Session(self.host, write=False) as m:
             plan = self.check(m, sec, fsname, snapname, errbuf, wants_new, resume, force)
@@ -243,6 +266,9 @@ class Receiver(RecvStore):
                                  resume, force)  # fmt: skip
         finally:
             self.drop_prewritten()
+        if verbose:
+            print(received_line(self.r.total - read0, time.monotonic() - began))
+            sys.stdout.flush()
 
     def receive_section(self, sec, fsname, snapname, errbuf, partial, fss_entry, wants_new,
                         resume, force):  # fmt: skip

@@ -367,9 +367,11 @@ def stream_out(host: Host, head: dict, plans, parsable: bool, verbosity: int) ->
 
 
 def send_resume(host: Host, token: str, dry: bool, parsable: bool, verbosity: int) -> int:
+    """`zfs send -t`. Its refusals exit 255: zfs_send_resume() returns -1 and `zfs send`
+    returns that as its exit status (OpenZFS 2.1 and 2.3)."""
     tok, problem = token_decode(token)
     if tok is None:
-        raise fail("cannot resume send: %s" % problem)
+        raise fail("cannot resume send: %s" % problem, 255)
     out = sys.stdout if (verbosity and dry) else sys.stderr
     if verbosity:
         out.write("resume token contents:\nnvlist version: 0\n")
@@ -392,9 +394,9 @@ def send_resume(host: Host, token: str, dry: bool, parsable: bool, verbosity: in
         if s is None:
             if m.exists(toname):
                 raise fail("cannot resume send: '%s' is no longer the same snapshot used in "
-                           "the initial send" % toname)  # fmt: skip
+                           "the initial send" % toname, 255)  # fmt: skip
             raise fail("cannot resume send: '%s' used in the initial send no longer exists"
-                       % toname)  # fmt: skip
+                       % toname, 255)  # fmt: skip
         from_s = None
         if tok.get("fromguid"):
             for x in d["snaps"]:
@@ -402,7 +404,7 @@ def send_resume(host: Host, token: str, dry: bool, parsable: bool, verbosity: in
                     from_s = x
             if from_s is None:
                 raise fail("cannot resume send: incremental source %#x no longer exists"
-                           % tok["fromguid"])  # fmt: skip
+                           % tok["fromguid"], 255)  # fmt: skip
         sec = section_plan(m, fs, s, from_s)
         sec["resume_obj"] = tok["object"]
         sec["resume_off"] = tok["offset"]

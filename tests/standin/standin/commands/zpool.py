@@ -1,12 +1,13 @@
-"""zpool create, destroy, list, status, version and sync."""
+"""zpool create, destroy, list, get, status, version and sync."""
 
 import sys
 import time
 
-from ..errors import err, fail
+from ..errors import Exit, err, fail
 from ..model import Session
 from ..names import name_problem, pool_of
 from ..options import getopts
+from ..release import zversion
 from ..state import get_host
 from ..units import nicenum
 from .selection import write_table
@@ -92,6 +93,8 @@ def zpool_main(args) -> int:
         write_table(rows, cols, scripted, get_style=False,
                     headers=[c.upper() for c in cols])  # fmt: skip
         return 0
+    if cmd == "get":
+        return zpool_get(host, rest)
     if cmd == "status":
         with Session(host, write=False) as m:
             pools = rest or sorted(m.st["pools"])
@@ -115,3 +118,68 @@ def zpool_main(args) -> int:
     err("unrecognized command '%s'" % cmd)
     sys.stderr.write("usage: zpool command args ...\n")
     return 2
+
+
+ZPOOL_GET_USAGE = (
+    'usage:\n\tget [-Hp] [-o "all" | field[,...]] <"all" | property[,...]> <pool> ...\n'
+)
+GET_FIELDS = ("name", "property", "value", "source")
+
+
+def zpool_get(host, args) -> int:
+    """`zpool get [-Hp] [-o field,...] all|prop,... [pool ...]`, as zpool_do_get prints it:
+    one row per pool and property, pools in name order when none is named."""
+    from .. import pools
+
+    def usage(msg: str) -> int:
+        err(msg)
+        sys.stderr.write(ZPOOL_GET_USAGE)
+        return 2
+
+    try:
+        opts, ops = getopts(args, "Hpo:")
+    except Exit as e:  # zpool's own usage text, not zfs's
+        sys.stderr.write(ZPOOL_GET_USAGE)
+        return e.code
+    scripted = any(ch == "H" for ch, _ in opts)
+    parsable = any(ch == "p" for ch, _ in opts)
+    cols = ["name", "property", "value", "source"]
+    for ch, val in opts:
+        if ch == "o":
+            cols = []
+            for tok in val.split(","):
+                if tok == "all":
+                    cols = list(GET_FIELDS)
+                elif tok in GET_FIELDS:
+                    cols.append(tok)
+                else:
+                    return usage("invalid column name '%s'" % tok)
+    if not ops:
+        return usage("missing property argument")
+    if ops[0] == "all":
+        names = pools.all_names()
+    else:
+        names = ops[0].split(",")
+        for p in names:
+            if not pools.known(p):
+                return usage("bad property list: invalid property '%s'" % p)
+    rows = []
+    ret = 0
+    with Session(host, write=False) as m:
+        wanted = ops[1:] or sorted(m.st["pools"])
+        for p in wanted:
+            info = m.st["pools"].get(p)
+            if info is None:
+                if zversion() >= (2, 2, 0):  # 2.2 gets pool and vdev properties another way
+                    err("Cannot get properties of %s: no such pool available." % p)
+                else:
+                    err("cannot open '%s': no such pool" % p)
+                ret = 1
+                continue
+            allocated = m.used(p, None)
+            for prop in names:
+                val, source = pools.value(p, info, allocated, prop, parsable)
+                vals = {"name": p, "property": prop, "value": val, "source": source}
+                rows.append([vals[c] for c in cols])
+    write_table(rows, cols, scripted, get_style=True)
+    return ret
