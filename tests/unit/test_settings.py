@@ -131,7 +131,9 @@ def _no_load(*_: Any, **__: Any) -> Any:
     raise AssertionError("settings loaded again")
 
 
-def test_a_task_builds_its_context_without_reading_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_task_builds_its_context_without_reading_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from tasks import contract as c
     from tasks import handlers
     from tasks.app import app, settings_of
