@@ -9,7 +9,8 @@ FROM ${BASE_IMAGE}
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
        systemd systemd-sysv dbus openssh-server python3 pv procps
-COPY tests/standin/standin.py tests/standin/zfs tests/standin/zpool /opt/zfs-standin/
+COPY tests/standin/zfs tests/standin/zpool /opt/zfs-standin/
+COPY tests/standin/standin /opt/zfs-standin/standin
 # The wrappers' $-expressions are for the wrappers, not for this shell.
 # hadolint ignore=SC2016
 RUN for cmd in zfs zpool; do \
