@@ -34,6 +34,12 @@ def test_unknown_flag_is_a_usage_error_with_exit_2(b: ZfsBackend) -> None:
     res = b.zfs("frobnicate")
     assert res.returncode == 2
     assert "unrecognized command 'frobnicate'" in res.stderr
+    # the usage text ends with the permission line on 2.1; 2.2 added a `zfs help` line
+    last = res.stderr.rstrip("\n").splitlines()[-1]
+    if zfs_version(b) >= (2, 2, 0):
+        assert last == "For further help on a command or topic, run: zfs help [<topic>]"
+    else:
+        assert last == "For the delegated permission list, run: zfs allow|unallow"
 
 
 def test_bare_zfs_prints_usage_listing_receive_flags(b: ZfsBackend) -> None:

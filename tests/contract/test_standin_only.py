@@ -8,14 +8,18 @@ and streaming throughput.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from tests.harness.standin import StandinHost
+from tests.harness.zfs_backend import UNPRIVILEGED, as_user
 
 
 @pytest.fixture
@@ -198,3 +202,32 @@ def test_throughput_send_recv_256mib(standin_host) -> None:
     dt = time.monotonic() - t0
     print(f"\nstand-in send|recv: {size / dt / 1e6:.0f} MB/s ({size >> 20} MiB in {dt:.2f}s)")
     assert bhost.tree("poolb/big") == a.tree("poola/big")
+
+
+def test_a_shared_root_stays_usable_by_every_user(tmp_path) -> None:
+    """A world-writable state root (shared by root and a user that is not root, as the
+    `unprivileged` contract tests use it): what root creates in it later stays writable for
+    the other user, and the stand-in knows its caller (nobody may not snapshot root's fs)."""
+    top = Path(tempfile.mkdtemp(prefix="zrepq-standin-", dir="/var/tmp"))
+    try:
+        top.chmod(0o755)
+        host = StandinHost(top / "root", "shared")
+        host.root.chmod(0o777)
+        host.create_pool("poola")
+        subprocess.run(["chmod", "-R", "a+rwX", str(host.root)], check=True)
+        host.zfs("create", "poola/later")  # created by root after the chmod
+        host.write("poola/later", "f", b"x")
+        host.zfs("snapshot", "poola/later@s1")
+        for path in (host.root / "state.json", host.root / "state.lock", host.root / "objects"):
+            assert path.stat().st_mode & 0o002, path
+        user = subprocess.run(as_user(UNPRIVILEGED, ["zfs", "snapshot", "poola/later@s2"]),
+                              env=host.env, capture_output=True, text=True)  # fmt: skip
+        assert user.returncode == 1
+        assert user.stderr == "cannot create snapshots : permission denied\n"
+        host.zfs("allow", UNPRIVILEGED, "snapshot", "poola/later")
+        user = subprocess.run(as_user(UNPRIVILEGED, ["zfs", "snapshot", "poola/later@s2"]),
+                              env=host.env, capture_output=True, text=True)  # fmt: skip
+        assert user.returncode == 0, user.stderr
+        assert host.snapshots("poola/later") == ["poola/later@s1", "poola/later@s2"]
+    finally:
+        shutil.rmtree(top, ignore_errors=True)

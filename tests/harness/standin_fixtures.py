@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -69,6 +71,21 @@ def _standin_backend_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def shared_root(request: pytest.FixtureRequest) -> Path:
+    """A state root that a user other than root can use (tests marked `unprivileged`): in
+    /var/tmp (pytest's own directories are root's alone), world-writable, removed after the
+    test. The stand-in then creates everything in it usable by all (cli.log_call), and its
+    delegation model decides who may do what, as the kernel does for a pool."""
+    top = Path(tempfile.mkdtemp(prefix="zrepq-standin-", dir="/var/tmp"))
+    top.chmod(0o755)
+    request.addfinalizer(lambda: shutil.rmtree(top, ignore_errors=True))
+    return top / "root"
+
+
+def share(root: Path) -> None:
+    subprocess.run(["chmod", "-R", "a+rwX", str(root)], check=True)
+
+
 @pytest.fixture
 def zfs_backend(
     request: pytest.FixtureRequest, tmp_path: Path, _standin_backend_template: Path
@@ -78,6 +95,9 @@ def zfs_backend(
         from tests.realzfs.plugin import real_backend
 
         return real_backend(request, kind)
-    root = tmp_path / "standin-backend"
+    unprivileged = request.node.get_closest_marker("unprivileged") is not None
+    root = shared_root(request) if unprivileged else tmp_path / "standin-backend"
     clone_root(_standin_backend_template, root)
+    if unprivileged:
+        share(root)
     return StandinBackend(StandinHost(root, "backend"), fresh=False)

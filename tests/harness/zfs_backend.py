@@ -44,6 +44,23 @@ class ZfsResult:
         return self
 
 
+# The user a test runs commands as when it needs one that is not root (`user=UNPRIVILEGED`):
+# it exists on every Debian system (and in the QEMU guests), so nothing is added to the
+# machine; `zfs allow` grants to it by name. Tests that use it carry the `unprivileged` mark
+# (on the stand-in its state root then lives where that user can reach it).
+UNPRIVILEGED = "nobody"
+UNPRIVILEGED_GROUP = "nogroup"
+
+
+def as_user(user: str | None, argv: list[str]) -> list[str]:
+    """`argv` run as `user` (its uid, its group, its supplementary groups) with setpriv
+    (util-linux: on the host and in the guests), or as is for None."""
+    if user is None:
+        return argv
+    group = UNPRIVILEGED_GROUP if user == UNPRIVILEGED else user
+    return ["setpriv", f"--reuid={user}", f"--regid={group}", "--init-groups", "--", *argv]
+
+
 class ZfsBackend(Protocol):
     """What a contract test may use. Commands never raise on a non-zero exit."""
 
@@ -53,11 +70,11 @@ class ZfsBackend(Protocol):
     base: str  # a fresh, empty filesystem on `pool`, owned by this test
     base2: str  # a fresh, empty filesystem on `pool2`, owned by this test
 
-    def zfs(self, *args: str, input: bytes | None = None) -> ZfsResult: ...
+    def zfs(self, *args: str, input: bytes | None = None, user: str | None = None) -> ZfsResult: ...
 
     def zpool(self, *args: str) -> ZfsResult: ...
 
-    def sh(self, script: str, input: bytes | None = None) -> ZfsResult: ...
+    def sh(self, script: str, input: bytes | None = None, user: str | None = None) -> ZfsResult: ...
 
 
 class StandinBackend:
@@ -82,14 +99,33 @@ class StandinBackend:
     def _wrap(self, res: subprocess.CompletedProcess[str]) -> ZfsResult:
         return ZfsResult(tuple(res.args), res.returncode, res.stdout, res.stderr)
 
-    def zfs(self, *args: str, input: bytes | None = None) -> ZfsResult:
-        return self._wrap(self.host.zfs(*args, check=False, input=input))
+    def zfs(self, *args: str, input: bytes | None = None, user: str | None = None) -> ZfsResult:
+        if user is None:
+            return self._wrap(self.host.zfs(*args, check=False, input=input))
+        return self._as(user, ["zfs", *args], input, 120)
 
     def zpool(self, *args: str) -> ZfsResult:
         return self._wrap(self.host.zpool(*args, check=False))
 
-    def sh(self, script: str, input: bytes | None = None) -> ZfsResult:
-        return self._wrap(self.host.sh(script, check=False, input=input))
+    def sh(self, script: str, input: bytes | None = None, user: str | None = None) -> ZfsResult:
+        if user is None:
+            return self._wrap(self.host.sh(script, check=False, input=input))
+        return self._as(user, ["/bin/sh", "-c", script], input, 300)
+
+    def _as(self, user: str, argv: list[str], input: bytes | None, timeout: float) -> ZfsResult:
+        """The stand-in runs as its caller, like zfs: as `user`, on a state root it can
+        reach (a test marked `unprivileged` gets a shared one, see standin_fixtures)."""
+        res = subprocess.run(
+            as_user(user, argv),
+            input=input if input is not None else b"",
+            capture_output=True,
+            env=self.host.env,
+            timeout=timeout,
+        )
+        return ZfsResult(
+            tuple(argv), res.returncode, res.stdout.decode(errors="replace"),
+            res.stderr.decode(errors="replace"),
+        )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -97,13 +133,13 @@ class StandinBackend:
 q = shlex.quote
 
 
-def ok(b: ZfsBackend, *args: str, input: bytes | None = None) -> str:
-    """Run `zfs args...`, require success, return stdout."""
-    return b.zfs(*args, input=input).check().stdout
+def ok(b: ZfsBackend, *args: str, input: bytes | None = None, user: str | None = None) -> str:
+    """Run `zfs args...` (as `user`), require success, return stdout."""
+    return b.zfs(*args, input=input, user=user).check().stdout
 
 
-def sh_ok(b: ZfsBackend, script: str, input: bytes | None = None) -> str:
-    return b.sh(script, input=input).check().stdout
+def sh_ok(b: ZfsBackend, script: str, input: bytes | None = None, user: str | None = None) -> str:
+    return b.sh(script, input=input, user=user).check().stdout
 
 
 def get(b: ZfsBackend, prop: str, ds: str) -> str:
@@ -211,10 +247,17 @@ def set_failure_code(b: ZfsBackend) -> int:
     return 255 if zfs_version(b) >= (2, 3, 0) else 1
 
 
-def send_recv(b: ZfsBackend, send_args: str, recv_args: str) -> ZfsResult:
-    """`zfs send SEND_ARGS | zfs recv RECV_ARGS`; the result is the receive's, with the
-    send's stderr in front."""
-    return b.sh(f"zfs send {send_args} | zfs recv {recv_args}")
+def send_recv(
+    b: ZfsBackend,
+    send_args: str,
+    recv_args: str,
+    user: str | None = None,
+    recv_user: str | None = None,
+) -> ZfsResult:
+    """`zfs send SEND_ARGS | zfs recv RECV_ARGS` (both as `user`, or the receive alone as
+    `recv_user`); the result is the receive's, with the send's stderr in front."""
+    recv = shlex.join(as_user(recv_user, ["zfs", "recv"]))
+    return b.sh(f"zfs send {send_args} | {recv} {recv_args}", user=user)
 
 
 @contextmanager

@@ -15,7 +15,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
-from tests.harness.zfs_backend import ZfsResult
+from tests.harness.zfs_backend import ZfsResult, as_user
 from tests.realzfs.guest import Guest, GuestError
 from tests.realzfs.image import Image, ensure_image, log
 
@@ -45,17 +45,17 @@ class RealZfsBackend:
     def _wrap(self, argv: tuple[str, ...], res: subprocess.CompletedProcess[str]) -> ZfsResult:
         return ZfsResult(argv, res.returncode, res.stdout, res.stderr)
 
-    def zfs(self, *args: str, input: bytes | None = None) -> ZfsResult:
+    def zfs(self, *args: str, input: bytes | None = None, user: str | None = None) -> ZfsResult:
         argv = ("zfs", *args)
-        return self._wrap(argv, self.guest.run(list(argv), input=input))
+        return self._wrap(argv, self.guest.run(as_user(user, list(argv)), input=input))
 
     def zpool(self, *args: str) -> ZfsResult:
         argv = ("zpool", *args)
         return self._wrap(argv, self.guest.run(list(argv)))
 
-    def sh(self, script: str, input: bytes | None = None) -> ZfsResult:
+    def sh(self, script: str, input: bytes | None = None, user: str | None = None) -> ZfsResult:
         argv = ("/bin/sh", "-c", script)
-        return self._wrap(argv, self.guest.run(list(argv), input=input))
+        return self._wrap(argv, self.guest.run(as_user(user, list(argv)), input=input))
 
     def close(self) -> None:
         """Destroy this test's pools and their files, in the background (the next test's pools

@@ -25,17 +25,23 @@ What it models (as strictly as OpenZFS 2.1/2.3, with their messages and exit cod
   `zfs diff`; send streams (full, -i, -I, -R, -p, -t resume, -n/-v/-P output and progress)
   carrying real file content; receive with all of OpenZFS's refusal rules (incremental
   base, modified destination, -F rollback and destruction of newer snapshots, full into
-  existing, partial `-s` state and resume tokens, `-A`), cut streams detected by a trailer.
+  existing, partial `-s` state and resume tokens, `-A`), cut streams detected by a trailer;
+  bookmarks (`zfs bookmark`, `fs#bm` in list/get/destroy/rollback, `send -i fs#bm`);
+  encryption as it can be observed (encryption properties, keys and keylocation, load-key,
+  unload-key, change-key, raw sends and their receive rules, no content without the key);
+  delegation: a caller that is not root may do what `zfs allow` granted it, and never mount.
 
 What it deliberately does not model:
-  volumes, clones/promote, bookmarks, encryption keys, quotas/reservations enforcement,
+  volumes, clones/promote, redaction bookmarks, real cryptography (an encrypted dataset's
+  files are stored as any other's), quotas/reservations enforcement,
   compression (the property is stored only), space accounting beyond file sizes
   (`used`/`available` are simple sums; metadata and block rounding are ignored),
   `readonly=on` does not stop writes made directly into the mountpoint directory
   (nothing can stop root), unmounting does not hide content (the directory keeps its
   files; `mounted` is a flag), file ownership/xattrs/ACLs/hard links (only regular
-  files, directories, symlinks and mode bits are snapshotted), delegation (allow),
-  `zfs send` of a filesystem (not a snapshot), and object garbage collection.
+  files, directories, symlinks and mode bits are snapshotted), create-time delegation
+  (`zfs allow -c` is stored and printed, not applied), `zfs send` of a filesystem (not a
+  snapshot), and object garbage collection.
 
 Modules, from the bottom up (each imports only from those above it; a call imports the
 ones its command needs, see cli.ZFS_COMMANDS):
@@ -53,6 +59,8 @@ ones its command needs, see cli.ZFS_COMMANDS):
     properties   native and user properties: the table, sources, inheritance, values
     pools        pool properties and features as `zpool get` shows them, per release
     model        the loaded state: datasets, snapshots, content directories; Session
+    crypt        encryption: roots, keys, key material, properties, raw-stream rules
+    deleg        delegated permissions, checked for a caller that is not root
     stream       the send stream format (records, checksums) and resume tokens
     commands/    one module per command family (zfs get, zfs send, zpool, ...)
     cli          entry point: call log, dispatch, exit

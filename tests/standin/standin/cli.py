@@ -31,6 +31,12 @@ ZFS_COMMANDS = {
     "send": ("send", "cmd_send"),
     "receive": ("receive", "cmd_receive"),
     "version": ("version", "cmd_version"),
+    "bookmark": ("bookmark", "cmd_bookmark"),
+    "load-key": ("keys", "cmd_load_key"),
+    "unload-key": ("keys", "cmd_unload_key"),
+    "change-key": ("keys", "cmd_change_key"),
+    "allow": ("allow", "cmd_allow"),
+    "unallow": ("allow", "cmd_unallow"),
 }
 ALIAS_CMDS = {"umount": "unmount", "recv": "receive", "snap": "snapshot"}
 
@@ -63,10 +69,18 @@ def log_call(prog: str, argv) -> None:
     if not root:
         return
     try:
-        os.makedirs(root, exist_ok=True)
+        try:
+            shared = os.stat(root).st_mode & 0o002
+        except FileNotFoundError:
+            os.makedirs(root, exist_ok=True)
+            shared = 0
+        if shared:
+            # a state root several users share (world-writable, see the README): what any
+            # of them creates in it stays usable by the others, as the kernel's pool is
+            os.umask(0)
         line = jdumps({"argv": [prog, *argv], "pid": os.getpid(), "t": time.time()})
         fd = os.open(os.path.join(root, "calls.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT,
-                     0o644)  # fmt: skip
+                     0o666)  # fmt: skip
         try:
             os.write(fd, (line + "\n").encode())
         finally:

@@ -14,6 +14,12 @@ from .state import Host
 contextlib = Lazy("contextlib", globals())
 shutil = Lazy("shutil", globals())
 trees = Lazy(".trees", globals())
+crypt = Lazy(".crypt", globals())
+deleg = Lazy(".deleg", globals())
+
+# The stand-in runs as its caller, like the zfs command: root may do anything; anyone else
+# only what `zfs allow` delegated to them (deleg.py), and never mount (Linux).
+PRIVILEGED = os.geteuid() == 0
 
 
 class Model(Properties):
@@ -38,7 +44,17 @@ class Model(Properties):
             fs, _, sn = name.partition("@")
             d = self.ds.get(fs)
             return d is not None and self.find_snap(d, sn) is not None
+        if "#" in name:
+            return self.bookmark(name)[1] is not None
         return name in self.ds
+
+    def bookmark(self, name: str):
+        """(filesystem dict, bookmark dict) of `fs#bm`; either may be None."""
+        fs, _, bm = name.partition("#")
+        d = self.ds.get(fs)
+        if d is None:
+            return None, None
+        return d, (d.get("bookmarks") or {}).get(bm)
 
     def find_snap(self, d: dict, sn: str):
         for s in d["snaps"]:
@@ -62,12 +78,14 @@ class Model(Properties):
 
     def open(self, name: str, types=("filesystem", "snapshot", "volume")) -> None:
         """Validate like zfs_open(); raise with OpenZFS's message when it fails."""
-        prob = name_problem(name, "snapshot" in types)
+        prob = name_problem(name, "snapshot" in types, allow_bookmark="bookmark" in types)
         if prob:
             raise fail("cannot open '%s': %s" % (name, prob))
         if not self.exists(name):
+            if "#" in name:  # a bookmark is looked up by the kernel: ENOENT's wording
+                raise fail("cannot open '%s': no such pool or dataset" % name)
             raise fail("cannot open '%s': dataset does not exist" % name)
-        kind = "snapshot" if "@" in name else "filesystem"
+        kind = "snapshot" if "@" in name else "bookmark" if "#" in name else "filesystem"
         if kind not in types:
             raise fail("cannot open '%s': operation not applicable to datasets of this type" % name)
 
@@ -109,6 +127,8 @@ class Model(Properties):
         return os.path.join(self.host.nomount, name)
 
     def desired_dir(self, name: str) -> "str | None":
+        if "crypt" in self.ds[name] and not crypt.key_loaded(self, name):
+            return None  # no key: nothing of it is readable where it would be mounted
         mp, _src, _ = self.get_prop(name, "mountpoint")
         if not mp.startswith("/"):
             return None
@@ -151,18 +171,31 @@ class Model(Properties):
             if cur == want or not self.dir_free(want, name):
                 continue
             if os.path.isdir(want) and os.listdir(want):
-                continue
-            if os.path.isdir(want):
-                os.rmdir(want)
-            os.makedirs(os.path.dirname(want), exist_ok=True)
-            if os.path.isdir(cur):
-                os.rename(cur, want)
+                # only the mountpoints of datasets below it there (a child that stayed
+                # visible while this one was hidden without its key): move in around them
+                if not self._only_mounts_in(want) or not os.path.isdir(cur):
+                    continue
+                _merge_dir(cur, want)
             else:
-                os.makedirs(want, exist_ok=True)
+                if os.path.isdir(want):
+                    os.rmdir(want)
+                os.makedirs(os.path.dirname(want), exist_ok=True)
+                if os.path.isdir(cur):
+                    os.rename(cur, want)
+                else:
+                    os.makedirs(want, exist_ok=True)
             d["dir"] = want
             for n2, d2 in self.ds.items():
                 if n2 != name and d2.get("dir", "").startswith(cur + "/"):
                     d2["dir"] = want + d2["dir"][len(cur) :]
+
+    def _only_mounts_in(self, path: str) -> bool:
+        dirs = [d2.get("dir") or "" for d2 in self.ds.values()]
+        for e in os.listdir(path):
+            p = os.path.join(path, e)
+            if not any(x == p or x.startswith(p + "/") for x in dirs):
+                return False
+        return True
 
     # -- live content
     def live(self, name: str, store: bool = False) -> dict:
@@ -217,7 +250,26 @@ class Model(Properties):
     def obj(self, name: str) -> dict:
         if "@" in name:
             return self.snap(name)[1]
+        if "#" in name:
+            return self.bookmark(name)[1]
         return self.ds[name]
+
+    # -- mounting (Linux lets only root mount)
+    def mount_refused(self, name: str) -> str:
+        """libzfs's message when a caller that is not root mounts `name`: mount(2) refuses
+        (EPERM), or, for a filesystem never mounted, creating its mountpoint does."""
+        if self.ds[name].get("was_mounted", True):
+            return "cannot mount '%s': Insufficient privileges" % name
+        return ("cannot mount '%s': failed to create mountpoint: Permission denied"
+                % self.get_prop(name, "mountpoint")[0])  # fmt: skip
+
+    def unmount_refused(self, name: str) -> str:
+        return "cannot unmount '%s': permission denied" % self.get_prop(name, "mountpoint")[0]
+
+    # -- delegation
+    def may(self, name: str, *perms: str) -> bool:
+        """Whether the caller holds every permission on `name` (root holds all)."""
+        return PRIVILEGED or all(deleg.allowed(self, name, p) for p in perms)
 
     def drop_stale_send_holds(self) -> None:
         for d in self.ds.values():
@@ -251,6 +303,19 @@ class Model(Properties):
         if p and p.get("stage"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(self.host.partdir, p["stage"]))
+
+
+def _merge_dir(src: str, dest: str) -> None:
+    """Move the entries of `src` into `dest` (which holds only other datasets' mountpoints;
+    an empty directory of `src` in the way of one is dropped), then remove `src`."""
+    for e in os.listdir(src):
+        a, b = os.path.join(src, e), os.path.join(dest, e)
+        if not os.path.lexists(b):
+            os.rename(a, b)
+        elif os.path.isdir(a) and not os.path.islink(a) and not os.listdir(a):
+            os.rmdir(a)
+    with contextlib.suppress(OSError):
+        os.rmdir(src)
 
 
 def _rmtree_except(top: str, keep: set) -> None:

@@ -27,13 +27,14 @@ class Prop:
 FS = frozenset(["filesystem"])
 SN = frozenset(["snapshot"])
 ALL = frozenset(["filesystem", "snapshot", "volume"])
+BM = frozenset(["bookmark"])  # the few a bookmark has: type, creation, guid, createtxg, referenced
 ONOFF = ("on", "off")
 NATIVE = {
-    "type": Prop("ro", ALL, None, "TYPE", False, "filesystem | volume | snapshot | bookmark"),
-    "creation": Prop("ro", ALL, None, "CREATION", False, "<date>"),
+    "type": Prop("ro", ALL | BM, None, "TYPE", False, "filesystem | volume | snapshot | bookmark"),
+    "creation": Prop("ro", ALL | BM, None, "CREATION", False, "<date>"),
     "used": Prop("ro", ALL, None, "USED", True, "<size>"),
     "available": Prop("ro", FS, None, "AVAIL", True, "<size>"),
-    "referenced": Prop("ro", ALL, None, "REFER", True, "<size>"),
+    "referenced": Prop("ro", ALL | BM, None, "REFER", True, "<size>"),
     "compressratio": Prop("ro", ALL, None, "RATIO", True, "<1.00x or higher if compressed>"),
     "mounted": Prop("ro", FS, None, "MOUNTED", False, "yes | no"),
     "origin": Prop("ro", FS, None, "ORIGIN", False, "<snapshot>"),
@@ -55,8 +56,8 @@ NATIVE = {
     "canmount": Prop("default", FS, "on", "CANMOUNT", False, "on | off | noauto"),
     "xattr": Prop("inherit", FS | SN, "on", "XATTR", False, "on | off | dir | sa"),
     "copies": Prop("inherit", FS, "1", "COPIES", True, "1 | 2 | 3"),
-    "guid": Prop("ro", ALL, None, "GUID", True, "<uint64>"),
-    "createtxg": Prop("ro", ALL, None, "CREATETXG", True, "<uint64>"),
+    "guid": Prop("ro", ALL | BM, None, "GUID", True, "<uint64>"),
+    "createtxg": Prop("ro", ALL | BM, None, "CREATETXG", True, "<uint64>"),
     "usedbysnapshots": Prop("ro", FS, None, "USEDSNAP", True, "<size>"),
     "usedbydataset": Prop("ro", FS, None, "USEDDS", True, "<size>"),
     "usedbychildren": Prop("ro", FS, None, "USEDCHILD", True, "<size>"),
@@ -75,12 +76,19 @@ NATIVE = {
                              "<1.00x or higher if compressed>"),
     "written": Prop("ro", ALL, None, "WRITTEN", True, "<size>"),
     "logicalused": Prop("ro", FS, None, "LUSED", True, "<size>"),
-    "logicalreferenced": Prop("ro", ALL, None, "LREFER", True, "<size>"),
+    "logicalreferenced": Prop("ro", ALL | BM, None, "LREFER", True, "<size>"),
     "encryption": Prop("onetime", ALL, "off", "ENCRYPTION", False,
                        "on | off | aes-128-ccm | aes-192-ccm | aes-256-ccm | aes-128-gcm | "
                        "aes-192-gcm | aes-256-gcm"),
+    # the encryption family is computed by crypt.py (imported when one of them is read)
+    "keylocation": Prop("default", ALL, "none", "KEYLOCATION", False,
+                        "prompt | <file URI> | <https URL> | <http URL>"),
+    "keyformat": Prop("onetime", ALL, "none", "KEYFORMAT", False, "none | raw | hex | passphrase"),
+    "pbkdf2iters": Prop("onetime", ALL, "0", "PBKDF2ITERS", True, "<iters>"),
+    "encryptionroot": Prop("ro", ALL, None, "ENCROOT", False, "<filesystem | volume>"),
+    "keystatus": Prop("ro", ALL, None, "KEYSTATUS", False, "none | unavailable | available"),
     "receive_resume_token": Prop("ro", FS, None, "RESUMETOK", False, "<string token>"),
-    "name": Prop("ro", ALL, None, "NAME", False, "", hidden=True),
+    "name": Prop("ro", ALL | BM, None, "NAME", False, "", hidden=True),
     "inconsistent": Prop("ro", ALL, None, "INCONSISTENT", False, "", hidden=True),
 }  # fmt: skip
 ALIASES = {
@@ -107,6 +115,13 @@ ENUMS = {
     "encryption": ("off",),
 }  # fmt: skip
 USER_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_.:")
+CRYPT_PROPS = frozenset(["encryption", "keylocation", "keyformat", "pbkdf2iters",
+                         "encryptionroot", "keystatus"])  # fmt: skip
+crypt = Lazy(".crypt", globals())
+
+
+def kind_of(name: str) -> str:
+    return "snapshot" if "@" in name else "bookmark" if "#" in name else "filesystem"
 
 
 def canon_prop(name: str) -> "str | None":
@@ -139,6 +154,8 @@ class Properties:
         """Effective (value, source kind, source dataset) for an inheritable, default or
         user property. Source kind: local|received|inherited|default|none."""
         user = canon_prop(prop) is None
+        if "#" in name:  # a bookmark has no user or inheritable properties
+            return "-", "none", None
         if "@" in name:
             fs, _, sn = name.partition("@")
             s = self.find_snap(self.ds[fs], sn)
@@ -192,15 +209,17 @@ class Properties:
     def prop_value(self, name: str, prop: str, parsable: bool):
         """(value string, source kind, source ds, received value) for display. Value None
         means the property does not apply to this type."""
-        kind = "snapshot" if "@" in name else "filesystem"
+        kind = kind_of(name)
         native = canon_prop(prop)
         if native is None:
             v, k, src = self.get_prop(name, prop)
-            recvd = self._recvd(name, prop)
+            recvd = self._recvd(name, prop) if kind != "bookmark" else None
             return v, k, src, recvd
         p = NATIVE[native]
         if kind not in p.types:
             return None, "none", None, None
+        if native in CRYPT_PROPS:
+            return crypt.prop_value(self, name, native, parsable)
         if p.kind in ("inherit", "default", "onetime"):
             v, k, src = self.get_prop(name, native)
             recvd = self._recvd(name, native)
@@ -233,6 +252,15 @@ class Properties:
         return str(v)
 
     def ro_value(self, name: str, prop: str):
+        if "#" in name:
+            bm = self.obj(name)
+            if prop == "name":
+                return name
+            if prop == "type":
+                return "bookmark"
+            if prop in ("referenced", "logicalreferenced"):
+                return bm["referenced"]
+            return bm[prop]  # creation, guid, createtxg
         if "@" in name:
             d, s = self.snap(name)
             fsname = name.split("@")[0]
@@ -331,7 +359,7 @@ class Properties:
     # -- property setting
     def validate_set(self, name: str, prop: str, value: str, errbuf: str) -> tuple:
         """Returns (canonical prop, canonical value) or raises with OpenZFS's message."""
-        kind = "snapshot" if "@" in name else "filesystem"
+        kind = kind_of(name)
         native = canon_prop(prop)
         if native is None and is_user_prop(prop):
             if len(value) >= 8192:
@@ -351,6 +379,8 @@ class Properties:
             if value not in ENUMS[native]:
                 raise fail("%s: '%s' must be one of '%s'" % (errbuf, native, p.values))
             return native, value
+        if native == "keylocation":
+            return native, crypt.check_keylocation_set(self, name, value, errbuf)
         if native == "mountpoint":
             if value in ("none", "legacy") or value.startswith("/"):
                 return native, os.path.normpath(value) if value.startswith("/") else value
@@ -375,6 +405,9 @@ class Properties:
 
     def set_local(self, name: str, prop: str, value: str) -> None:
         obj = self.obj(name)
+        if prop == "keylocation":  # kept with the key (never a stream property)
+            obj["crypt"]["keylocation"] = value
+            return
         obj.setdefault("local", {})[prop] = value
         if prop in obj.get("mask", []):
             obj["mask"].remove(prop)

@@ -41,7 +41,7 @@ class Host:
     # -- locking
     def lock(self):
         if self._lockfd is None:
-            self._lockfd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            self._lockfd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o666)
             fcntl.flock(self._lockfd, fcntl.LOCK_EX)
 
     def unlock(self):

@@ -46,7 +46,7 @@ def section_plan(m: Model, fs: str, s: dict, from_s: "dict | None") -> dict:
         if e[0] == "f" and e[1] not in base and e[1] not in seen:
             seen.add(e[1])
             objs.append([e[1], e[3]])
-    return {
+    sec = {
         "toname": "%s@%s" % (fs, s["name"]),
         "toguid": s["guid"],
         "fromguid": from_s["guid"] if from_s else 0,
@@ -58,6 +58,11 @@ def section_plan(m: Model, fs: str, s: dict, from_s: "dict | None") -> dict:
         "resume_obj": 0,
         "resume_off": 0,
     }
+    if from_s is not None and from_s.get("bookmark"):
+        sec["frombookmark"] = True  # nothing to hold: the base may be gone
+    if from_s is not None and "ivset" in from_s:
+        sec["fromivset"] = from_s["ivset"]  # a raw incremental names its base's IV set
+    return sec
 
 
 def section_size(sec: dict) -> int:

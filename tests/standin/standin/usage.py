@@ -126,7 +126,8 @@ def zfs_usage(requested: bool = False) -> Exit:
     else:
         out.append("\nFor the property list, run: zfs set|get\n")
         out.append("\nFor the delegated permission list, run: zfs allow|unallow\n")
-        out.append("\nFor further help on a command or topic, run: zfs help [<topic>]\n")
+        if zversion() >= (2, 2, 0):  # 2.1 ends with the permission line (found on 2.1.11)
+            out.append("\nFor further help on a command or topic, run: zfs help [<topic>]\n")
     stream = sys.stdout if requested else sys.stderr
     stream.write("".join(out))
     stream.flush()

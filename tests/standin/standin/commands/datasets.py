@@ -2,21 +2,34 @@
 rename."""
 
 from ..errors import err, fail, usage_err
-from ..model import Session
+from ..lazy import Lazy
+from ..model import PRIVILEGED, Session
 from ..names import is_descendant, name_problem, parent_of, pool_of
 from ..options import getopts
 from ..release import zversion
 from ..state import Host
 from ..units import nicenum
 
+crypt = Lazy("..crypt", globals())
+
+
+def prop_perm(prop: str) -> str:
+    """The delegated permission that setting `prop` needs."""
+    from ..properties import canon_prop
+
+    return canon_prop(prop) or "userprop"
+
 
 def cmd_create(host: Host, args) -> int:
     opts, ops = getopts(args, "Pnpuvo:b:sV:")
     parents = False
+    nomount = False
     props = {}
     for ch, val in opts:
         if ch == "p":
             parents = True
+        elif ch == "u":
+            nomount = True
         elif ch == "o":
             k, eq, v = val.partition("=")
             if not eq:
@@ -53,19 +66,46 @@ def cmd_create(host: Host, args) -> int:
             cur = parent_of(cur)
         if missing and not parents:
             raise fail("%s: parent does not exist" % errbuf)
+        cprops = crypt.split_props(props) if any(k in props for k in CRYPT_OPTS) else {}
         checked = {}
         for k, v in props.items():
             ck, cv = m.validate_set(name, k, v, errbuf)
             checked[ck] = cv
+        if missing and not PRIVILEGED:  # create_parents(): each made and mounted, as zfs create
+            for p in reversed(missing):
+                if not m.may(parent_of(p), "create", "mount"):
+                    raise fail("cannot create '%s': permission denied" % p)
+                m.new_fs(p)
+                m.ds[p]["mounted"] = False
+                m.ds[p]["was_mounted"] = False
+                raise fail(m.mount_refused(p))
         for p in reversed(missing):
             m.new_fs(p)
+        cr = None
+        if cprops or "crypt" in m.ds[par]:
+            cr = crypt.creation_crypt(m, name, cprops, errbuf)
+        perms = ["create", "mount"] + [prop_perm(k) for k in list(props) + list(cprops)]
+        if not m.may(par, *perms):
+            raise fail("%s: permission denied" % errbuf)
+        if cr is not None and not cr.get("root") and not crypt.key_loaded(m, par):
+            raise fail("%s: encryption root's key is not loaded or provided" % errbuf)
         d = m.new_fs(name, checked)
+        if cr is not None:
+            d["crypt"] = cr
         # zfs create mounts the new filesystem only when it can (canmount=on, a mountpoint
         # that is a path) and was not told not to (-u)
         mp = m.get_prop(name, "mountpoint")[0]
-        if checked.get("canmount", "on") != "on" or mp in ("none", "legacy") or ("u", None) in opts:
+        if nomount or m.get_prop(name, "canmount")[0] != "on" or mp in ("none", "legacy"):
             d["mounted"] = False
+            d["was_mounted"] = False
+        elif not PRIVILEGED:  # zfs_mount_delegation_check(): Linux mounts for root only
+            d["mounted"] = False
+            d["was_mounted"] = False
+            raise fail("filesystem successfully created, but it may only be mounted by root")
     return 0
+
+
+CRYPT_OPTS = ("encryption", "keyformat", "keylocation", "pbkdf2iters")
 
 
 def expand_snapspec(d: dict, spec: str):
@@ -125,6 +165,8 @@ def cmd_destroy(host: Host, args) -> int:
                     print(("would reclaim %s" if dry else "will reclaim %s") % nicenum(total))
             if dry:
                 return 0
+            if not all(m.may("%s@%s" % (f, s["name"]), "destroy", "mount") for f, s in victims):
+                raise fail("cannot destroy snapshots: permission denied")
             for f, s in victims:
                 if s["holds"]:
                     rv = 1
@@ -139,6 +181,8 @@ def cmd_destroy(host: Host, args) -> int:
             for f, s in victims:
                 m.ds[f]["snaps"].remove(s)
             return 0
+        if "#" in target:
+            return destroy_bookmark(m, target, flags)
         m.open(target, ("filesystem", "volume"))
         if not recurse and "/" not in target:
             err("cannot destroy '%s': operation does not apply to pools" % target)
@@ -174,6 +218,11 @@ def cmd_destroy(host: Host, args) -> int:
             if held:
                 m.ds[f]["snaps"] = held
                 continue
+            if not PRIVILEGED:  # libzfs unmounts first (Linux: root only), then the kernel
+                if m.ds[f]["mounted"] and not m.ds[f]["inconsistent"]:
+                    raise fail(m.unmount_refused(f))
+                if not m.may(f, "destroy", "mount"):
+                    raise fail("cannot destroy '%s': permission denied" % f)
             m.ds[f]["snaps"] = []
             if "/" not in f:
                 continue  # the pool's root dataset stays
@@ -182,6 +231,26 @@ def cmd_destroy(host: Host, args) -> int:
                 continue
             m.remove_fs(f)
     return rv
+
+
+def destroy_bookmark(m, target: str, flags: set) -> int:
+    """zfs destroy fs#bm: no -n, -d, -r (exit 255, as OpenZFS); the existence check is
+    libzfs's own, before the kernel's permission check."""
+    for flag, what in (("n", "dryrun"), ("d", "defer destroy"), ("r", "recursive"),
+                       ("R", "recursive")):  # fmt: skip
+        if flag in flags:
+            err("%s is not supported with bookmark" % what)
+            return 255
+    d, bm = m.bookmark(target)
+    if bm is None:
+        err("bookmark '%s' does not exist." % target)
+        return 1
+    if not m.may(target.split("#")[0], "destroy"):
+        raise fail("cannot destroy bookmark: permission denied")
+    del d["bookmarks"][target.split("#", 1)[1]]
+    if not d["bookmarks"]:
+        del d["bookmarks"]
+    return 0
 
 
 def cmd_rename(host: Host, args) -> int:
@@ -208,6 +277,8 @@ def cmd_rename(host: Host, args) -> int:
             if prob:
                 raise fail("cannot rename to '%s': %s" % (target, prob))
             fss = [fs] + (m.children(fs) if "r" in flags else [])
+            if not m.may(src, "rename", "mount") or not m.may(fs, "create", "mount"):
+                raise fail("cannot rename '%s': permission denied" % src)
             if "r" in flags:
                 for f in fss:
                     if m.find_snap(m.ds[f], new) is not None:
@@ -243,6 +314,14 @@ def cmd_rename(host: Host, args) -> int:
         if target in m.ds:
             raise fail("cannot rename to '%s': dataset already exists" % target)
         tpar = parent_of(target)
+        if not PRIVILEGED:
+            for n in [src, *m.children(src)]:
+                if m.ds[n]["mounted"] and not m.ds[n]["inconsistent"] and "u" not in flags:
+                    raise fail(m.unmount_refused(n))
+            if not m.may(src, "rename", "mount") or (
+                tpar in m.ds and not m.may(tpar, "create", "mount")
+            ):
+                raise fail("cannot rename '%s': permission denied" % src)
         if tpar not in m.ds:
             if "p" in flags:
                 missing = []

@@ -18,7 +18,12 @@ SOURCES = {"local", "default", "inherited", "received", "temporary", "none"}
 UNSET_HIDDEN = ("origin", "receive_resume_token")
 
 
+BOOKMARK_PROPS = ["type", "creation", "referenced", "createtxg", "guid", "logicalreferenced"]
+
+
 def all_props_for(m: Model, name: str) -> list:
+    if "#" in name:  # OpenZFS's `get all` of a bookmark: these, in this order, no user props
+        return BOOKMARK_PROPS
     kind = "snapshot" if "@" in name else "filesystem"
     props = [p for p, d in NATIVE.items() if not d.hidden and kind in d.types]
     users = set()
@@ -144,6 +149,8 @@ def cmd_get(host: Host, args) -> int:
 
 
 def written_at(m: Model, name: str, ref: str):
+    if "#" in name:
+        return None
     if "@" in name:
         fs = name.split("@")[0]
         cur = m.snap_manifest(m.obj(name))

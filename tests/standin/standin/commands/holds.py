@@ -41,6 +41,11 @@ def cmd_hold_release(host: Host, args, holding: bool) -> int:
                 err((what % path) + ": dataset does not exist")
                 errors += 1
                 continue
+            if not all(m.may(f, "hold" if holding else "release") for f, _s in hits):
+                err("cannot hold: permission denied" if holding else
+                    "cannot release: permission denied")  # fmt: skip
+                errors += 1
+                continue
             bad = False
             for f, s in hits:
                 nm = "%s@%s" % (f, s["name"])
@@ -83,7 +88,7 @@ def cmd_holds(host: Host, args) -> int:
         raise usage_err()
     errors = False
     rows = []
-    seen = 0  # snapshots found: OpenZFS says "no datasets available" only when none was
+    visited = []  # every snapshot looked at, held or not: the NAME column's width
     with Session(host, write=False) as m:
         for path in ops:
             if "@" not in path:
@@ -109,24 +114,25 @@ def cmd_holds(host: Host, args) -> int:
                 s = m.find_snap(m.ds[f], sn)
                 if s is None:
                     continue
-                seen += 1
+                visited.append("%s@%s" % (f, sn))
                 for tag in sorted(s["holds"]):
                     t = s["holds"][tag]
                     rows.append(("%s@%s" % (f, sn), tag, t))
-    if rows or not errors:
-        nw = max([len(r[0]) for r in rows] + [len("NAME")])
-        tw = max([len(r[1]) for r in rows] + [len("TAG")])
-        out = []
-        if "H" not in flags:
-            out.append("%-*s  %-*s  %s" % (nw, "NAME", tw, "TAG", "TIMESTAMP"))
-        for nm, tag, t in rows:
-            ts = str(t) if "p" in flags else fmt_time(t, holds=True)
-            if "H" in flags:
-                out.append("%s\t%s\t%s" % (nm, tag, ts))
-            else:
-                out.append("%-*s  %-*s  %s" % (nw, nm, tw, tag, ts))
-        if out:
-            sys.stdout.write("\n".join(out) + "\n")
-    if not seen:
+    # print_holds(): the header always (widths from what was visited), then the rows;
+    # "no datasets available" only when no snapshot was found at all
+    nw = max([len(n) for n in visited] + [0])
+    tw = max([len(r[1]) for r in rows] + [0])
+    out = []
+    if "H" not in flags:
+        out.append("%-*s  %-*s  %s" % (nw, "NAME", tw, "TAG", "TIMESTAMP"))
+    for nm, tag, t in rows:
+        ts = str(t) if "p" in flags else fmt_time(t, holds=True)
+        if "H" in flags:
+            out.append("%s\t%s\t%s" % (nm, tag, ts))
+        else:
+            out.append("%-*s  %-*s  %s" % (nw, nm, tw, tag, ts))
+    if out:
+        sys.stdout.write("\n".join(out) + "\n")
+    if not visited:
         err("no datasets available")
     return 1 if errors else 0

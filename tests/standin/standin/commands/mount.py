@@ -3,9 +3,16 @@
 import os
 
 from ..errors import err, fail, usage_err
-from ..model import Session
+from ..lazy import Lazy
+from ..model import PRIVILEGED, Session
 from ..options import getopts
 from ..state import Host
+
+crypt = Lazy("..crypt", globals())
+
+
+def needs_key(m, name: str) -> bool:
+    return "crypt" in m.ds[name] and not crypt.key_loaded(m, name)
 
 
 def cmd_mount(host: Host, args) -> int:
@@ -19,12 +26,22 @@ def cmd_mount(host: Host, args) -> int:
                     print("%-30s  %s" % (n, d["dir"]))
             return 0
         if "a" in flags:
+            rc = 0
             for n in sorted(m.ds):
                 d = m.ds[n]
                 cm = m.get_prop(n, "canmount")[0]
-                if not d["inconsistent"] and cm == "on":
-                    d["mounted"] = True
-            return 0
+                if d["inconsistent"] or cm != "on" or d["mounted"] or needs_key(m, n):
+                    continue  # -a leaves datasets without their key alone
+                if m.get_prop(n, "mountpoint")[0] in ("none", "legacy"):
+                    continue
+                if not PRIVILEGED:
+                    err(m.mount_refused(n))
+                    rc = 1
+                    continue
+                d["mounted"] = True
+                d["was_mounted"] = True
+            m.relocate_dirs()
+            return rc
         if len(ops) > 1:
             raise usage_err("too many arguments")
         name = ops[0]
@@ -40,7 +57,12 @@ def cmd_mount(host: Host, args) -> int:
             raise fail("use mount(8) to mount this filesystem")
         if mp == "none":
             raise fail("cannot mount '%s': no mountpoint set" % name)
+        if needs_key(m, name):
+            raise fail("cannot mount '%s': encryption key not loaded" % name)
+        if not PRIVILEGED:
+            raise fail(m.mount_refused(name))
         d["mounted"] = True
+        d["was_mounted"] = True
         m.relocate_dirs()
     return 0
 
@@ -50,7 +72,9 @@ def cmd_unmount(host: Host, args) -> int:
     flags = {ch for ch, _ in opts}
     with Session(host) as m:
         if "a" in flags:
-            for d in m.ds.values():
+            for n, d in m.ds.items():
+                if d["mounted"] and not PRIVILEGED:
+                    raise fail(m.unmount_refused(n))
                 d["mounted"] = False
             return 0
         if not ops:
@@ -69,5 +93,9 @@ def cmd_unmount(host: Host, args) -> int:
         d = m.ds[name]
         if not d["mounted"] or d["inconsistent"]:
             raise fail("cannot unmount '%s': not currently mounted" % name)
-        d["mounted"] = False
+        if not PRIVILEGED:
+            raise fail(m.unmount_refused(name))
+        # zfs unmount takes the filesystems mounted below it down with it
+        for n in [name, *m.children(name)]:
+            m.ds[n]["mounted"] = False
     return 0

@@ -10,7 +10,7 @@ import time
 
 from ..errors import err, fail, usage_err
 from ..lazy import Lazy, jloads
-from ..model import Session
+from ..model import PRIVILEGED, Session
 from ..names import name_problem, parent_of, pool_of
 from ..options import getopts
 from ..properties import canon_prop, is_user_prop
@@ -20,6 +20,7 @@ from ..stream import MAGIC, REC, Reader, Truncated
 from .recv_store import RecvStore
 
 zlib = Lazy("zlib", globals())
+crypt = Lazy("..crypt", globals())
 
 
 RECV_ERRS = {"new": "cannot receive new filesystem stream",
@@ -111,7 +112,8 @@ def cmd_receive(host: Host, args) -> int:
     except ValueError:
         raise fail("cannot receive: invalid stream (bad magic number)") from None
     rx = Receiver(host, r, head, target, fl, cmdprops, excludes)
-    return rx.run()
+    rc = rx.run()
+    return rx.mount_new(rc)
 
 
 def recv_abort(host: Host, target: str) -> int:
@@ -141,7 +143,27 @@ class Receiver(RecvStore):
         self.cmdprops = cmdprops
         self.excludes = excludes
         self.top = None
+        self.newcrypt = None
         self.prewritten: dict = {}
+        self.unmountable: list = []  # new filesystems a caller that is not root cannot mount
+        # encryption options (-o encryption=... for a non-raw stream; keylocation for a raw
+        # one): zfs_crypto_create()'s rules, not a property set (crypt.py)
+        self.cryptprops = crypt.split_props(cmdprops) if any(
+            k in cmdprops for k in ("encryption", "keyformat", "keylocation", "pbkdf2iters")
+        ) else {}  # fmt: skip
+
+    def mount_new(self, rc: int) -> int:
+        """zfs receive mounts what it created (unless -u); Linux lets only root mount. The
+        failure is reported; from 2.2 libzfs no longer counts it (changelist_postfix)."""
+        if rc != 0 or not self.unmountable:
+            return rc
+        with Session(self.host, write=False) as m:
+            for name in self.unmountable:
+                if name in m.ds:
+                    err(m.mount_refused(name))
+        from ..release import zversion
+
+        return 0 if zversion() >= (2, 2, 0) else 1
 
     def dest_for(self, toname: str) -> str:
         sendfs = self.head["sendfs"]
@@ -261,6 +283,7 @@ class Receiver(RecvStore):
             return
         # ---- data
         partial = plan.get("partial")
+        self.newcrypt = plan.get("crypt")
         try:
             self.receive_section(sec, fsname, snapname, errbuf, partial, fss_entry, wants_new,
                                  resume, force)  # fmt: skip
@@ -289,6 +312,19 @@ class Receiver(RecvStore):
                 return
             self.commit(m, sec, fsname, snapname, plan, fss_entry)
 
+    def check_permission(self, m, name: str, force: bool, errbuf: str) -> None:
+        """zfs_secpolicy_recv on the filesystem, or its parent for a new one: receive (from
+        2.3.2 `receive:append` will do without -F), create and mount."""
+        if PRIVILEGED:
+            return
+        from ..release import zversion
+
+        may_recv = m.may(name, "receive") or (
+            not force and zversion() >= (2, 3, 2) and m.may(name, "receive:append")
+        )
+        if not may_recv or not m.may(name, "mount", "create"):
+            raise fail("%s: permission denied" % errbuf)
+
     # -- validation shared by pre-check and commit
     def check(self, m, sec, fsname, snapname, errbuf, wants_new, resume, force,
               committing=False):  # fmt: skip
@@ -298,6 +334,7 @@ class Receiver(RecvStore):
         if self.fl.get("s") and m.st["pools"].get(pool_of(fsname), {}).get("features_disabled"):
             raise fail("%s: pool must be upgraded to receive this stream." % errbuf)
         exists = fsname in m.ds
+        raw = bool(sec.get("crypt"))
         if exists:
             d = m.ds[fsname]
             if wants_new:
@@ -308,6 +345,11 @@ class Receiver(RecvStore):
                     first = "%s@%s" % (fsname, d["snaps"][0]["name"])
                     raise fail("%s: destination has snapshots (eg. %s)\nmust destroy them to "
                                "overwrite it" % (errbuf, first))  # fmt: skip
+            if not resume and (raw or "crypt" in d):
+                crypt.recv_check_existing(m, fsname, raw, wants_new, force, errbuf)
+            if raw:
+                crypt.recv_check_props(self.cryptprops, self.excludes, errbuf)
+            self.check_permission(m, fsname, force, errbuf)
             if resume:
                 p = d.get("partial")
                 if (
@@ -359,11 +401,14 @@ class Receiver(RecvStore):
                            % (errbuf, fsname))  # fmt: skip
             newer = [s for s in d["snaps"] if s["createtxg"] > from_s["createtxg"]]
             if not force:
-                if m.modified_since(fsname, from_s):
+                # a raw incremental also needs its base to be the newest snapshot
+                if m.modified_since(fsname, from_s) or (raw and newer):
                     raise fail("%s: destination %s has been modified\nsince most recent "
                                "snapshot" % (errbuf, fsname))  # fmt: skip
                 newer = []
-            elif committing:
+            if raw or "crypt" in d:
+                crypt.recv_check_incremental(m, fsname, sec, from_s, errbuf)
+            if force and committing:
                 for s in newer:
                     if s["holds"]:
                         raise fail("%s: dataset is busy" % errbuf)
@@ -378,6 +423,13 @@ class Receiver(RecvStore):
         if par not in m.ds and not (self.fl.get("d") and pool_of(par) in m.st["pools"]):
             err("cannot open '%s': dataset does not exist" % par)
             raise fail("%s: unable to restore to destination" % errbuf)
+        if raw:
+            crypt.recv_check_props(self.cryptprops, self.excludes, errbuf)
+        if par in m.ds:
+            self.check_permission(m, par, force, errbuf)
+            if raw or self.cryptprops or "crypt" in m.ds[par]:
+                plan["crypt"] = crypt.recv_new_crypt(m, fsname, par, sec, self.head,
+                                                     self.cryptprops, errbuf)  # fmt: skip
         plan["newfs"] = True
         plan["create_parents"] = par not in m.ds
         return plan

@@ -5,10 +5,10 @@ resume token. Receiver's methods (commands/receive.py)."""
 
 import os
 
-from ..errors import fail
+from ..errors import err, fail
 from ..fileio import SideWriter, preallocate, sha256
 from ..lazy import Lazy, jloads
-from ..model import Session
+from ..model import PRIVILEGED, Session
 from ..names import parent_of
 from ..properties import canon_prop
 from ..state import CHUNK
@@ -18,6 +18,7 @@ from ..trees import apply_manifest
 contextlib = Lazy("contextlib", globals())
 shutil = Lazy("shutil", globals())
 zlib = Lazy("zlib", globals())
+crypt = Lazy("..crypt", globals())
 
 
 class RecvStore:
@@ -141,6 +142,10 @@ class RecvStore:
                 d = m.new_fs(fsname)
                 d["inconsistent"] = True
                 d["mounted"] = False
+                d["was_mounted"] = False
+                if self.newcrypt:
+                    d["crypt"] = dict(self.newcrypt)
+                    m.relocate_dirs()
                 if fss_entry is not None:
                     self.apply_fs_props(m, fsname, fss_entry["props"], toplevel=True)
             d = m.ds[fsname]
@@ -165,6 +170,8 @@ class RecvStore:
             }
             if sec["fromguid"] == 0:
                 payload.pop("fromguid")
+            if sec.get("crypt"):
+                payload["rawok"] = True  # `zfs send -t` resumes it raw
             tok = token_encode(dict(payload, nonce=os.urandom(4).hex()))
             d["partial"] = {
                 "newfs": newfs,
@@ -197,10 +204,35 @@ class RecvStore:
                 continue
             if ck not in d["mask"]:
                 d["mask"].append(ck)
+        if not PRIVILEGED:  # each received property needs its delegated permission
+            for k in [k for k in d["received"] if not self.may_set(m, fsname, k)]:
+                del d["received"][k]
         if toplevel:
-            for k, v in self.cmdprops.items():
-                ck, cv = m.validate_set(fsname, k, v, "cannot receive")
+            self.set_cmdprops(m, fsname)
+
+    def may_set(self, m, fsname: str, prop: str) -> bool:
+        if m.may(fsname, canon_prop(prop) or "userprop"):
+            return True
+        err("cannot receive %s property on %s: permission denied" % (prop, fsname))
+        return False
+
+    def set_cmdprops(self, m, fsname: str) -> None:
+        for k, v in self.cmdprops.items():
+            ck, cv = m.validate_set(fsname, k, v, "cannot receive")
+            if PRIVILEGED or self.may_set(m, fsname, ck):
                 m.set_local(fsname, ck, cv)
+
+    def mounts(self, m, fsname: str) -> bool:
+        """Whether the filesystem a receive created gets mounted: not with -u, not without
+        its key (silently), not for a caller that is not root (reported at the end)."""
+        if self.fl.get("u"):
+            return False
+        if "crypt" in m.ds[fsname] and not crypt.key_loaded(m, fsname):
+            return False
+        if not PRIVILEGED:
+            self.unmountable.append(fsname)
+            return False
+        return True
 
     def commit(self, m, sec, fsname, snapname, plan, fss_entry):
         host = self.host
@@ -218,12 +250,15 @@ class RecvStore:
                 for p in reversed(missing):
                     m.new_fs(p)
             m.new_fs(fsname)
-            m.ds[fsname]["mounted"] = not self.fl.get("u")
+            if plan.get("crypt"):
+                m.ds[fsname]["crypt"] = plan["crypt"]
+            mounted = self.mounts(m, fsname)
+            m.ds[fsname]["mounted"] = m.ds[fsname]["was_mounted"] = mounted
         d = m.ds[fsname]
         if partial is not None:
             if partial.get("newfs"):
                 d["inconsistent"] = False
-                d["mounted"] = not self.fl.get("u")
+                d["mounted"] = d["was_mounted"] = self.mounts(m, fsname)
             m._drop_partial_files(d)
             d["partial"] = None
             if fss_entry is None and partial.get("props") is not None:
@@ -235,9 +270,7 @@ class RecvStore:
         if fss_entry is not None:
             self.apply_fs_props(m, fsname, fss_entry.get("props"), toplevel=is_top)
         elif is_top and self.cmdprops:
-            for k, v in self.cmdprops.items():
-                ck, cv = m.validate_set(fsname, k, v, "cannot receive")
-                m.set_local(fsname, ck, cv)
+            self.set_cmdprops(m, fsname)
         elif is_top and self.excludes:
             for k in self.excludes:
                 ck = canon_prop(k) or k
@@ -260,6 +293,8 @@ class RecvStore:
             if sp:
                 snap["received"] = dict(sp)
                 snap["hasrecvd"] = True
+        if "crypt" in d:
+            crypt.received_snapshot(m, fsname, sec, snap)
         d["snaps"].append(snap)
         m.relocate_dirs()
         apply_manifest(host, d["dir"], sec["manifest"], m.exclude_for(fsname), self.prewritten)

@@ -43,7 +43,7 @@ def iterate(m: Model, args, types: set, recurse: bool, depth: "int | None", list
     ret = 0
 
     def visit(name: str, level: int):
-        kind = "snapshot" if "@" in name else "filesystem"
+        kind = "snapshot" if "@" in name else "bookmark" if "#" in name else "filesystem"
         if kind in types and name not in seen:
             seen.add(name)
             out.append(name)
@@ -55,6 +55,9 @@ def iterate(m: Model, args, types: set, recurse: bool, depth: "int | None", list
             if "snapshot" in types and listsnaps:
                 for s in m.ds[name]["snaps"]:
                     visit("%s@%s" % (name, s["name"]), level + 1)
+            if "bookmark" in types and listsnaps:
+                for bm in m.ds[name].get("bookmarks") or ():
+                    visit("%s#%s" % (name, bm), level + 1)
 
     if not args:
         recurse = True
@@ -76,16 +79,17 @@ def iterate(m: Model, args, types: set, recurse: bool, depth: "int | None", list
                     ret = 1
                     continue
                 a = found
-            prob = name_problem(a, "snapshot" in argtypes)
+            prob = name_problem(a, "snapshot" in argtypes, allow_bookmark="bookmark" in argtypes)
             if prob:
                 err("cannot open '%s': %s" % (a, prob))
                 ret = 1
                 continue
             if not m.exists(a):
-                err("cannot open '%s': dataset does not exist" % a)
+                what = "no such pool or dataset" if "#" in a else "dataset does not exist"
+                err("cannot open '%s': %s" % (a, what))
                 ret = 1
                 continue
-            kind = "snapshot" if "@" in a else "filesystem"
+            kind = "snapshot" if "@" in a else "bookmark" if "#" in a else "filesystem"
             if kind not in argtypes:
                 err("cannot open '%s': operation not applicable to datasets of this type" % a)
                 ret = 1
@@ -93,6 +97,8 @@ def iterate(m: Model, args, types: set, recurse: bool, depth: "int | None", list
             visit(a, 0)
 
     def key(n):
+        # libzfs compares names up to an '@' with strcmp, then snapshots by createtxg: a
+        # bookmark `fs#bm` sorts by its whole name, after fs's snapshots ('#' < '/')
         fs, at, sn = n.partition("@")
         if not at:
             return (fs, 0, 0)

@@ -15,6 +15,7 @@ from ..stream import MAGIC, Writer, emit_section, jdump, section_plan, section_s
 
 signal = Lazy("signal", globals())
 units = Lazy("..units", globals())
+crypt = Lazy("..crypt", globals())
 
 
 class Progress:
@@ -148,9 +149,13 @@ def cmd_send(host: Host, args) -> int:
         raise fail(
             "Error: Stream can not be written to a terminal.\nYou must redirect standard output."
         )
+    raw = f.get("w", False)
     if token is not None:
-        return send_resume(host, token, dry, parsable, verbosity)
+        return send_resume(host, token, dry, parsable, verbosity, raw)
+    if (replicate or doall) and inc is not None and "#" in inc:
+        raise fail("Error: multiple snapshots cannot be sent from a bookmark.")
     target = ops[0]
+    refusals = []  # what the kernel refuses once the stream starts (after the estimate)
     with Session(host, write=False) as m:
         if "@" not in target:
             m.open(target)
@@ -164,21 +169,26 @@ def cmd_send(host: Host, args) -> int:
                     err("Warning: incremental source didn't specify type, assuming snapshot. "
                         "Use '@' or '#' prefix to avoid ambiguity.")  # fmt: skip
                     fromname = "@" + fromname
-                if fromname.startswith("@"):
+                if fromname.startswith(("@", "#")):
                     fromname = target.split("@")[0] + fromname
-                if "#" in fromname:
-                    raise fail("zfs stand-in: bookmarks are not modelled")
             m.open(target)
             fs = target.split("@")[0]
             d, s = m.snap(target)
             from_s = None
-            if fromname is not None:
+            if fromname is not None and "#" in fromname:
+                from_s = bookmark_base(m, fromname, d, s)
+                if isinstance(from_s, str):  # the kernel's refusal, worded by how it is met
+                    return refuse_bookmark(from_s, target, fromname, verbosity, parsable, dry)
+            elif fromname is not None:
                 m.open(fromname)
                 fd_, from_s = m.snap(fromname)
                 if fd_ is not d or from_s["createtxg"] >= s["createtxg"]:
                     raise fail("warning: cannot send '%s': not an earlier snapshot from the "
                                "same fs" % target)  # fmt: skip
+            if props and "crypt" in d and not raw:
+                props_refused(fs, target, [fs], target)
             plans = [(fs, section_plan(m, fs, s, from_s), fromname)]
+            refusals = send_refusals(m, target, fs, raw, "dataset key must be loaded")
             fss = build_fss(m, [fs]) if props else None
         else:
             fs = target.split("@")[0]
@@ -243,6 +253,11 @@ def cmd_send(host: Host, args) -> int:
                     prev = x
             if failed:
                 return 1
+            if props and not raw and any("crypt" in m.ds[f_] for f_ in fslist):
+                props_refused(fs, target, [f_ for f_ in fslist if "crypt" in m.ds[f_]],
+                              "%s@%s" % (fs, tosnap))  # fmt: skip
+            for f_, sec, _from in plans:
+                refusals += send_refusals(m, sec["toname"], f_, raw, "source key must be loaded")
             fss = build_fss(m, fslist) if props else None
         head = {
             "sendfs": fs,
@@ -255,7 +270,77 @@ def cmd_send(host: Host, args) -> int:
             # snapshot streams; a plain stream is one snapshot stream and nothing after it
             "package": bool(replicate or doall or props),
         }
-    return run_send(host, head, plans, dry, parsable, verbosity)
+        mark_raw(m, head, plans, raw, f.get("e", False))
+    return run_send(host, head, plans, dry, parsable, verbosity, refusals)
+
+
+def bookmark_base(m: Model, fromname: str, d: dict, s: dict):
+    """The base of `send -i fs#bm fs@snap` as section_plan() takes it, or the kernel's
+    refusal: ESRCH (no such bookmark), EXDEV (not an ancestor: another filesystem, or not
+    older than the snapshot)."""
+    bd, bm = m.bookmark(fromname)
+    if bm is None:
+        return "ESRCH"
+    if bd is not d or bm["createtxg"] >= s["createtxg"]:
+        return "EXDEV"
+    base = {"name": "#" + fromname.split("#", 1)[1], "guid": bm["guid"],
+            "createtxg": bm["createtxg"], "manifest": bm["manifest"], "bookmark": True}  # fmt: skip
+    if "ivset" in bm:
+        base["ivset"] = bm["ivset"]
+    return base
+
+
+def refuse_bookmark(errno_name: str, target: str, fromname: str, verbosity: int,
+                    parsable: bool, dry: bool) -> int:  # fmt: skip
+    """A bad bookmark base is found by the kernel: by the size estimate when -v asks for one
+    (worded with strerror() under -P, silently otherwise), by the send itself else (libzfs's
+    own words); `-n` without -v never asks."""
+    if verbosity:
+        if parsable:
+            why = {"EXDEV": "Invalid cross-device link", "ESRCH": "No such process"}
+            err("warning: cannot send '%s': %s" % (target, why[errno_name]))
+        return 1
+    if dry:
+        return 0
+    if errno_name == "EXDEV":
+        err("warning: cannot send '%s': not an earlier snapshot from the same fs" % target)
+    else:
+        err("warning: cannot send '%s': incremental source (%s) does not exist"
+            % (target, fromname))  # fmt: skip
+    return 1
+
+
+def props_refused(fs: str, target: str, encrypted: list, errname: str) -> None:
+    """send_iterate_fs(): properties of an encrypted dataset travel only in a raw stream."""
+    err("cannot send %s: encrypted dataset %s may not be sent with properties without the raw "
+        "flag" % (target, encrypted[0]))  # fmt: skip
+    raise fail("warning: cannot send '%s': backup failed" % errname)
+
+
+def send_refusals(m: Model, snapname: str, fs: str, raw: bool, keymsg: str) -> list:
+    """What the kernel refuses when the stream starts: the caller's `send` permission on the
+    snapshot, then (not raw) the key of an encrypted dataset."""
+    if not m.may(snapname, "send"):
+        return ["warning: cannot send '%s': permission denied" % snapname]
+    if not raw and "crypt" in m.ds[fs] and not crypt.key_loaded(m, fs):
+        return ["warning: cannot send '%s': %s" % (snapname, keymsg)]
+    return []
+
+
+def mark_raw(m: Model, head: dict, plans, raw: bool, embed: bool) -> None:
+    """A raw send of an encrypted dataset carries its encryption (crypt.stream_crypt); of
+    any other it is an ordinary stream with embedded data (`-w` implies -e)."""
+    encrypted = raw and "crypt" in m.ds[head["sendfs"]]
+    head["raw"] = encrypted
+    head["embed"] = bool(embed or (raw and not encrypted))
+    if not encrypted:
+        for _f, sec, _from in plans:
+            sec.pop("fromivset", None)
+        return
+    for f_, sec, _from in plans:
+        d = m.ds[f_]
+        to_s = next(x for x in d["snaps"] if x["guid"] == sec["toguid"])
+        sec["crypt"] = crypt.stream_crypt(m, f_, to_s, sec.pop("fromivset", None))
 
 
 def build_fss(m: Model, fslist: list) -> dict:
@@ -271,7 +356,7 @@ def build_fss(m: Model, fslist: list) -> dict:
     return out
 
 
-def run_send(host, head, plans, dry, parsable, verbosity) -> int:
+def run_send(host, head, plans, dry, parsable, verbosity, refusals=()) -> int:
     out = sys.stdout if dry else sys.stderr
     total = 0
     lines = []
@@ -279,6 +364,7 @@ def run_send(host, head, plans, dry, parsable, verbosity) -> int:
         size = section_size(sec)
         total += size
         shown_from = fromname  # -I/-R name it short, -i by its full name (as OpenZFS)
+        named = shown_from is not None and ("@" in shown_from or "#" in shown_from)
         if parsable:
             if shown_from is not None:
                 lines.append("incremental\t%s\t%s\t%d" % (shown_from, sec["toname"], size))
@@ -286,7 +372,7 @@ def run_send(host, head, plans, dry, parsable, verbosity) -> int:
                 lines.append("full\t%s\t%d" % (sec["toname"], size))
         else:
             if shown_from is not None:
-                pre = "send from @%s to %s" if "@" not in shown_from else "send from %s to %s"
+                pre = "send from %s to %s" if named else "send from @%s to %s"
                 ln = pre % (shown_from, sec["toname"])
             else:
                 ln = "full send of %s" % sec["toname"]
@@ -303,6 +389,10 @@ def run_send(host, head, plans, dry, parsable, verbosity) -> int:
         out.flush()
     if dry:
         return 0
+    if refusals:
+        for line in refusals:
+            err(line)
+        return 1
     tag = hold_for_send(host, plans)
     try:
         return stream_out(host, head, plans, parsable, verbosity)
@@ -318,7 +408,7 @@ def hold_for_send(host: Host, plans) -> str:
     with Session(host) as m:
         for fs, sec, _from in plans:
             d = m.ds.get(fs)
-            for g in (sec["toguid"], sec["fromguid"]):
+            for g in (sec["toguid"], 0 if sec.get("frombookmark") else sec["fromguid"]):
                 if not g:
                     continue
                 s = None
@@ -366,7 +456,8 @@ def stream_out(host: Host, head: dict, plans, parsable: bool, verbosity: int) ->
     return 0
 
 
-def send_resume(host: Host, token: str, dry: bool, parsable: bool, verbosity: int) -> int:
+def send_resume(host: Host, token: str, dry: bool, parsable: bool, verbosity: int,
+                raw: bool = False) -> int:  # fmt: skip
     """`zfs send -t`. Its refusals exit 255: zfs_send_resume() returns -1 and `zfs send`
     returns that as its exit status (OpenZFS 2.1 and 2.3)."""
     tok, problem = token_decode(token)
@@ -402,13 +493,23 @@ def send_resume(host: Host, token: str, dry: bool, parsable: bool, verbosity: in
             for x in d["snaps"]:
                 if x["guid"] == tok["fromguid"]:
                     from_s = x
+            for bmname, bm in sorted((d.get("bookmarks") or {}).items()):
+                if from_s is None and bm["guid"] == tok["fromguid"]:  # a bookmark base
+                    from_s = bookmark_base(m, "%s#%s" % (fs, bmname), d, s)
             if from_s is None:
                 raise fail("cannot resume send: incremental source %#x no longer exists"
                            % tok["fromguid"], 255)  # fmt: skip
         sec = section_plan(m, fs, s, from_s)
         sec["resume_obj"] = tok["object"]
         sec["resume_off"] = tok["offset"]
-        fromname = "%s@%s" % (fs, from_s["name"]) if from_s else None
+        fromname = None
+        if from_s:
+            fromname = (
+                fs + from_s["name"] if from_s.get("bookmark") else "%s@%s" % (fs, from_s["name"])
+            )
         head = {"sendfs": fs, "props": False, "replicate": False, "resume": True, "fss": None,
                 "toname": "%s@%s" % (fs, s["name"]), "package": False}  # fmt: skip
-    return run_send(host, head, [(fs, sec, fromname)], dry, parsable, verbosity)
+        raw = raw or bool(tok.get("rawok"))  # a raw stream resumes raw
+        mark_raw(m, head, [(fs, sec, fromname)], raw, False)
+        refusals = send_refusals(m, head["toname"], fs, raw, "source key must be loaded")
+    return run_send(host, head, [(fs, sec, fromname)], dry, parsable, verbosity, refusals)

@@ -1,7 +1,7 @@
 """zfs set and inherit (-r, -S)."""
 
 from ..errors import Exit, err, fail, usage_err
-from ..model import Session
+from ..model import PRIVILEGED, Session
 from ..options import getopts
 from ..properties import NATIVE, canon_prop, is_user_prop
 from ..release import zversion
@@ -49,11 +49,35 @@ def cmd_set(host: Host, args) -> int:
                 # 2.3 returns -1 from its property callback: the process exits 255
                 ret = 255 if zversion() >= (2, 3, 0) else 1
                 continue
+            denied = [k for k, _v in checked if not m.may(name, k if k in NATIVE else "userprop")]
             for k, v in checked:
-                m.set_local(name, k, v)
+                if k not in denied:
+                    m.set_local(name, k, v)
             if any(k == "mountpoint" for k, _ in checked):
                 m.relocate_dirs()
+            failure = 255 if zversion() >= (2, 3, 0) else 1
+            if denied:  # the kernel sets what it may and refuses the rest
+                err("%s: permission denied" % errbuf)
+                ret = failure
+            elif remount_refused(m, name, [k for k, _v in checked]):
+                ret = failure
     return ret
+
+
+NAMESPACE = ("atime", "relatime", "devices", "exec", "setuid", "readonly", "xattr", "nbmand")
+
+
+def remount_refused(m, name: str, props: list) -> bool:
+    """A property of the mount itself changed on a mounted filesystem: libzfs remounts it,
+    which Linux refuses a caller that is not root."""
+    if PRIVILEGED or "@" in name or not any(p in NAMESPACE for p in props):
+        return False
+    d = m.ds[name]
+    if not d["mounted"] or d["inconsistent"]:
+        return False
+    err(m.mount_refused(name))
+    err("property may be set but unable to remount filesystem")
+    return True
 
 
 def cmd_inherit(host: Host, args) -> int:
@@ -95,6 +119,10 @@ def cmd_inherit(host: Host, args) -> int:
             targets = [name]
             if "r" in flags and "@" not in name:
                 targets += m.children(name)
+            if not all(m.may(t, prop if native else "userprop") for t in targets):
+                err("cannot inherit %s for '%s': permission denied" % (prop, name))
+                ret = 1
+                continue
             for t in targets:
                 m.inherit(t, prop, "S" in flags)
         if prop == "mountpoint":

@@ -2,7 +2,7 @@
 
 import time
 
-from ..errors import err, usage_err
+from ..errors import err, fail, usage_err
 from ..model import Model, Session
 from ..names import name_problem
 from ..options import getopts
@@ -18,19 +18,20 @@ def take_snapshots(m: Model, names: list, props: dict) -> None:
         manifest = m.live(fs, store=True)
         mid = m.host.put_manifest(manifest)
         m.mark_quiet(fs)
-        m.ds[fs]["snaps"].append(
-            {
-                "name": sn,
-                "guid": m.guid_new(),
-                "createtxg": txg,
-                "creation": now,
-                "manifest": mid,
-                "local": dict(props),
-                "received": {},
-                "mask": [],
-                "holds": {},
-            }
-        )
+        snap = {
+            "name": sn,
+            "guid": m.guid_new(),
+            "createtxg": txg,
+            "creation": now,
+            "manifest": mid,
+            "local": dict(props),
+            "received": {},
+            "mask": [],
+            "holds": {},
+        }
+        if "crypt" in m.ds[fs]:  # an encrypted snapshot's IV set (raw incrementals match it)
+            snap["ivset"] = m.guid_new()
+        m.ds[fs]["snaps"].append(snap)
 
 
 def cmd_snapshot(host: Host, args) -> int:
@@ -79,6 +80,11 @@ def cmd_snapshot(host: Host, args) -> int:
         for k, v in props.items():
             ck, cv = m.validate_set(names[0], k, v, "cannot create snapshots ")
             checked[ck] = cv
+        if not all(m.may(n.split("@")[0], "snapshot") for n in names):
+            err("cannot create snapshots : permission denied")
+            if multiple:
+                err("no snapshots were created")
+            return 1
         fsset = [n.split("@")[0] for n in names]
         if len(set(fsset)) != len(fsset):
             err("cannot create snapshots : multiple snapshots of same fs not allowed")
@@ -117,24 +123,42 @@ def cmd_rollback(host: Host, args) -> int:
         fs = target.split("@")[0]
         d, s = m.snap(target)
         younger = [x for x in d["snaps"] if x["createtxg"] > s["createtxg"]]
-        if younger and not recurse:
+        marks = d.get("bookmarks") or {}
+        newer_marks = [b for b in sorted(marks) if marks[b]["createtxg"] > s["createtxg"]]
+        if (younger or newer_marks) and not recurse:
             err("cannot rollback to '%s': more recent snapshots or bookmarks exist" % target)
             err("use '-r' to force deletion of the following snapshots and bookmarks:")
-            for i, x in enumerate(younger):
+            names = ["%s@%s" % (fs, x["name"]) for x in younger]
+            names += ["%s#%s" % (fs, b) for b in newer_marks]
+            for i, x in enumerate(names):
                 if i == 32:
                     err("Output limited to 32 snapshots/bookmarks")
                     break
-                err("%s@%s" % (fs, x["name"]))
+                err(x)
             return 1
         failed = False
         for x in younger:
-            if x["holds"]:
-                # rollback destroys one by one, through zfs_destroy: its own wording
-                err("cannot destroy '%s@%s': dataset is busy" % (fs, x["name"]))
+            nm = "%s@%s" % (fs, x["name"])
+            # rollback destroys one by one, through zfs_destroy: its own wording
+            if not m.may(nm, "destroy", "mount"):
+                err("cannot destroy '%s': permission denied" % nm)
+                failed = True
+            elif x["holds"]:
+                err("cannot destroy '%s': dataset is busy" % nm)
                 failed = True
             else:
                 d["snaps"].remove(x)
+        for b in newer_marks:
+            if not m.may(fs, "destroy"):
+                err("cannot destroy '%s#%s': permission denied" % (fs, b))
+                failed = True
+            else:
+                del marks[b]
+        if "bookmarks" in d and not marks:
+            del d["bookmarks"]
         if failed:
             return 1
+        if not m.may(fs, "rollback"):
+            raise fail("cannot rollback '%s': permission denied" % fs)
         do_rollback(m, fs, s)
     return 0
