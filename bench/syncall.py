@@ -129,6 +129,7 @@ def run(mode: str) -> Section:
     from producer.watch import wait
     from tasks.app import make_app
     from tests.harness.services import worker_env
+    from tests.harness.signing import signed
     from tests.harness.standin import StandinHost, standin_env
     from workers.engine import Context, EngineConfig, run
     from workers.engine.report import masters
@@ -205,7 +206,7 @@ def run(mode: str) -> Section:
 
         # -- zrepq: sync all through the queue ---------------------------------------------
         redis = lab.redis()
-        producer = Producer(app=make_app({"ZREPQ_BROKER_URL": redis.url}))
+        producer = Producer(app=make_app(signed({"ZREPQ_BROKER_URL": redis.url})))
         queued: dict[int, tuple[Any, list[dict[str, Any]], float]] = {}
         for conc in p["concurrency"]:
             log = lab.base / f"calltime-c{conc}.jsonl"
