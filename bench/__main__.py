@@ -20,7 +20,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import datapath, lease, scale, syncall
+from bench import datapath, lease, scale, signing, syncall
 from bench.common import (
     REPO,
     Row,
@@ -39,6 +39,7 @@ SECTIONS: dict[str, tuple[str, Callable[[str], Section]]] = {
     "2": ("sync-all control overhead", syncall.run),
     "3": ("scale", scale.run),
     "4": ("lease latency and enqueue rate", lease.run),
+    "5": ("signed messages: sign, verify, replay guard", signing.run),
 }
 DOC = REPO / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- bench:results:begin -->", "<!-- bench:results:end -->"

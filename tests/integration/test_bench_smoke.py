@@ -51,7 +51,7 @@ def test_bench_runs_every_section(tmp_path: Path) -> None:
     res = _run(["-m", "bench", "--smoke", "--output", str(out)], timeout=880)
     assert res.returncode == 0, f"{res.stdout[-4000:]}\n{res.stderr[-4000:]}"
     text = out.read_text()
-    for section in ("1", "2", "3", "4"):
+    for section in ("1", "2", "3", "4", "5"):
         assert f"| {section} |" in text, text
     assert "FAILED" not in text and "skipped" not in text, text
     assert "all correct" in text  # the scale run's summaries
