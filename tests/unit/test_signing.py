@@ -277,3 +277,11 @@ def test_the_gate_refuses_by_the_requesters_identity(keys: tuple[Path, TrustedKe
         "identity 'bob' may not run 'clear' on na:tank/a: no rule allows it "
         "(the default policy) (handed over by 'worker-nb')"
     )
+
+
+def test_the_sample_policy_loads() -> None:
+    from tests.harness.netutil import REPO
+
+    p = Policy.load(REPO / "deploy" / "policy.toml")
+    assert p.refusal("alice", "clear", "pool/prod/db", "na") is None
+    assert "no rule allows it" in (p.refusal("ops", "clear", "pool/prod/db", "na") or "")
