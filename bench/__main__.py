@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller sizes (~8 min)")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: does everything run?")
-    ap.add_argument("--only", default="1,2,3,4", help="sections to run, e.g. 1,4")
+    ap.add_argument("--only", default=",".join(SECTIONS), help="sections to run, e.g. 1,4")
     ap.add_argument(
         "--output",
         type=Path,

@@ -9,14 +9,25 @@ one registry hash (the documented gap).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
-from tests.harness.netutil import REPO
-from tests.harness.ops import ConfiguredRedis
+from producer.api import Producer
+from producer.watch import wait
+from tasks.app import make_app
+from tests.harness.fleet import Fleet
+from tests.harness.netutil import REPO, free_port, spawn_logged, wait_until
+from tests.harness.ops import SCRIPTS, ConfiguredRedis, base_env, start_scheduler, zrepq
+from tests.harness.services import Service, start_flower, start_workers, stop_all, worker_env
+from tests.harness.signing import signed
+from tests.harness.sshd import SshdCluster
+from tests.harness.standin import standin_env
 
 ACL = REPO / "deploy" / "redis-acl.conf"
 
@@ -92,3 +103,111 @@ def test_the_acl_file_names_every_role() -> None:
 def test_a_password_is_needed(server: ConfiguredRedis, tmp_path: Path) -> None:
     with pytest.raises(redis.exceptions.AuthenticationError):
         redis.Redis(port=server.port, username="zrepq-producer", password="wrong").ping()
+
+
+# ---- a fleet under these users -------------------------------------------------------------
+
+HOSTS = ("aa", "ab")
+
+
+def acl_lines() -> list[str]:
+    """The file's users, the worker's line made once per test host, plus an admin (ACL LOG)."""
+    out = ["user zrepq-admin on >PASSWORD-admin ~* &* +@all"]
+    for line in ACL.read_text().splitlines():
+        if not line.startswith("user "):
+            continue
+        if "worker-hosta" in line:
+            out += [line.replace("hosta", h) for h in HOSTS]
+        else:
+            out.append(line)
+    return out
+
+
+def url(srv: ConfiguredRedis, role: str) -> str:
+    return f"redis://zrepq-{role}:PASSWORD-{role}@127.0.0.1:{srv.port}/0"
+
+
+def test_a_fleet_runs_under_the_role_users_and_nothing_is_denied(
+    sshd_cluster: SshdCluster, fleet: Callable[..., Fleet], tmp_path: Path
+) -> None:
+    """Two workers (each its own user), a producer and the scheduler on their users: init,
+    sync, sync all (a chord), failover and takeover back (hand-overs between the hosts), a
+    scheduled sync; Redis's ACL LOG stays empty."""
+    srv = ConfiguredRedis(tmp_path / "redis", acl_lines())
+    srv.start()
+    started: dict[str, Service] = {}
+    try:
+        admin = redis.Redis(port=srv.port, username="zrepq-admin", password="PASSWORD-admin")
+        f = fleet(*HOSTS)
+        envs = {
+            h: worker_env(
+                h,
+                url(srv, f"worker-{h}"),
+                standin_env(sshd_cluster.host(h).root),
+                str(sshd_cluster.config_file),
+                ZREPQ_CONFIG="none",
+            )
+            for h in HOSTS
+        }
+        started.update(start_workers(envs, tmp_path))
+        p = Producer(app=make_app(signed({"ZREPQ_CONFIG": "none",
+                                          "ZREPQ_BROKER_URL": url(srv, "producer")})))  # fmt: skip
+        a, b = f["aa"], f["ab"]
+        a.zfs.zfs("create", a.fs("prod"))
+        a.zfs.write(a.fs("prod"), "data.txt", b"v1\n")
+
+        def done(r: Any) -> dict[str, Any]:
+            return wait({"t": r}, timeout=120, show=False)["t"]
+
+        assert done(p.init(a.fs("prod"), "ab", b.fs("prod"), host="aa"))["ok"]
+        a.zfs.write(a.fs("prod"), "data.txt", b"v2\n")
+        assert done(p.sync(a.fs("prod"), host="aa"))["ok"]
+        recs = wait(p.sync_all(["aa"]), timeout=120, show=False)
+        assert recs["aa"]["ok"], recs
+        assert done(p.failover(a.fs("prod"), host="aa"))["ok"]
+        assert done(p.takeover(a.fs("prod"), host="aa"))["ok"]
+        assert b.zfs.read(b.fs("prod"), "data.txt") == b"v2\n"
+        # The scheduler on its user fires a sync.
+        env = base_env(ZREPQ_BROKER_URL=url(srv, "scheduler"), ZREPQ_BEAT_MAX_INTERVAL="1")
+        started["scheduler"] = start_scheduler(env, tmp_path)
+        a.zfs.write(a.fs("prod"), "data.txt", b"v3\n")
+        penv = base_env(ZREPQ_BROKER_URL=url(srv, "producer"))
+        res = zrepq(penv, "schedule", "add", "s", "sync", f"aa:{a.fs('prod')}", "--every", "1s")
+        assert res.returncode == 0, res.stderr
+        assert wait_until(lambda: b.zfs.read(b.fs("prod"), "data.txt") == b"v3\n", 60, 0.5)
+        # Flower on its user: its workers page asks every worker (pidbox), its send-task signs.
+        started["flower"] = flower = start_flower(url(srv, "flower"), tmp_path)
+        api = f"http://127.0.0.1:{flower.port}/api"
+        with urllib.request.urlopen(f"{api}/workers?refresh=1", timeout=30) as resp:
+            assert {"zrepq@aa", "zrepq@ab"} <= set(json.loads(resp.read()))
+        body = json.dumps({"kwargs": {"host": "aa", "fs": a.fs("prod")}, "queue": "zrepq.host.aa"})
+        req = urllib.request.Request(
+            f"{api}/task/send-task/zrep.lastsent",
+            data=body.encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            task_id = json.loads(resp.read())["task-id"]
+        assert done(p.app.AsyncResult(task_id))["ok"]
+        # The exporter on its user: Redis read, and its `zrep.status` polls of every host.
+        mport = free_port()
+        menv = base_env(ZREPQ_BROKER_URL=url(srv, "metrics"), ZREPQ_METRICS_STATUS_INTERVAL="1")
+        mlog = tmp_path / "metrics.log"
+        argv = [*SCRIPTS["zrepq"], "metrics", "--port", str(mport)]
+        started["metrics"] = metrics = Service("metrics", spawn_logged(argv, menv, mlog), mlog)
+
+        def scraped() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5) as r:
+                    text = r.read().decode()
+            except OSError:
+                return False
+            return "zrepq_exporter_redis_up 1.0" in text and "zrepq_status_poll_timestamp" in text
+
+        assert wait_until(scraped, 60, 0.5), metrics.output()
+        denied = admin.execute_command("ACL", "LOG")
+        assert denied == [], [(d[b"username"], d[b"context"], d[b"object"]) for d in denied]
+    finally:
+        stop_all(started)
+        srv.stop()
