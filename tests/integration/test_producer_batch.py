@@ -77,7 +77,9 @@ def test_the_same_messages_as_one_at_a_time(producer: Producer, redis_client: re
         producer.sync("pool/one", host="bqa", changed_only=True)
     single, batched = _queued(redis_client, "bqa")
     assert single["kwargs"] == batched["kwargs"]
-    volatile = {"id", "root_id", "timelimit"}
+    volatile = {"id", "root_id", "timelimit", "zrepq_auth"}  # the signature covers id and time
+    assert single["headers"]["zrepq_auth"]["identity"] == "tester"
+    assert batched["headers"]["zrepq_auth"]["identity"] == "tester"
     assert {k: v for k, v in single["headers"].items() if k not in volatile} == {
         k: v for k, v in batched["headers"].items() if k not in volatile
     }
