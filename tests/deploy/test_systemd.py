@@ -68,6 +68,7 @@ class Fleet:
             ZREPQ_BROKER_URL=f"redis://127.0.0.1:{self.redis_port}/0",
             ZREPQ_REDIS_PASSWORD=REDIS_PASSWORD,
             ZREPQ_SIGNING_KEY=self.ops_key(),
+            ZREPQ_SIGNING_IDENTITY="ops",  # the copy's file name is not the identity
         )
 
     def ops_key(self) -> str:
