@@ -23,7 +23,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import datapath, lease, openzfs, peers, scale, syncall
+from bench import datapath, lease, openzfs, peers, scale, signing, syncall
 from bench.common import (
     REPO,
     Row,
@@ -43,6 +43,7 @@ SECTIONS: dict[str, tuple[str, Callable[[str], Section]]] = {
     "3": ("scale", scale.run),
     "4": ("lease latency and enqueue rate", lease.run),
     "5": ("sync all on real OpenZFS", openzfs.run),
+    "6": ("signed messages: sign, verify, replay guard", signing.run),
 }
 DOC = REPO / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- bench:results:begin -->", "<!-- bench:results:end -->"
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller sizes")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: does everything run?")
-    ap.add_argument("--only", default="1,2,3,4,5", help="sections to run, e.g. 1,4")
+    ap.add_argument("--only", default=",".join(SECTIONS), help="sections to run, e.g. 1,4")
     ap.add_argument(
         "--output",
         type=Path,

@@ -168,6 +168,7 @@ class DataPath:
         from producer.api import Producer
         from tasks.app import make_app
         from tests.harness.services import worker_env
+        from tests.harness.signing import signed
         from tests.harness.standin import standin_env
 
         self.redis = self.lab.redis()
@@ -181,7 +182,7 @@ class DataPath:
             ZREPQ_BENCH_CALLTIME=str(self.calltime_log),
         )
         self.worker = self.lab.service(start_timed_worker("hosta", env, self.lab.logs))
-        self.producer = Producer(app=make_app({"ZREPQ_BROKER_URL": self.redis.url}))
+        self.producer = Producer(app=make_app(signed({"ZREPQ_BROKER_URL": self.redis.url})))
 
     def prepare(self, template: Path, init: Any) -> int:
         """Fresh pair, one new file, snapshot zrep_000001 taken: ready to send.

@@ -105,6 +105,7 @@ def enqueue(url: str, n: int) -> dict[str, tuple[float, float]]:
     from producer.api import Producer
     from tasks import contract as c
     from tasks.app import make_app
+    from tests.harness.signing import signed
     from workers.keys import HOSTS_KEY
 
     client = redis.Redis.from_url(url)
@@ -121,7 +122,7 @@ def enqueue(url: str, n: int) -> dict[str, tuple[float, float]]:
         reset()
 
     reset()
-    app = make_app({"ZREPQ_BROKER_URL": url})
+    app = make_app(signed({"ZREPQ_BROKER_URL": url}))
     producer = Producer(app=app)
     producer.sync("pool/warmup", host="hosta")  # connections, host list
     with producer.batch():

@@ -167,6 +167,7 @@ def run(mode: str) -> Section:
     n = p["n"]
     from producer.api import Producer
     from tasks.app import make_app
+    from tests.harness.signing import signed
     from tests.realzfs.e2e import (
         StorageHost,
         boot_pair,
@@ -220,7 +221,7 @@ def run(mode: str) -> Section:
         for s in (a, b):
             start_worker(s, redis.port, ZREPQ_CONCURRENCY="4", ZREP_SAVE_COUNT="1")
         wait_registered(client, [a, b])
-        producer = Producer(app=make_app({"ZREPQ_BROKER_URL": redis.url}))
+        producer = Producer(app=make_app(signed({"ZREPQ_BROKER_URL": redis.url})))
         from producer.watch import wait
 
         inits = {
@@ -267,7 +268,7 @@ def run(mode: str) -> Section:
 
         cli = [str(Path(sys.executable).parent / "zrepq"), "--wait", "sync", "--host", a.name,
                "all"]  # fmt: skip
-        cli_env = {**os.environ, "ZREPQ_BROKER_URL": redis.url, "ZREPQ_CONFIG": "none"}
+        cli_env = signed({**os.environ, "ZREPQ_BROKER_URL": redis.url, "ZREPQ_CONFIG": "none"})
 
         def queued() -> float:
             t0 = time.perf_counter()

@@ -135,6 +135,7 @@ def run(mode: str) -> Section:
     from producer.watch import wait
     from tasks.app import make_app
     from tests.harness.services import start_flower, worker_env
+    from tests.harness.signing import signed
     from tests.harness.standin import StandinHost, standin_env
     from tests.harness.standin_fixtures import clone_root
 
@@ -169,7 +170,7 @@ def run(mode: str) -> Section:
             f"scale: set up {total} pairs and {nhosts} workers in "
             f"{fmt_s(time.monotonic() - t_setup)}"
         )
-        producer = Producer(app=make_app({"ZREPQ_BROKER_URL": redis.url}))
+        producer = Producer(app=make_app(signed({"ZREPQ_BROKER_URL": redis.url})))
         print(f"[3] sync all -c over {nhosts} hosts", flush=True)
         with Watch(client, flower_url) as watch, metered() as m:
             results = producer.sync_all(hosts, changed_only=True)

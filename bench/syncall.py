@@ -225,6 +225,7 @@ def run(mode: str) -> Section:
     p = PARAMS[mode]
     n, delay = p["n"], p["delay"]
     from tests.harness.services import worker_env
+    from tests.harness.signing import signed
     from tests.harness.standin import standin_env
     from workers.engine import Context, EngineConfig
     from workers.engine import run as run_verb
@@ -292,7 +293,7 @@ def run(mode: str) -> Section:
         # -- zrepq through the queue: the CLI, workers already running -----------------------
         redis = lab.redis()
         zrepq_bin = Path(sys.executable).parent
-        cli_env = {**os.environ, "ZREPQ_BROKER_URL": redis.url, "ZREPQ_CONFIG": "none"}
+        cli_env = signed({**os.environ, "ZREPQ_BROKER_URL": redis.url, "ZREPQ_CONFIG": "none"})
         slot_stats: dict[int, dict[str, list[float]]] = {}
         worker_recs: dict[int, list[dict[str, Any]]] = {}
 

@@ -77,6 +77,8 @@ def cli(
     """zrep-style ZFS replication through a queue: zrep's verbs, run by each host's worker."""
     # Imported here, not at the top: importing the app reads the configuration, and a bad
     # setting must become a message naming it (see `main`), not a traceback.
+    if ctx.invoked_subcommand in ops_cli.STANDALONE:
+        return  # `keygen` writes the key a configuration may name before it exists
     from producer.api import Producer
 
     ctx.obj = Ctx(Producer(tag=tag or "zrep", default_host=host), host, wait_, as_json, timeout)

@@ -172,4 +172,34 @@ def config(c: Ctx) -> None:
                 click.echo(f"{k} = {json.dumps(v)}")
 
 
-COMMANDS = (schedule, scheduler, metrics, config)
+@click.command()
+@click.option(
+    "--dir",
+    "directory",
+    default="/etc/zrepq/keys",
+    show_default=True,
+    help="where NAME.key and NAME.pub are written",
+)
+@click.argument("name")
+def keygen(directory: str, name: str) -> None:
+    """keygen NAME: an Ed25519 key pair for signing task messages as identity NAME.
+
+    NAME.key (0600) stays with the producer ([signing] key); NAME.pub goes into the
+    trusted directory of every worker that should accept NAME ([signing] trusted)."""
+    from pathlib import Path
+
+    from tasks.contract import KeyFileError, generate_keys
+
+    try:
+        private, public = generate_keys(name, Path(directory))
+    except KeyFileError as e:
+        click.echo(f"zrepq keygen: {e}", err=True)
+        sys.exit(1)
+    click.echo(f"private key {private} (keep it on the producer: ZREPQ_SIGNING_KEY={private})")
+    click.echo(f"public key  {public} (copy it into each worker's [signing] trusted directory)")
+
+
+# Commands that need no settings (the group builds no producer for them).
+STANDALONE = ("keygen",)
+
+COMMANDS = (schedule, scheduler, metrics, config, keygen)

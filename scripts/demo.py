@@ -29,6 +29,7 @@ from tests.harness.redis_server import RedisServer  # noqa: E402
 from tests.harness.services import start_flower, start_worker, worker_env  # noqa: E402
 from tests.harness.sshd import SshdCluster  # noqa: E402
 from tests.harness.standin import StandinHost, standin_env  # noqa: E402
+from workers.auth.signing import generate  # noqa: E402
 
 STATE = Path(os.environ.get("ZREPQ_DEMO_STATE", "/tmp/zrepq-demo.json"))
 
@@ -55,6 +56,18 @@ def step(text: str) -> None:
     print(f"\n\033[1m== {text}\033[0m", flush=True)
 
 
+def make_keys(base: Path) -> dict[str, str]:
+    """The demo's signing keys, as `zrepq keygen` makes them: `admin` for the CLI and Flower,
+    one per worker (what it signs the other half of a failover with); every worker trusts
+    all three. No policy file: the default lets every trusted identity run routine verbs."""
+    keys, trusted = base / "keys", base / "keys" / "trusted"
+    trusted.mkdir(parents=True)
+    for name in ("admin", "hosta", "hostb"):
+        _, pub = generate(name, keys)
+        (trusted / pub.name).write_text(pub.read_text())
+    return {"key": str(keys / "admin.key"), "trusted": str(trusted), "dir": str(keys)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--stop", action="store_true", help="stop a stack left running")
@@ -76,6 +89,12 @@ def main() -> int:
     try:
         step("starting Redis, sshd for hosta and hostb, a worker per host, Flower")
         redis_srv.start()
+        keys = make_keys(base)
+        # Producers (the CLI below, Flower) sign as `admin`; workers trust the keys dir.
+        os.environ["ZREPQ_SIGNING_KEY"] = keys["key"]
+        os.environ["ZREPQ_SIGNING_TRUSTED"] = keys["trusted"]
+        os.environ.pop("ZREPQ_POLICY", None)
+        print(f"signing keys (zrepq keygen): {keys['dir']}")
         hosts = {}
         for name in ("hosta", "hostb"):
             sshd = cluster.host(name)
@@ -88,6 +107,7 @@ def main() -> int:
                 standin_env(sshd.root),
                 str(cluster.config_file),
                 ZREP_INFILTER="pv -q -L 40m",
+                ZREPQ_SIGNING_KEY=f"{keys['dir']}/{name}.key",
             )
             services.append(start_worker(name, env, base / "logs"))
         flower = start_flower(redis_srv.url, base / "logs", basic_auth=f"zrepq:{password}")
@@ -151,7 +171,10 @@ def main() -> int:
                 f"The stack keeps running. Flower: http://127.0.0.1:{flower.port}/ "
                 f"(user zrepq, password {password}); Redis: {redis_srv.url}"
             )
-            print(f"Try: ZREPQ_BROKER_URL={redis_srv.url} .venv/bin/zrepq -H hosta status -v")
+            print(
+                f"Try: ZREPQ_BROKER_URL={redis_srv.url} ZREPQ_SIGNING_KEY={keys['key']} "
+                ".venv/bin/zrepq -H hosta status -v"
+            )
             print("Stop everything: bash scripts/demo.sh stop")
         return 0
     except KeyboardInterrupt:

@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
 from celery import Celery
+from celery.app.amqp import AMQP
 
 from tasks.settings import AppFile, redbeat
+from workers.auth import signing
 from workers.keys import DEFAULT_QUEUE
 from workers.settings import EX_CONFIG, ConfigError, Settings, load
 
@@ -44,14 +46,56 @@ _TASKS: dict[str, Any] = {
 }
 
 
+class SigningAMQP(AMQP):
+    """Celery's message builder, which signs every task message of a zrepq app.
+
+    Every message Celery builds goes through `as_task_v2`: `send_task` (the CLI, the API,
+    Flower's send-task, beat), `apply_async` and `task.replace`/chords in a worker. The
+    signer is the app's (`[signing] key`); an app without one sends unsigned messages, which
+    workers refuse. (Not Celery's `before_task_publish` signal: it does not say which app
+    publishes, so a process-wide key would sign for every Celery app in the process.)
+
+    Inside a task a worker runs, `signing.ACTING_FOR` holds the request it acts on: what it
+    sends then is a hand-over, which embeds that request (`signing.origin_of`).
+    """
+
+    def as_task_v2(self, task_id: str, name: str, *args: Any, **kwargs: Any) -> Any:
+        msg = super().as_task_v2(task_id, name, *args, **kwargs)
+        signer = _SIGNERS.get(self.app)
+        if signer is not None:
+            task_kwargs = msg.body[1]
+            origin, hop = signing.ACTING_FOR.get() or (None, -1)
+            msg.headers[signing.HEADER] = signer.envelope(
+                name, task_id, task_kwargs, origin=origin, hop=hop + 1
+            )
+        return msg
+
+
+_SIGNERS: WeakKeyDictionary[Celery, signing.Signer] = WeakKeyDictionary()
+
+
+def signer_for(cfg: Settings[Any]) -> signing.Signer | None:
+    """The producer key of these settings (None: none configured); `ConfigError` if bad."""
+    sg = cfg.model.signing
+    if sg.key is None:
+        return None
+    try:
+        return signing.Signer.from_file(sg.key, sg.identity, sg.ttl)
+    except signing.KeyFileError as e:
+        raise ConfigError(f"[signing] key: {e}") from None
+
+
 def make_app(
     env: Mapping[str, str] | None = None, *, config: Settings[AppFile] | None = None
 ) -> Celery:
     """The zrepq Celery app; raises `ConfigError` naming every bad setting."""
     cfg = config or load(env, model=AppFile)
-    app = Celery("zrepq", include=["tasks.handlers", "tasks.ops"])
+    signer = signer_for(cfg)
+    app = Celery("zrepq", include=["tasks.handlers", "tasks.ops"], amqp=SigningAMQP)
     app.conf.update({**cfg.broker.celery(), **_TASKS, **redbeat(cfg)})
     _SETTINGS[app] = cfg
+    if signer is not None:
+        _SIGNERS[app] = signer
     return app
 
 

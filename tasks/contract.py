@@ -15,6 +15,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from workers.auth.signing import HEADER as AUTH_HEADER
+from workers.auth.signing import KeyFileError
+from workers.auth.signing import generate as generate_keys
 from workers.engine import requests as r
 from workers.engine.errors import HostUnreachable, ValidationError, ZrepqError
 from workers.engine.names import validate_host
@@ -225,6 +228,7 @@ def failed(error: dict[str, Any]) -> dict[str, Any]:
 
 
 __all__ = [
+    "AUTH_HEADER",
     "BEAT_PREFIX",
     "DEFAULT_QUEUE",
     "HOSTS_KEY",
@@ -233,8 +237,10 @@ __all__ = [
     "SCHEMAS",
     "SYNCS_KEY",
     "HostUnreachable",
+    "KeyFileError",
     "ValidationError",
     "ZrepqError",
+    "generate_keys",
     "node_host",
     "node_name",
     "queue_for",

@@ -24,6 +24,7 @@ from celery.signals import heartbeat_sent, worker_ready
 from tasks import contract as c
 from tasks.app import app, settings_of
 from tasks.errors import TaskFailed
+from tasks.guard import Guarded, allow
 from tasks.progress import Progress
 from tasks.summary import summary
 from workers.engine import Context, liveness, requests, rollback, sync
@@ -119,6 +120,7 @@ def _run(
 ) -> dict[str, Any]:
     try:
         args = c.validate(name, kwargs)
+        allow(name, args)  # this host's policy, for whoever asked (`tasks.guard`)
         ctx = _context(task, args, peer or DeferredPeer())
         try:
             return c.ok(body(ctx, args))
@@ -175,7 +177,7 @@ def _alive(holder: LockToken) -> bool:
 def _plain(name: str) -> None:
     """Register task `name` whose body is its verb alone."""
 
-    @app.task(name=name, bind=True)
+    @app.task(name=name, bind=True, base=Guarded)
     def task(self: Task[Any, Any], /, **kwargs: Any) -> dict[str, Any]:
         return _run(self, name, kwargs)
 
@@ -208,22 +210,22 @@ def _sync_task(
     return res
 
 
-@app.task(name=c.SYNC, bind=True)
+@app.task(name=c.SYNC, bind=True, base=Guarded)
 def sync_(self: Task[Any, Any], /, **kwargs: Any) -> dict[str, Any]:
     return _sync_task(self, c.SYNC, kwargs, _legacy_sync)
 
 
-@app.task(name=c.SYNCONLY, bind=True)
+@app.task(name=c.SYNCONLY, bind=True, base=Guarded)
 def synconly(self: Task[Any, Any], /, **kwargs: Any) -> dict[str, Any]:
     return _sync_task(self, c.SYNCONLY, kwargs)
 
 
-@app.task(name=c.ROLLBACK, bind=True)
+@app.task(name=c.ROLLBACK, bind=True, base=Guarded)
 def rollback_(self: Task[Any, Any], /, **kwargs: Any) -> dict[str, Any]:
     return _sync_task(self, c.ROLLBACK, kwargs)
 
 
-@app.task(name=c.SYNC_ALL, bind=True)
+@app.task(name=c.SYNC_ALL, bind=True, base=Guarded)
 def sync_all(self: Task[Any, Any], /, **kwargs: Any) -> Any:
     """Fan out one `zrep.sync` per master fs of this host; a chord collects one summary.
 
@@ -235,6 +237,7 @@ def sync_all(self: Task[Any, Any], /, **kwargs: Any) -> Any:
     try:
         args = c.validate(c.SYNC_ALL, kwargs)
         assert isinstance(args, c.SyncAllArgs)
+        allow(c.SYNC_ALL, args)
         fss = masters(_context(self, args, DeferredPeer()))
     except ZrepqError as e:  # fail with the contract's record, as every other task does
         log.error("%s failed: %s", c.SYNC_ALL, e.message)
@@ -257,7 +260,7 @@ def sync_all_summary(results: list[dict[str, Any]], host: str, started: float) -
     return c.ok(summary(results, host, started))
 
 
-@app.task(name=c.EXPIRE, bind=True)
+@app.task(name=c.EXPIRE, bind=True, base=Guarded)
 def expire(self: Task[Any, Any], /, **kwargs: Any) -> dict[str, Any]:
     def body(ctx: Context, a: c.ExpireArgs) -> Any:
         fss = [a.fs] if a.fs else (list_names(ctx) if a.all else masters(ctx))
@@ -302,17 +305,17 @@ def _side(res: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@app.task(name=c.FAILOVER, bind=True)
+@app.task(name=c.FAILOVER, bind=True, base=Guarded)
 def failover(self: Task[Any, Any], /, **kwargs: Any) -> Any:
     return _role(self, c.FAILOVER, kwargs)
 
 
-@app.task(name=c.TAKEOVER, bind=True)
+@app.task(name=c.TAKEOVER, bind=True, base=Guarded)
 def takeover(self: Task[Any, Any], /, **kwargs: Any) -> Any:
     return _role(self, c.TAKEOVER, kwargs)
 
 
-@app.task(name=c.STATUS, bind=True)
+@app.task(name=c.STATUS, bind=True, base=Guarded)
 def status_(self: Task[Any, Any], /, **kwargs: Any) -> dict[str, Any]:
     def body(ctx: Context, a: c.StatusArgs) -> Any:
         rows = status(ctx, a)

@@ -11,6 +11,8 @@ import os
 import shutil
 import tempfile
 
+from tests.harness.signing import keys as signing_keys
+
 pytest_plugins = [
     "tests.harness.standin_fixtures",
     "tests.harness.sshd_fixtures",
@@ -24,3 +26,6 @@ if "ZREP_RUNDIR" not in os.environ:
     atexit.register(shutil.rmtree, _run, True)
     os.environ["ZREP_RUNDIR"] = _run
     os.environ.setdefault("ZREPQ_LOCK_DIR", os.path.join(_run, "zrepq-locks"))
+
+# Every process of the session signs and verifies task messages (tests/harness/signing.py).
+signing_keys()

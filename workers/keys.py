@@ -55,3 +55,12 @@ def node_name(host: str) -> str:
 def node_host(node: str) -> str:
     """The host of a worker's node name (`zrepq@hosta` -> `hosta`)."""
     return node.split("@", 1)[1] if "@" in node else node
+
+
+# Replay guard (`tasks/guard.py`): `zrepq:seen:HOST:TASKID:HOP` -> "run" | "done", kept until
+# the message expires. Per host, so a worker writes only its own host's keys.
+SEEN_PREFIX = PREFIX + "seen:"
+
+
+def seen_key(host: str, task_id: str, hop: int = 0) -> str:
+    return f"{SEEN_PREFIX}{host}:{task_id}:{hop}"

@@ -27,6 +27,8 @@ from typing import Any
 
 from celery import Celery
 
+from workers.auth.policy import Policy, PolicyError
+from workers.auth.signing import startup_problem
 from workers.engine.errors import ConfigError, ValidationError
 from workers.engine.names import validate_host
 from workers.keys import PROBE_TASK, node_name, queue_name
@@ -68,8 +70,17 @@ def _settings() -> tuple[Settings[WorkerFile], str]:
         cfg = load()
         host = cfg.host()
         validate_host(host)
+        sg = cfg.model.signing
+        problem = startup_problem(sg.required, sg.trusted)
+        if problem is None:
+            Policy.load(sg.policy)  # a bad policy stops the worker here, naming the problem
     except (ConfigError, ValidationError) as e:
         print(f"zrepq-worker: {e.message}", file=sys.stderr)
+        sys.exit(EX_CONFIG)
+    except PolicyError as e:
+        problem = str(e)
+    if problem is not None:
+        print(f"zrepq-worker: {problem}", file=sys.stderr)
         sys.exit(EX_CONFIG)
     return cfg, host
 

@@ -91,7 +91,18 @@ class Stack:
             **self.env,
             "ZREPQ_BROKER_URL": f"redis://127.0.0.1:{self.redis_port}/0",
             "ZREPQ_REDIS_PASSWORD": REDIS_PASSWORD,
+            "ZREPQ_SIGNING_KEY": str(self.signing_key()),
         }
+
+    def signing_key(self) -> Path:
+        """The stack's `ops` key (made by demo-keys), copied out once: the CLI signs with it."""
+        path = self.checkout / "docker" / "ops.key"
+        if not path.exists():
+            text = self.on("hosta", "cat /demo-ssh/signing/ops.key")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+        return path
 
     def zrepq(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         return run(["zrepq", *args], env=self.producer_env, timeout=timeout)

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 import time
 import tomllib
 from collections.abc import Iterator
@@ -66,7 +67,18 @@ class Fleet:
         return host_env(
             ZREPQ_BROKER_URL=f"redis://127.0.0.1:{self.redis_port}/0",
             ZREPQ_REDIS_PASSWORD=REDIS_PASSWORD,
+            ZREPQ_SIGNING_KEY=self.ops_key(),
+            ZREPQ_SIGNING_IDENTITY="ops",  # the copy's file name is not the identity
         )
+
+    def ops_key(self) -> str:
+        """The control plane's key (install.md makes it on ctl), for the CLI of the tests."""
+        path = Path(tempfile.gettempdir()) / f"zrepq-deploy-ops-{os.getpid()}.key"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(self.ctl.read("/etc/zrepq/keys/ops.key"))
+        return str(path)
 
     def zrepq(self, *args: str, timeout: float = 180) -> str:
         return run(["zrepq", *args], env=self.producer_env, timeout=timeout).stdout
@@ -172,6 +184,8 @@ def install(f: Fleet) -> None:
         ctl.result()
         store.result()
     s = f.store
+    ops_pub = f.ctl.read("/etc/zrepq/keys/ops.pub").strip()
+    f.doc(s, "trust-producer", {"zrepq-ed25519 THE-OPS-PUBLIC-KEY ops": ops_pub})
     since = now(s)
     f.doc(s, "worker-units")
     assert wait_until(lambda: f.worker_ready_since(since), 60, 0.5), s.sh(

@@ -14,13 +14,14 @@ from producer.watch import outcome, wait
 from tasks.app import make_app
 from tests.harness.netns import NetBed, NetHost, is_stream_process
 from tests.harness.netutil import ppid_of
+from tests.harness.signing import signed
 
 _counter = itertools.count(1)
 
 
 def producer(bed: NetBed, **kw: Any) -> Producer:
     assert bed.redis is not None
-    return Producer(app=make_app({"ZREPQ_BROKER_URL": bed.redis.url}), **kw)
+    return Producer(app=make_app(signed({"ZREPQ_BROKER_URL": bed.redis.url})), **kw)
 
 
 def done(r: Any, timeout: float = 120) -> dict[str, Any]:

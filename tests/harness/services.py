@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from tests.harness.netutil import REPO, free_port, spawn_logged, wait_for_port
+from tests.harness.signing import keys
 from tests.harness.standin import standin_env
 from workers.keys import HOSTS_KEY
 
@@ -64,7 +65,7 @@ class Service:
 def worker_env(
     host: str, broker: str, site_env: dict[str, str], ssh_config: str | None, **extra: str
 ) -> dict[str, str]:
-    env = {**os.environ, **site_env}
+    env = {**os.environ, **keys(), **site_env}
     env.update(
         {
             "ZREPQ_HOST": host,
@@ -143,7 +144,7 @@ def start_flower(
     """Flower with the app (`-A`, so send-task and async-apply work). With `basic_auth`
     ("user:password") every page and API call needs it; without, the API is left open."""
     port = port or free_port()
-    env = {**os.environ, "ZREPQ_BROKER_URL": broker, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, **keys(), "ZREPQ_BROKER_URL": broker, "PYTHONPATH": str(REPO)}
     args = [f"--port={port}", "--address=127.0.0.1", *(extra_args or [])]
     if basic_auth:
         args.append(f"--basic-auth={basic_auth}")

@@ -53,10 +53,10 @@ def _run(argv: list[str], timeout: float, **extra: str) -> subprocess.CompletedP
 def test_bench_runs_every_section(tmp_path: Path) -> None:
     _needs()
     out = tmp_path / "benchmarks.md"
-    res = _run(["-m", "bench", "--smoke", "--only", "1,2,3,4", "--output", str(out)], 1180)
+    res = _run(["-m", "bench", "--smoke", "--only", "1,2,3,4,6", "--output", str(out)], 1180)
     assert res.returncode == 0, f"{res.stdout[-4000:]}\n{res.stderr[-4000:]}"
     text = out.read_text()
-    for section in ("1", "2", "3", "4"):
+    for section in ("1", "2", "3", "4", "6"):
         assert f"| {section} |" in text, text
     assert "FAILED" not in text and "skipped" not in text, text
     assert "all correct" in text  # the scale run's summaries

@@ -31,6 +31,7 @@ from tests.deploy import install_doc
 from tests.harness.netutil import REPO, free_port, wait_until
 from tests.harness.ops import SCRIPTS, ConfiguredRedis
 from tests.harness.services import Service, spawn_logged
+from tests.harness.signing import key_dir
 
 pytestmark = pytest.mark.integration
 
@@ -229,6 +230,9 @@ def _env_of(service: dict[str, Any], redis_url: str) -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     for k, v in service["environment"].items():
         env[k] = str(v)
+    # The control plane's signing key (made by demo-keys in the stack): the harness's own.
+    if env.get("ZREPQ_SIGNING_KEY", "").startswith("/demo-ssh/signing/"):
+        env["ZREPQ_SIGNING_KEY"] = str(key_dir() / "tester.key")
     env.update(COMPOSE_ENV)
     env["ZREPQ_BROKER_URL"] = redis_url  # `redis:6379` is this test's redis-server
     return env

@@ -44,6 +44,7 @@ from tests.harness.services import (
     stop_all,
     worker_env,
 )
+from tests.harness.signing import signed
 from tests.harness.sshd import SshdCluster
 from tests.harness.standin import StandinHost, standin_env
 from workers.keys import HOSTS_KEY, queue_name
@@ -104,7 +105,9 @@ def ops(
         if not key.endswith(b":lock"):
             client.delete(key)
     client.delete("zrepq:syncs")
-    return f, Producer(app=make_app({"ZREPQ_CONFIG": "none", "ZREPQ_BROKER_URL": redis_server.url}))
+    return f, Producer(
+        app=make_app(signed({"ZREPQ_CONFIG": "none", "ZREPQ_BROKER_URL": redis_server.url}))
+    )
 
 
 def done(r: Any, timeout: float = 120) -> dict[str, Any]:
@@ -383,7 +386,7 @@ def test_worker_check_catches_a_worker_that_stopped_consuming(
         ZREPQ_CHECK_TIMEOUT="5",
     )
     svc = start_worker("chk", env, tmp_path)
-    app = make_app({"ZREPQ_CONFIG": "none", "ZREPQ_BROKER_URL": redis_server.url})
+    app = make_app(signed({"ZREPQ_CONFIG": "none", "ZREPQ_BROKER_URL": redis_server.url}))
     try:
         res = worker_check(env)
         assert res.returncode == 0 and "probe ran" in res.stdout, res.stdout + res.stderr

@@ -23,6 +23,7 @@ from tasks.app import make_app
 from tests.harness.netutil import REPO
 from tests.harness.redis_server import RedisServer
 from tests.harness.services import start_flower
+from tests.harness.signing import signed
 from workers.keys import HOSTS_KEY
 
 pytestmark = pytest.mark.integration
@@ -49,7 +50,7 @@ def _queued(client: redis.Redis, host: str) -> list[dict[str, Any]]:
 @pytest.fixture
 def producer(redis_client: redis.Redis, redis_url: str) -> Producer:
     _register(redis_client)
-    return Producer(app=make_app({"ZREPQ_CONFIG": "none", "ZREPQ_BROKER_URL": redis_url}))
+    return Producer(app=make_app(signed({"ZREPQ_CONFIG": "none", "ZREPQ_BROKER_URL": redis_url})))
 
 
 def test_a_batch_queues_every_task_as_json_in_order(
@@ -76,7 +77,9 @@ def test_the_same_messages_as_one_at_a_time(producer: Producer, redis_client: re
         producer.sync("pool/one", host="bqa", changed_only=True)
     single, batched = _queued(redis_client, "bqa")
     assert single["kwargs"] == batched["kwargs"]
-    volatile = {"id", "root_id", "timelimit"}
+    volatile = {"id", "root_id", "timelimit", "zrepq_auth"}  # the signature covers id and time
+    assert single["headers"]["zrepq_auth"]["identity"] == "tester"
+    assert batched["headers"]["zrepq_auth"]["identity"] == "tester"
     assert {k: v for k, v in single["headers"].items() if k not in volatile} == {
         k: v for k, v in batched["headers"].items() if k not in volatile
     }

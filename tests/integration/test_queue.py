@@ -30,6 +30,7 @@ from tests.harness.fleet import Fleet, Site
 from tests.harness.netutil import REPO, wait_until
 from tests.harness.redis_server import RedisServer
 from tests.harness.services import Service, start_flower, start_site_workers, stop_all
+from tests.harness.signing import signed
 from tests.harness.sshd import SshdCluster
 from tests.harness.zfs_backend import StandinBackend
 from tests.harness.zrep_actor import Zrep, ZrepHost
@@ -58,7 +59,7 @@ def q(
     fleet: Callable[..., Fleet], services: dict[str, Service], redis_server: RedisServer
 ) -> tuple[Fleet, Producer, dict[str, Service]]:
     f = fleet(*HOSTS)
-    producer = Producer(app=make_app({"ZREPQ_BROKER_URL": redis_server.url}))
+    producer = Producer(app=make_app(signed({"ZREPQ_BROKER_URL": redis_server.url})))
     return f, producer, services
 
 
@@ -259,7 +260,9 @@ def test_producer_errors_are_clear(q: tuple[Fleet, Producer, dict[str, Service]]
         p.sync("poolqa/a;b", host="qa")
     with pytest.raises(c.ValidationError, match="which host"):
         p.sync("poolqa/prod")
-    dead = Producer(app=make_app({"ZREPQ_BROKER_URL": "redis://127.0.0.1:1/0"}), connect_timeout=1)
+    dead = Producer(
+        app=make_app(signed({"ZREPQ_BROKER_URL": "redis://127.0.0.1:1/0"})), connect_timeout=1
+    )
     with pytest.raises(
         c.HostUnreachable, match=r"cannot reach the broker at redis://127\.0\.0\.1:1"
     ):
@@ -416,19 +419,23 @@ app = Celery(broker=broker, backend=broker)
 app.conf.update(task_serializer="json", accept_content=["json"], result_accept_content=["json"])
 r = app.send_task("zrep.lastsent", kwargs={"host": "qa", "fs": sys.argv[2]},
                   queue="zrepq.host.qa")
-print(json.dumps(r.get(timeout=60)))
+r.get(timeout=60, propagate=False)
+print(json.dumps({"state": r.state, "result": str(r.result)}))
 """
 
 
-def test_a_service_without_zrepq_code_triggers_by_name(
+def test_a_service_without_zrepq_code_or_key_is_refused(
     q: tuple[Fleet, Producer, dict[str, Service]],
     redis_server: RedisServer,
     tmp_path: Path,
 ) -> None:
+    """A rogue producer: the broker's address (and password) but no signing key. Its task
+    is refused as `unauthorized` before anything runs (docs/tasks.md: how a service signs)."""
     f, p, _ = q
     a, _b = setup_pair(f, p)
     script = tmp_path / "client.py"
     script.write_text(NO_ZREPQ_CLIENT)
+    calls = len(a.zfs.calls())
     # Run from an empty directory with no PYTHONPATH: only celery is importable, no zrepq.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     res = subprocess.run(
@@ -441,7 +448,11 @@ def test_a_service_without_zrepq_code_triggers_by_name(
         check=False,
     )
     assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout) == {"ok": True, "result": f"{a.fs('prod')}@zrep_000000"}
+    out = json.loads(res.stdout)
+    assert out["state"] == "FAILURE", out
+    assert "'kind': 'unauthorized'" in out["result"], out
+    assert "unsigned message (no zrepq_auth header)" in out["result"], out
+    assert len(a.zfs.calls()) == calls  # no zfs ran
 
 
 def test_flower_with_basic_auth_starts_a_sync_and_shows_progress_and_result(

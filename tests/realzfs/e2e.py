@@ -30,6 +30,7 @@ from tests.realzfs.guest import Guest, GuestError, boot_all, free_port
 from tests.realzfs.image import CACHE_ROOT, Image, log
 
 GUEST_VENV = "/opt/zrepq"
+GUEST_KEYS = "/root/zrepq-keys"  # the harness's signing keys, copied in by `guest_signing`
 HOST_PYTHON = os.environ.get("ZREPQ_ZFSVM_HOST_PYTHON", "/usr/bin/python3")
 PACKAGE_FILES = ("pyproject.toml", "README.md", "producer", "tasks", "workers")
 
@@ -157,6 +158,7 @@ def start_worker(host: StorageHost, redis_port: int, **extra: str) -> None:
         "ZREPQ_BROKER_URL": f"redis://10.0.2.2:{redis_port}/0",
         "ZREPQ_SSH_ACCEPT_NEW": "1",
         "ZREPQ_CONCURRENCY": "2",
+        **guest_signing(host),
         **extra,
     }
     assignments = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
@@ -164,6 +166,23 @@ def start_worker(host: StorageHost, redis_port: int, **extra: str) -> None:
         f"{assignments} setsid {GUEST_VENV}/bin/zrepq-worker "
         "</dev/null >/var/log/zrepq-worker.log 2>&1 &"
     )
+
+
+def guest_signing(host: StorageHost) -> dict[str, str]:
+    """The harness's signing settings for a worker in the guest: its key (for the hand-overs
+    of failover/takeover), the trusted public keys and the policy, copied in; the worker
+    refuses to start without trusted keys, as in production."""
+    from tests.harness.signing import keys
+
+    out: dict[str, str] = {}
+    for name, value in keys().items():
+        path = Path(value)
+        if name == "ZREPQ_SIGNING_IDENTITY" or not path.exists():
+            out[name] = value
+            continue
+        host.guest.put(path, GUEST_KEYS)
+        out[name] = f"{GUEST_KEYS}/{path.name}"
+    return out
 
 
 def wait_registered(client: redis.Redis, hosts: list[StorageHost], timeout: float = 180) -> None:

@@ -23,6 +23,7 @@ from producer.api import Producer
 from producer.watch import wait
 from tasks.app import make_app
 from tests.harness.redis_server import RedisServer
+from tests.harness.signing import signed
 from tests.realzfs.e2e import (
     StorageHost,
     boot_pair,
@@ -82,7 +83,7 @@ def hosts(
 
 @pytest.fixture(scope="module")
 def producer(redis_server_e2e: RedisServer) -> Producer:
-    return Producer(app=make_app({"ZREPQ_BROKER_URL": redis_server_e2e.url}))
+    return Producer(app=make_app(signed({"ZREPQ_BROKER_URL": redis_server_e2e.url})))
 
 
 def done(r: Any, hosts: list[StorageHost], timeout: float = 600) -> dict[str, Any]:

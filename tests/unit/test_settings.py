@@ -50,7 +50,7 @@ def test_each_process_checks_the_tables_it_reads_and_accepts_the_fleets_others(
 def test_the_fleets_tables_and_documented_names_are_all_read() -> None:
     assert set(ProducerFile.model_fields) == set(FLEET_TABLES)
     names = ProducerFile.env_names()
-    assert len(names) == 40  # every ZREPQ_* variable of the fleet's tables
+    assert len(names) == 46  # every ZREPQ_* variable of the fleet's tables
     for name, (table, key, _) in names.items():
         section = ProducerFile.model_fields[table].annotation
         assert key in getattr(section, "model_fields", {}), name

@@ -141,6 +141,13 @@ def _cross_checks(tables: WorkerFile, where: Any) -> list[str]:
         p = cast(Path | None, getattr(ssh, key))
         if p is not None and not p.expanduser().exists():
             problems.append(f"{where('ssh', key)}: {p} does not exist")
+    sg = tables.signing
+    for key in ("key", "policy"):
+        p = cast(Path | None, getattr(sg, key))
+        if p is not None and not p.is_file():
+            problems.append(f"{where('signing', key)}: {p} does not exist")
+    if sg.trusted is not None and not sg.trusted.is_dir():
+        problems.append(f"{where('signing', 'trusted')}: {sg.trusted} is not a directory")
     return problems
 
 

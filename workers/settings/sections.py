@@ -34,6 +34,7 @@ FLEET_TABLES = (
     "hosts",
     "ssh",
     "zrep",
+    "signing",
     "flower",
     "scheduler",
     "metrics",
@@ -198,6 +199,26 @@ class ZrepSection(Section):
     rundir: str | None = None  # ZREP_RUNDIR (zrep's global lock file lives there)
 
 
+class SigningSection(Section):
+    """Signed task messages (`workers/auth/signing.py`) and this worker's policy
+    (`workers/auth/policy.py`).
+
+    A producer (the CLI, the API, the scheduler, Flower, a worker handing a task on) signs
+    with `key` as `identity`; a worker accepts messages signed by the keys in `trusted` and
+    runs what `policy` allows. Deny by default: a worker with `required` and no trusted key
+    does not start.
+    """
+
+    identity: Annotated[str | None, Env("ZREPQ_SIGNING_IDENTITY")] = None  # default: key's name
+    key: Annotated[Path | None, Env("ZREPQ_SIGNING_KEY")] = None  # NAME.key (zrepq keygen)
+    trusted: Annotated[Path | None, Env("ZREPQ_SIGNING_TRUSTED")] = None  # dir of NAME.pub
+    ttl: Annotated[float, Env("ZREPQ_SIGNING_TTL")] = Field(
+        default=86400.0, ge=10, allow_inf_nan=False
+    )
+    required: Annotated[bool, Env("ZREPQ_SIGNING_REQUIRED")] = True
+    policy: Annotated[Path | None, Env("ZREPQ_POLICY")] = None
+
+
 # Environment name -> (table, key, parse).
 EnvNames = Mapping[str, tuple[str, str, Callable[[str], Any] | None]]
 
@@ -219,6 +240,7 @@ class WorkerFile(BaseSettings):
     hosts: dict[str, HostSection] = Field(default_factory=dict)
     ssh: SshSection = Field(default_factory=SshSection)
     zrep: ZrepSection = Field(default_factory=ZrepSection)
+    signing: SigningSection = Field(default_factory=SigningSection)
 
     @field_validator("hosts")
     @classmethod
