@@ -1,7 +1,9 @@
 """sync, synconly and refresh (pull): one pair brought up to date, top to bottom.
 
 A sync, step by step (all under the source fs's lease, and for refresh the destination's too):
-1. read the pair's properties on both sides; refuse if the destination is master (split brain);
+1. read the source once, under its lease and zrep's global lock (properties, zrep's lock
+   marks, snapshots: `steps.lock_reading`), then the destination; refuse if the destination
+   is master (split brain);
 2. plan from both snapshot lists (`plan.py`): mark snapshots that already landed as sent,
    resume or abort a partial receive (`resume.py`), refuse diverged histories;
 3. snapshot `TAG_<seq+1>`, stream `send -I lastsent new | recv` (no `recv -F` unless asked:
