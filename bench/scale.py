@@ -255,7 +255,10 @@ def run(mode: str) -> Section:
 def _wait_fanned_out(client: Any, total: int, timeout: float) -> float | None:
     """Seconds from now until `total` `zrep.sync` tasks were published (the brokers' queues
     plus what the workers took, counted from Celery's `task-sent`-independent view: the
-    queue lengths and the results stored); None when not seen within `timeout`."""
+    queue lengths, the messages taken and not yet acked, and the datasets done, one field
+    each in `zrepq:syncs`: a member stores no result); None when not seen within `timeout`."""
+    from tasks.contract import SYNCS_KEY
+
     t0 = time.monotonic()
     deadline = t0 + timeout
     while time.monotonic() < deadline:
@@ -263,7 +266,7 @@ def _wait_fanned_out(client: Any, total: int, timeout: float) -> float | None:
         for key in client.scan_iter("zrepq.host.*", count=1000):
             if client.type(key) in (b"list", "list"):
                 queued += int(client.llen(key))
-        done = sum(1 for _ in client.scan_iter("celery-task-meta-*", count=5000))
+        done = int(client.hlen(SYNCS_KEY))
         unacked = int(client.hlen("unacked")) if client.exists("unacked") else 0
         if queued + done + unacked >= total:
             return time.monotonic() - t0
