@@ -1,6 +1,7 @@
 """3. Scale: 10,000 datasets over 20 hosts in one queued `sync all` (issue 17's fleet).
 
     python -m bench.scale [--quick|--smoke]
+    ZREPQ_SCALE_SIZE=20x100 python -m bench.scale   # another size: HOSTSxDATASETS_PER_HOST
 
 Twenty storage hosts s00..s19 (ten and fewer datasets with --quick), each a stand-in zfs
 state with 500 replicated pairs and its own real zrepq worker (a Celery worker process on
@@ -30,6 +31,7 @@ others (`clone_root`, as the contract tests do), with `zrep:src-host` set to eac
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -76,7 +78,9 @@ def _build_template(root: Path, per_host: int) -> list[str]:
         host.zfs("create", f"{POOL}/src/{leaf}")
         host.write(f"{POOL}/src/{leaf}", "f.txt", f"{leaf}\n".encode())
     transport = SshTransport("s00", local_env=host.env)
-    ctx = Context(transport, EngineConfig.from_env({}))
+    rundir = root / "run"  # zrep's global lock: this host's own, as on a real one
+    rundir.mkdir(exist_ok=True)
+    ctx = Context(transport, EngineConfig.from_env({"ZREP_RUNDIR": str(rundir)}))
     try:
         parallel(
             [
@@ -134,6 +138,10 @@ def run(mode: str) -> Section:
         return sec
     p = PARAMS[mode]
     nhosts, per_host, changed = p["hosts"], p["per_host"], p["changed"]
+    size = os.environ.get("ZREPQ_SCALE_SIZE")  # HOSTSxPER_HOST, e.g. 20x100: a smaller fleet
+    if size:
+        nhosts, per_host = (int(n) for n in size.lower().split("x"))
+        changed = max(1, per_host // 100)
     total = nhosts * per_host
     from producer.api import Producer
     from producer.watch import wait
@@ -165,7 +173,15 @@ def run(mode: str) -> Section:
         flower = lab.service(start_flower(redis.url, lab.logs))
         flower_url = f"http://127.0.0.1:{flower.port}"
 
-        envs = {h: worker_env(h, redis.url, standin_env(zhosts[h].root), None) for h in hosts}
+        # Each host's own zrep global lock (`ZREP_RUNDIR`): one file for all twenty would make
+        # every lock-mark claim on this machine queue behind every other (a storage host has
+        # its own /var/run), and stall anything else here that takes it.
+        envs = {}
+        for h in hosts:
+            rundir = zhosts[h].root / "run"
+            rundir.mkdir(exist_ok=True)
+            site = standin_env(zhosts[h].root)
+            envs[h] = worker_env(h, redis.url, site, None, ZREP_RUNDIR=str(rundir))
         for svc in start_workers(envs, lab.logs):
             lab.service(svc)
         mem_before = int(client.info("memory")["used_memory"])
