@@ -1,31 +1,37 @@
-"""3. Scale: 1,000 datasets over 10 hosts in one queued `sync all`.
+"""3. Scale: 10,000 datasets over 20 hosts in one queued `sync all` (issue 17's fleet).
 
     python -m bench.scale [--quick|--smoke]
+    ZREPQ_SCALE_SIZE=20x100 python -m bench.scale   # another size: HOSTSxDATASETS_PER_HOST
 
-Ten storage hosts s00..s09, each a stand-in zfs state with 100 replicated pairs and its own
-real zrepq worker (a Celery worker process on this machine, concurrency 2), all on one
-redis-server, with Flower watching. Each pair replicates to the same host ("localhost" as
-destination, zrep's "remote host is us"), so no sshd is needed and the machine's two cores go
-to the queue and the stand-in. 5% of the datasets have new data.
+Twenty storage hosts s00..s19 (ten and fewer datasets with --quick), each a stand-in zfs
+state with 500 replicated pairs and its own real zrepq worker (a Celery worker process on
+this machine, concurrency 2), all on one redis-server, with Flower watching. Each pair
+replicates to the same host ("localhost" as destination, zrep's "remote host is us"), so no
+sshd is needed and the machine's two cores go to the queue and the stand-in. 1% of the
+datasets have new data.
 
 One `zrepq sync all -c` (Producer.sync_all over the ten hosts, changed_only) fans out one
 `zrep.sync` per dataset on each host's queue. Reported: total time from enqueue to the last
 summary; whether every summary is right (each dataset once, the changed ones `synced`, the
 rest `unchanged`, none failed); Redis memory (INFO memory, sampled every second); Flower's
 `GET /api/tasks?limit=100` latency, timed every second during the run ("responsive": every
-request answered, p95 under a second), and a full `/api/tasks` at the end.
+request answered, p95 under a second), and a full `/api/tasks` at the end; how long enqueueing
+the fan-out took (the `sync_all` call to the last `zrep.sync` message queued, < 5 s); and
+what Redis keeps after the run, by key family, with each family's TTL (results and chord
+state must expire: a family without a TTL stays for ever).
 
 `sync all -c` rather than a plain `sync all` keeps the run to a few minutes on two cores: the
-unchanged datasets cost 10 zfs calls each instead of 19, while the queue carries the same
-1,000 tasks and 10 summaries.
+unchanged datasets cost fewer zfs calls each, while the queue carries the same 10,000 tasks
+and 20 summaries.
 
-Setup is quick because one host's state is built (100 `init`s) and then copied for the other
-nine (`clone_root`, as the contract tests do), with `zrep:src-host` set to each host's name.
+Setup is quick because one host's state is built (500 `init`s) and then copied for the
+others (`clone_root`, as the contract tests do), with `zrep:src-host` set to each host's name.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -48,7 +54,7 @@ from bench.common import (
 )
 
 PARAMS = {
-    "full": {"hosts": 10, "per_host": 100, "changed": 5},
+    "full": {"hosts": 20, "per_host": 500, "changed": 5},
     "quick": {"hosts": 10, "per_host": 20, "changed": 1},
     "smoke": {"hosts": 2, "per_host": 3, "changed": 1},
 }
@@ -72,7 +78,9 @@ def _build_template(root: Path, per_host: int) -> list[str]:
         host.zfs("create", f"{POOL}/src/{leaf}")
         host.write(f"{POOL}/src/{leaf}", "f.txt", f"{leaf}\n".encode())
     transport = SshTransport("s00", local_env=host.env)
-    ctx = Context(transport, EngineConfig.from_env({}))
+    rundir = root / "run"  # zrep's global lock: this host's own, as on a real one
+    rundir.mkdir(exist_ok=True)
+    ctx = Context(transport, EngineConfig.from_env({"ZREP_RUNDIR": str(rundir)}))
     try:
         parallel(
             [
@@ -130,6 +138,10 @@ def run(mode: str) -> Section:
         return sec
     p = PARAMS[mode]
     nhosts, per_host, changed = p["hosts"], p["per_host"], p["changed"]
+    size = os.environ.get("ZREPQ_SCALE_SIZE")  # HOSTSxPER_HOST, e.g. 20x100: a smaller fleet
+    if size:
+        nhosts, per_host = (int(n) for n in size.lower().split("x"))
+        changed = max(1, per_host // 100)
     total = nhosts * per_host
     from producer.api import Producer
     from producer.watch import wait
@@ -162,7 +174,15 @@ def run(mode: str) -> Section:
         flower = lab.service(start_flower(redis.url, lab.logs))
         flower_url = f"http://127.0.0.1:{flower.port}"
 
-        envs = {h: worker_env(h, redis.url, standin_env(zhosts[h].root), None) for h in hosts}
+        # Each host's own zrep global lock (`ZREP_RUNDIR`): one file for all twenty would make
+        # every lock-mark claim on this machine queue behind every other (a storage host has
+        # its own /var/run), and stall anything else here that takes it.
+        envs = {}
+        for h in hosts:
+            rundir = zhosts[h].root / "run"
+            rundir.mkdir(exist_ok=True)
+            site = standin_env(zhosts[h].root)
+            envs[h] = worker_env(h, redis.url, site, None, ZREP_RUNDIR=str(rundir))
         for svc in start_workers(envs, lab.logs):
             lab.service(svc)
         mem_before = int(client.info("memory")["used_memory"])
@@ -174,9 +194,11 @@ def run(mode: str) -> Section:
         print(f"[3] sync all -c over {nhosts} hosts", flush=True)
         with Watch(client, flower_url) as watch, metered() as m:
             results = producer.sync_all(hosts, changed_only=True)
+            fanned = _wait_fanned_out(client, total, timeout=600)
             recs = wait(results, timeout=3600, show=False, poll=0.2)
         info = client.info("memory")
         keys = client.dbsize()
+        families = _key_families(client)
         t0 = time.perf_counter()
         with urllib.request.urlopen(f"{flower_url}/api/tasks", timeout=120) as r:
             flower_tasks = json.loads(r.read())
@@ -227,12 +249,59 @@ def run(mode: str) -> Section:
         f"all answered, p95 < {FLOWER_BAR:.0f} s",
         ok_flower,
     )
+    sec.row(
+        f"scale: enqueueing the fan-out ({total:,} `zrep.sync` from {nhosts} `zrep.sync_all`)",
+        f"{fmt_s(fanned)}" if fanned is not None else "not seen",
+        "",
+        "from `sync_all` to the last `zrep.sync` message queued or taken",
+        "< 5 s",
+        fanned is not None and fanned < 5.0,
+    )
+    sec.note(
+        "scale: Redis keys after the run, by family (count; TTL min-max s, -1 = none): "
+        + "; ".join(f"{fam} {n} ({lo}-{hi})" for fam, (n, lo, hi) in sorted(families.items()))
+    )
     sec.note(
         f"scale: CPU {m.cpu:.0f} s ({m.cpu / m.wall:.2f} cores) by zrepq, Redis, Flower and the "
         f"stand-in; other processes {m.others_cores:.2f} cores; Redis peak "
         f"{info.get('used_memory_peak_human')}"
     )
     return sec
+
+
+def _wait_fanned_out(client: Any, total: int, timeout: float) -> float | None:
+    """Seconds from now until `total` `zrep.sync` tasks were published (the brokers' queues
+    plus what the workers took, counted from Celery's `task-sent`-independent view: the
+    queue lengths, the messages taken and not yet acked, and the datasets done, one field
+    each in `zrepq:syncs`: a member stores no result); None when not seen within `timeout`."""
+    from tasks.contract import SYNCS_KEY
+
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    while time.monotonic() < deadline:
+        queued = 0
+        for key in client.scan_iter("zrepq.host.*", count=1000):
+            if client.type(key) in (b"list", "list"):
+                queued += int(client.llen(key))
+        done = int(client.hlen(SYNCS_KEY))
+        unacked = int(client.hlen("unacked")) if client.exists("unacked") else 0
+        if queued + done + unacked >= total:
+            return time.monotonic() - t0
+        time.sleep(0.05)
+    return None
+
+
+def _key_families(client: Any) -> dict[str, tuple[int, int, int]]:
+    """Every key left in Redis, grouped by its name up to the first id-like part: count,
+    lowest and highest TTL (seconds; -1: never expires)."""
+    import re
+
+    fams: dict[str, list[int]] = {}
+    for key in client.scan_iter(count=5000):
+        name = key.decode(errors="replace") if isinstance(key, bytes) else str(key)
+        fam = re.sub(r"[0-9a-f]{8}-[0-9a-f-]{27,}.*|[0-9]{3,}.*", "*", name)
+        fams.setdefault(fam, []).append(int(client.ttl(key)))
+    return {f: (len(t), min(t), max(t)) for f, t in fams.items()}
 
 
 if __name__ == "__main__":

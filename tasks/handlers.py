@@ -204,10 +204,26 @@ def _sync_task(
     """A sync's record also says which dataset and how long, for `sync all`'s summary."""
     record_errors = bool(kwargs.get("record_errors"))
     t0 = time.time()
-    res = _run(task, name, kwargs, body, record_errors=record_errors)
+    try:
+        res = _run(task, name, kwargs, body, record_errors=record_errors)
+    finally:
+        _forget_progress(task)
     res.setdefault("dataset", kwargs.get("fs", kwargs.get("snapshot")))
     res["seconds"] = round(time.time() - t0, 3)
     return res
+
+
+def _forget_progress(task: Task[Any, Any]) -> None:
+    """A `sync all` member keeps no result (`ignore_result`, see `sync_all`); a long stream's
+    PROGRESS state (stored for `zrepq status --fleet` while it runs, perhaps by an earlier
+    delivery that died) is deleted when it ends, so nothing of the member is left in Redis
+    once the summary has its outcome. One DEL, whether or not there was any."""
+    req = task.request
+    if req.id and req.ignore_result:
+        try:
+            task.backend.forget(req.id)
+        except Exception as e:  # bookkeeping never fails a sync; the key expires anyway
+            log.warning("could not delete the progress state of %s: %s", req.id, e)
 
 
 @app.task(name=c.SYNC, bind=True, base=Guarded)
@@ -231,7 +247,12 @@ def sync_all(self: Task[Any, Any], /, **kwargs: Any) -> Any:
 
     The members run on this host's queue, so the worker's concurrency caps parallel sends.
     They return failure records instead of raising, so one failed dataset never stops the
-    summary.
+    summary. They store no result of their own (`ignore_result`): each one's outcome reaches
+    the summary through the chord's own list (Celery's Redis backend adds it there whether or
+    not the result is stored, and deletes the list once the summary is sent), the summary
+    keeps them all, and a run over 10,000 datasets leaves one result in Redis, not 10,001
+    for `result_expires` (7 days). A member's STARTED state is not stored either (Flower sees
+    it from the events); its PROGRESS state is, while its stream runs (`_forget_progress`).
     """
     started = time.time()
     try:
@@ -247,7 +268,10 @@ def sync_all(self: Task[Any, Any], /, **kwargs: Any) -> Any:
     base = {**args.model_dump(), "record_errors": True}
     queue = c.queue_for(args.host)
     header = [
-        app.signature(c.SYNC, kwargs={**base, "fs": fs}, queue=queue, immutable=True) for fs in fss
+        app.signature(
+            c.SYNC, kwargs={**base, "fs": fs}, queue=queue, immutable=True, ignore_result=True
+        )
+        for fs in fss
     ]
     callback = app.signature(
         c.SYNC_ALL_SUMMARY, kwargs={"host": args.host, "started": started}, queue=queue

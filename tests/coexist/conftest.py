@@ -10,6 +10,7 @@ tests whose zfs-level behaviour the others already prove on OpenZFS.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -49,7 +50,11 @@ class Pair:
         """zrepq's engine on `host`; `calls` collects the zfs commands it runs (args)."""
         backend = self.b if calls is None else CallLog(self.b, calls)
         transport = BackendTransport(backend, host, ["hosta", "hostb"])
-        return Context(transport, EngineConfig.from_env(env or {}), observer=self.events.append)
+        # zrep's global lock in the session's own run directory (tests/conftest.py), not in
+        # /var/run, where any other zrepq or test session on this machine takes it too.
+        rundir = {"ZREP_RUNDIR": os.environ["ZREP_RUNDIR"]} if "ZREP_RUNDIR" in os.environ else {}
+        config = EngineConfig.from_env({**rundir, **(env or {})})
+        return Context(transport, config, observer=self.events.append)
 
     def zrep(self, **kw: Any) -> Zrep:
         """zrep installed on hosta (the master), reaching hostb."""

@@ -345,3 +345,35 @@ def test_written_prints_plain_numbers_without_a_byte_suffix(b: ZfsBackend) -> No
     assert re.fullmatch(r"\d+(\.\d+)?[KM]", value), value
     value = ok(b, "get", "-H", "-o", "value", "written@s0", fs).rstrip("\n")
     assert re.fullmatch(r"\d+(\.\d+)?[KM]", value), value
+
+
+def test_several_user_properties_in_one_set_and_an_empty_value_is_not_a_removal(
+    b: ZfsBackend,
+) -> None:
+    """What zrep's lock marks may cost (issue 17). One `zfs set a=x b=y fs` sets both, locally
+    (zrepq sets `lock-pid` and `lock-time` so). An empty value does *not* remove a user
+    property: it stays set locally to "" (OpenZFS 2.1.11 and 2.3.2), which zrep's
+    `$ZFSGETLVAL` reads as unlocked but `zfs get -o value,source` tells from a property that
+    is not there ("" local against "-" "-"): so clearing the marks stays two `zfs inherit`s
+    (it takes one property per call), as zrep does it."""
+    fs = f"{b.base}/marks"
+    ok(b, "create", fs)
+    ok(b, "set", "zrep:lock-pid=123", "zrep:lock-time=20260101000000", fs)
+    out = ok(b, "get", "-H", "-o", "property,value,source", "zrep:lock-pid,zrep:lock-time", fs)
+    assert out == "zrep:lock-pid\t123\tlocal\nzrep:lock-time\t20260101000000\tlocal\n"
+    ok(b, "snapshot", f"{fs}@s1")
+    ok(b, "set", "zrep:lock-pid=", "zrep:lock-time=", fs)
+    assert ok(b, "get", "-H", "-o", "value,source", "zrep:lock-pid", fs) == "\tlocal\n"
+    assert ok(b, "get", "-H", "-o", "value", "-s", "local", "zrep:lock-pid", fs) == "\n"
+    rows = ok(b, "get", "-H", "-p", "-d", "1", "-t", "filesystem,snapshot",
+              "-o", "name,property,value,source", "zrep:lock-pid", fs)  # fmt: skip
+    assert rows == f"{fs}\tzrep:lock-pid\t\tlocal\n{fs}@s1\tzrep:lock-pid\t\tinherited from {fs}\n"
+    for prop in ("zrep:lock-time", "zrep:lock-pid"):
+        ok(b, "inherit", prop, fs)
+    assert ok(b, "get", "-H", "-o", "value,source", "zrep:lock-pid", fs) == "-\t-\n"
+    assert ok(b, "get", "-H", "-o", "value", "-s", "local", "zrep:lock-pid", fs) == ""
+    # one property twice in one call: refused, nothing set
+    twice = b.zfs("set", "zrep:a=1", "zrep:a=", fs)
+    assert_fails(twice, "property 'zrep:a' specified multiple times", code=255)
+    assert "usage" not in twice.stderr
+    assert get_src(b, "zrep:a", fs) == ("-", "-")

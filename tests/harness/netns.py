@@ -184,6 +184,11 @@ def is_stream_process(argv: list[str]) -> bool:
     if not argv:
         return False
     exe = os.path.basename(argv[0])
+    if exe == "ssh" and "-M" in argv and "-N" in argv:
+        # A worker process's master connection for its streams (workers/exec/mux.py): it
+        # runs nothing, lives as long as the process that started it, and dies with it (that
+        # process's streams, killed, are counted as ever).
+        return False
     if exe in _STREAM_WORDS:
         return True
     return any(os.path.basename(a) in ("zfs", "zpool") for a in argv[:8])

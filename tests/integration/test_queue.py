@@ -192,6 +192,54 @@ def test_sync_all_summarises_ok_and_failed(q: tuple[Fleet, Producer, dict[str, S
     assert recs["qb"]["ok"] and recs["qb"]["result"]["datasets"] == []  # qb masters nothing
 
 
+def test_sync_all_leaves_no_member_result_in_redis(
+    q: tuple[Fleet, Producer, dict[str, Service]], redis_server: RedisServer
+) -> None:
+    """A `sync all` keeps its summary and nothing of its members: no `celery-task-meta-*` of
+    a member (no STARTED, no SUCCESS, and a long stream's PROGRESS deleted at its end), and no
+    chord state but Celery's done marker, which expires within minutes. `--wait` (the
+    producer's wait on the `sync_all` result) still gets every dataset's outcome."""
+    f, p, _ = q
+    a, b = f["qa"], f["qb"]
+    leaves = ("m1", "m2", "m3")
+    for leaf in leaves:
+        a.zfs.zfs("create", a.fs(leaf))
+        a.zfs.write(a.fs(leaf), "f", leaf.encode())
+        assert done(p.init(a.fs(leaf), "qb", b.fs(leaf), host="qa"))["ok"]
+    # ~1 s through the receiving side's `pv -L 4m`: its PROGRESS state is stored meanwhile
+    a.zfs.write(a.fs("m1"), "big.bin", os.urandom(4_000_000))
+    b.zfs.zfs("snapshot", f"{b.fs('m3')}@diverged")  # a failure is an outcome like any other
+    client = redis_server.client()
+    before = set(client.keys("celery-task-meta-*"))
+    results = p.sync_all(["qa"])
+    progress_seen: set[bytes] = set()
+    deadline = time.monotonic() + 120
+    while not results["qa"].ready() and time.monotonic() < deadline:
+        for key in client.keys("celery-task-meta-*"):
+            if key not in before and b'"PROGRESS"' in (client.get(key) or b""):
+                progress_seen.add(key)
+        time.sleep(0.05)
+    recs = wait(results, timeout=120, show=False)
+    rows = {row["dataset"]: row for row in recs["qa"]["result"]["datasets"]}
+    assert {ds: row["status"] for ds, row in rows.items()} == {
+        a.fs("m1"): "synced",
+        a.fs("m2"): "synced",
+        a.fs("m3"): "failed",
+    }
+    assert rows[a.fs("m1")]["bytes"] > 4_000_000 and "diverged" in rows[a.fs("m3")]["error"]
+    assert progress_seen, "the long member's PROGRESS state was never stored"
+    # Only the summary's result is new (under the `sync_all` task's id, which it replaced).
+    left = set(client.keys("celery-task-meta-*")) - before
+    assert left == {f"celery-task-meta-{results['qa'].id}".encode()}, left
+    assert client.ttl(next(iter(left))) > 86400
+    chord_keys = client.keys("celery-taskset-meta-*")
+    assert all(k.endswith(b".c") and 0 < client.ttl(k) <= 600 for k in chord_keys), chord_keys
+    # The per-dataset sync records are one hash field per dataset, written over each run.
+    fields = {c.sync_record_field("zrep", "qa", a.fs(leaf)).encode() for leaf in leaves}
+    assert fields <= set(client.hkeys(c.SYNCS_KEY))
+    assert client.type(c.SYNCS_KEY) == b"hash"
+
+
 def test_failover_and_takeover_through_both_queues(
     q: tuple[Fleet, Producer, dict[str, Service]],
 ) -> None:

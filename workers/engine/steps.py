@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 
@@ -44,27 +44,72 @@ def lock(
     zrep run from cron here sees the dataset locked while this one works. Refusals say
     `Cannot lock FS. Cannot continue` (zrep's words) and then who holds it.
     """
+    claim = None
+    if local_info is not None:
+        name = local_info.name
+
+        def claim(zlocal: ZfsHost, glock: zreplock.GlobalLock) -> zreplock.Mark:
+            return zreplock.claim(zlocal, name, glock)
+
+    with _locked(ctx, targets, operation, claim, local_info) as (handle, _):
+        yield handle
+
+
+@contextmanager
+def lock_reading(
+    ctx: Context, fs: str, operation: str, check: Callable[[DatasetInfo], None]
+) -> Iterator[tuple[LockHandle, DatasetInfo, list[Snapshot]]]:
+    """`lock` on this host's `fs`, reading its state under zrep's global lock instead of
+    before: the lease first, then in one `zfs get -d 1` the properties (`check` refuses on
+    them before any mark is set: not master, paused), zrep's marks and the snapshots, which
+    are then as fresh as the lock (`zreplock.claim_reading`). Yields the lease, the
+    properties and the snapshot list: a sync reads its source nowhere else."""
+    read: list[tuple[DatasetInfo, list[Snapshot]]] = []
+
+    def claim(zlocal: ZfsHost, glock: zreplock.GlobalLock) -> zreplock.Mark:
+        mark, info, snaps = zreplock.claim_reading(zlocal, fs, glock, check)
+        read.append((info, snaps))
+        return mark
+
+    with _locked(ctx, [(ctx.host, fs)], operation, claim, None, subject=fs) as (handle, _):
+        info, snaps = read[0]
+        yield handle, info, snaps
+
+
+@contextmanager
+def _locked(
+    ctx: Context,
+    targets: Sequence[tuple[str, str]],
+    operation: str,
+    claim: Callable[[ZfsHost, zreplock.GlobalLock], zreplock.Mark] | None,
+    local_info: DatasetInfo | None,
+    *,
+    subject: str | None = None,
+) -> Iterator[tuple[LockHandle, zreplock.Mark | None]]:
     keys = sorted({lock_name(ctx.tag, h, fs) for h, fs in targets})
     if ctx.operation_id:
         operation = f"{operation}/{ctx.operation_id}"
     with ExitStack() as stack:
+        mark = None
         try:
             handle = stack.enter_context(
                 ctx.locks.hold(keys, operation=operation, wait=ctx.lock_wait)
             )
-            if local_info is not None:
+            if claim is not None:
                 zlocal, glock = ctx.local, zreplock.global_lock(ctx.config.rundir)
-                mark = zreplock.claim(zlocal, local_info.name, glock)
+                mark = claim(zlocal, glock)
                 stack.callback(zreplock.release, zlocal, mark, glock)
         except LockHeld as e:
-            fs = local_info.name if local_info is not None else _lock_subject(ctx, targets)
+            fs = subject or (
+                local_info.name if local_info is not None else _lock_subject(ctx, targets)
+            )
             raise LockHeld(
                 f"Cannot lock {fs}. Cannot continue\n{e.message}",
                 holder=e.holder,
                 dataset=fs,
                 host=e.host or ctx.host,
             ) from None
-        yield handle
+        yield handle, mark
 
 
 def _lock_subject(ctx: Context, targets: Sequence[tuple[str, str]]) -> str:
@@ -157,8 +202,13 @@ def move_holds(
     side, so the steady state costs what it always did (the previous base, once).
     """
     tag = ctx.config.hold_tag
-    link.src.hold(tag, f"{link.src_fs}@{new}")
-    link.dst.hold(tag, f"{link.dst_fs}@{new}")
+    for zh, fs, snaps in ((link.src, link.src_fs, src_snaps), (link.dst, link.dst_fs, dst_snaps)):
+        # `sync -c` of an unchanged dataset keeps the same last sent snapshot: when it was read
+        # with holds on it (ours, placed by the sync that sent it, or someone else's, which
+        # protects it as well: `expire._settle_holds`' rule), holding it again is a zfs call
+        # that changes nothing. A snapshot just sent is not in the lists: always held.
+        if not any(s.short == new and (s.userrefs or 0) > 0 for s in snaps):
+            zh.hold(tag, f"{fs}@{new}")
     release_stale(ctx, link.src, src_snaps, keep=new)
     release_stale(ctx, link.dst, dst_snaps, keep=new)
 

@@ -1,7 +1,9 @@
 """sync, synconly and refresh (pull): one pair brought up to date, top to bottom.
 
 A sync, step by step (all under the source fs's lease, and for refresh the destination's too):
-1. read the pair's properties on both sides; refuse if the destination is master (split brain);
+1. read the source once, under its lease and zrep's global lock (properties, zrep's lock
+   marks, snapshots: `steps.lock_reading`), then the destination; refuse if the destination
+   is master (split brain);
 2. plan from both snapshot lists (`plan.py`): mark snapshots that already landed as sent,
    resume or abort a partial receive (`resume.py`), refuse diverged histories;
 3. snapshot `TAG_<seq+1>`, stream `send -I lastsent new | recv` (no `recv -F` unless asked:
@@ -74,8 +76,25 @@ def synconly(ctx: Context, req: SynconlyRequest) -> SyncResult:
 def _push(
     ctx: Context, fs: str, run: Run, *, ignore_pause: bool, quiet_secs: int | None = None
 ) -> SyncResult:
-    local = ctx.local
-    info = local.info(fs)  # DatasetMissing if there is no such dataset
+    def check(info: DatasetInfo) -> None:
+        _check_master(ctx, fs, info, ignore_pause=ignore_pause)
+
+    try:
+        # One read of the source for the whole sync: its properties, zrep's lock marks and
+        # its snapshots, under the lease and zrep's global lock (`steps.lock_reading`); the
+        # checks above refuse on it before any lock mark is set.
+        with steps.lock_reading(ctx, fs, "sync", check) as (handle, info, ssnaps):
+            dest_host, dest_fs = pair_dest(info.dest_host, info.dest_fs, fs)
+            link = Link(ctx.local, fs, ctx.zfs(dest_host), dest_fs)
+            return replicate(ctx, link, handle, info, run, src_snaps=ssnaps)
+    except LockHeld:
+        if quiet_secs is None:
+            raise
+        return _skip_busy(ctx, ctx.local, fs, quiet_secs, ignore_pause=ignore_pause)
+
+
+def _check_master(ctx: Context, fs: str, info: DatasetInfo, *, ignore_pause: bool) -> None:
+    """zrep's refusals before a sync, in its order: not master, master elsewhere; paused."""
     if not info.is_master:
         # zrep's own words, for a plain fs as for a standby (its first check is TAG:master).
         error = StateError if info.configured else NotConfigured
@@ -86,24 +105,19 @@ def _push(
             dataset=fs,
             host=ctx.host,
         )
-    dest_host, dest_fs = pair_dest(info.dest_host, info.dest_fs, fs)
+    pair_dest(info.dest_host, info.dest_fs, fs)
     if not ignore_pause:
         check_not_paused(info, ctx.host)
-    try:
-        with steps.lock(ctx, [(ctx.host, fs)], "sync", local_info=info) as handle:
-            link = Link(local, fs, ctx.zfs(dest_host), dest_fs)
-            return replicate(ctx, link, handle, info, run)
-    except LockHeld:
-        if quiet_secs is None:
-            raise
-        return _skip_busy(ctx, local, fs, dest_host, dest_fs, quiet_secs)
 
 
 def _skip_busy(
-    ctx: Context, local: ZfsHost, fs: str, dest_host: str, dest_fs: str, quiet_secs: int
+    ctx: Context, local: ZfsHost, fs: str, quiet_secs: int, *, ignore_pause: bool
 ) -> SyncResult:
     """zrep's -q: a locked fs synced within `quiet_secs` is skipped, with zrep's line."""
-    sent = last_sent(local.snapshots(fs), ctx.tag)
+    info, snaps = local.state(fs)
+    _check_master(ctx, fs, info, ignore_pause=ignore_pause)
+    dest_host, dest_fs = pair_dest(info.dest_host, info.dest_fs, fs)
+    sent = last_sent(snaps, ctx.tag)
     if sent is None or sent.sent is None:
         raise LockHeld(f"quiet mode set, but no last snap for {fs}", dataset=fs) from None
     elapsed = int(time.time()) - sent.sent
@@ -139,7 +153,13 @@ def refresh(ctx: Context, req: RefreshRequest) -> SyncResult:
 
 
 def replicate(
-    ctx: Context, link: Link, handle: LockHandle, src_info: DatasetInfo, run: Run
+    ctx: Context,
+    link: Link,
+    handle: LockHandle,
+    src_info: DatasetInfo,
+    run: Run,
+    *,
+    src_snaps: list[Snapshot] | None = None,
 ) -> SyncResult:
     """Steps 1-5 above for one pair, keeping the master's error flag up to date.
 
@@ -148,7 +168,7 @@ def replicate(
     """
     state: dict[str, str] = {}
     try:
-        result = _replicate(ctx, link, handle, src_info, run, state)
+        result = _replicate(ctx, link, handle, src_info, run, state, src_snaps)
     except (LockHeld, LockLost):
         # Someone else is syncing it, or took over our lease: neither is a failure of the
         # pair, and after a lost lease we must not write anything more (fencing).
@@ -167,6 +187,7 @@ def _replicate(
     src_info: DatasetInfo,
     run: Run,
     state: dict[str, str],  # the snapshot being sent, for the error flag
+    src_snaps: list[Snapshot] | None,  # the source's, when read under this lock already
 ) -> SyncResult:
     t0 = time.monotonic()
     src, src_fs, dst, dst_fs = link.src, link.src_fs, link.dst, link.dst_fs
@@ -188,7 +209,7 @@ def _replicate(
             host=dst.host,
         )
     result = SyncResult(src_fs, src.host, dst.host, dst_fs, "synced")
-    ssnaps = src.snapshots(src_fs)
+    ssnaps = src_snaps if src_snaps is not None else src.snapshots(src_fs)
     plan = plan_sync(
         ssnaps, dsnaps, ctx.tag, src_fs=src_fs, dst_fs=dst_fs, force=run.force, resume=resume,
         dest_token=dinfo.resume_token, dest_written=dinfo.written,

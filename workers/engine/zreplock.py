@@ -36,7 +36,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +45,7 @@ from . import liveness
 from .errors import ConfigError, LockHeld, ZrepqError
 from .liveness import LOCK_TIME_FORMAT
 from .locks import format_since
+from .model import DatasetInfo, Snapshot
 from .zfs import ZfsHost
 
 log = logging.getLogger(__name__)
@@ -219,16 +220,41 @@ _MINE_LOCK = threading.Lock()
 
 def claim(zfs: ZfsHost, fs: str, glock: GlobalLock) -> Mark:
     """Steps 1-4: set `TAG:lock-pid`/`lock-time` on `fs` to this process, or raise LockHeld."""
+    with glock.held():
+        return _claim(zfs, fs, *zfs.lock_props(fs))
+
+
+def claim_reading(
+    zfs: ZfsHost, fs: str, glock: GlobalLock, check: Callable[[DatasetInfo], None]
+) -> tuple[Mark, DatasetInfo, list[Snapshot]]:
+    """`claim`, with step 2's read being the whole state of `fs` (its zrep properties, the
+    lock marks among them, and its snapshots: `ZfsHost.state`, one `zfs get -d 1`), so a
+    sync needs no other read of its source: the one it used to make before locking and the
+    snapshot list after it come from this read. `check` sees the properties first, under the
+    global lock, and refuses by raising before any mark is set (zrep's order: not master,
+    paused, then the lock). The marks count only when set locally, as in `lock_props`."""
+    with glock.held():
+        info, snaps = zfs.state(fs)
+        check(info)
+        pid, when = (_local_value(info, k) for k in ("lock-pid", "lock-time"))
+        return _claim(zfs, fs, pid, when), info, snaps
+
+
+def _local_value(info: DatasetInfo, key: str) -> str | None:
+    p = info.props.get(key)
+    return p.value if p is not None and p.is_set and p.source == "local" else None
+
+
+def _claim(zfs: ZfsHost, fs: str, lock_pid: str | None, lock_time: str | None) -> Mark:
+    """Steps 3-4, under the global lock, from the marks just read."""
     tag, host, pid = zfs.tag, zfs.host, os.getpid()
     key = (host, tag, fs)
-    with glock.held():
-        lock_pid, lock_time = zfs.lock_props(fs)
-        if lock_pid is not None:
-            _refuse_if_live(key, fs, tag, lock_pid, lock_time)
-        now = time.strftime(LOCK_TIME_FORMAT)
-        zfs.set(fs, {f"{tag}:lock-pid": str(pid), f"{tag}:lock-time": now})
-        with _MINE_LOCK:
-            _MINE[key] = pid
+    if lock_pid is not None:
+        _refuse_if_live(key, fs, tag, lock_pid, lock_time)
+    now = time.strftime(LOCK_TIME_FORMAT)
+    zfs.set(fs, {f"{tag}:lock-pid": str(pid), f"{tag}:lock-time": now})
+    with _MINE_LOCK:
+        _MINE[key] = pid
     return Mark(host, fs, pid, now)
 
 
@@ -306,4 +332,4 @@ def _forget_after_fork() -> None:
 
 os.register_at_fork(after_in_child=_forget_after_fork)
 
-__all__ = ["GlobalLock", "Mark", "claim", "global_lock", "release"]
+__all__ = ["GlobalLock", "Mark", "claim", "claim_reading", "global_lock", "release"]

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from workers.engine.events import StreamProgress
 from workers.engine.ports import Runner, StreamResult, StreamSpec
 from workers.exec.local import LocalRunner
+from workers.exec.mux import Multiplexer
 from workers.exec.pipeline import run_stream
 from workers.exec.remote import ParamikoRunner
 from workers.exec.ssh_options import SshOptions
@@ -26,7 +27,8 @@ class SshTransport:
 
     zrep treats a destination naming this host as local ("remote host is us"); so does this.
     Runners are cached per host, so each remote host gets one SSH connection for all control
-    commands; `close()` drops them all.
+    commands; `close()` drops them all. Streams to a remote host go over one OpenSSH master
+    connection per host (`mux.py`: no key exchange per stream) unless `multiplex` is off.
     """
 
     def __init__(
@@ -36,6 +38,7 @@ class SshTransport:
         local_env: Mapping[str, str] | None = None,
         local_aliases: Sequence[str] = ("localhost",),
         stream_timeout: float | None = None,
+        multiplex: bool = True,
     ) -> None:
         self._local_host = local_host
         self._ssh = ssh or SshOptions()
@@ -44,6 +47,7 @@ class SshTransport:
         self._stream_timeout = stream_timeout
         self._runners: dict[str, Runner] = {}
         self._lock = threading.Lock()
+        self._mux = Multiplexer(self._ssh) if multiplex else None
 
     @property
     def local_host(self) -> str:
@@ -79,15 +83,24 @@ class SshTransport:
         return run_stream(
             spec,
             is_local=self.is_local,
-            ssh=self._ssh,
+            ssh=self._stream_ssh(spec),
             env=self._local_env,
             on_progress=on_progress,
             cancel=cancel,
             timeout=timeout if timeout is not None else self._stream_timeout,
         )
 
+    def _stream_ssh(self, spec: StreamSpec) -> SshOptions:
+        """The ssh options of the stream: over the master connection to its one remote host."""
+        remote = {h for h in (spec.send_host, spec.recv_host) if not self.is_local(h)}
+        if self._mux is None or len(remote) != 1:
+            return self._ssh
+        return self._mux.options(remote.pop())
+
     def close(self) -> None:
         with self._lock:
             runners, self._runners = list(self._runners.values()), {}
         for runner in runners:
             runner.close()
+        if self._mux is not None:
+            self._mux.close()

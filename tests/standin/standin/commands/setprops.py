@@ -31,8 +31,8 @@ def cmd_set(host: Host, args) -> int:
     for a in assigns:
         k, _, v = a.partition("=")
         if k in props:
-            err("property '%s' specified multiple times" % k)
-            raise usage_err()
+            # OpenZFS 2.1 and 2.3 alike: this line alone, exit 255 (no usage text)
+            raise fail("property '%s' specified multiple times" % k, 255)
         props[k] = v
     ret = 0
     with Session(host) as m:
