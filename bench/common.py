@@ -316,16 +316,6 @@ class Lab(contextlib.ExitStack):
         return svc
 
 
-def wipe(root: Path) -> None:
-    """Empty a stand-in state directory (the directory itself stays: sshd's env names it)."""
-    root.mkdir(parents=True, exist_ok=True)
-    for child in root.iterdir():
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child)
-        else:
-            child.unlink()
-
-
 def start_workers(
     envs: dict[str, dict[str, str]], logdir: Path, *, timed: bool = False, timeout: float = 180.0
 ) -> list[Any]:

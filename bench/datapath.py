@@ -59,7 +59,6 @@ from bench.common import (
     missing_tools,
     section_main,
     start_timed_worker,
-    wipe,
 )
 
 PARAMS = {
@@ -189,8 +188,10 @@ class DataPath:
 
         `init` seeds the pair with the contender's own engine or worker, so its connections
         are warm when the clock starts, as they are on a worker that has run before."""
-        wipe(self.a.root)
-        wipe(self.b.root)
+        from tests.harness.standin import wipe_root
+
+        wipe_root(self.a.root)
+        wipe_root(self.b.root)
         self.a.create_pool("poola")
         self.b.create_pool("poolb")
         self.a.zfs("create", "-o", f"autobackup:{peers.ZAB_NAME}=true", SRC)
