@@ -380,14 +380,15 @@ def test_stale_resume_token_is_aborted_and_sync_retried_plain(
     assert any("stale" in getattr(e, "text", "") for e in f.events)
 
 
-def test_a_sync_of_an_unchanged_dataset_makes_17_zfs_calls(
+def test_a_sync_of_an_unchanged_dataset_makes_19_zfs_calls(
     pair: tuple[Fleet, Site, Site],
 ) -> None:
     """Calls, not bytes, are what a `sync all` of many small datasets pays for: the other side
     is read in one `zfs get` (start and expire), the expire reuses the source's list read
     under the lease, and the send's own estimate replaces `zfs send -nvP`. zrep's lock marks
     cost two reads more than they once did: `lock-pid` is read again under zrep's global lock
-    before it is set (check-and-set) and before it is cleared (only if still ours)."""
+    before it is set (check-and-set) and before it is cleared (only if still ours). The
+    replication cursor costs two (`zfs bookmark` of the new one, `zfs destroy` of the old)."""
     f, a, b = pair
     init(f, a, b)
     ctx = f.context("hosta")
@@ -401,7 +402,7 @@ def test_a_sync_of_an_unchanged_dataset_makes_17_zfs_calls(
     # set before, read and cleared (lock-time, lock-pid) after
     marks = ["get", "set", "get", "inherit", "inherit"]
     assert sorted(on_a) == sorted(
-        ["get", *marks, "get", "snapshot", "send", "set", "hold", "release"]
+        ["get", *marks, "get", "snapshot", "send", "set", "hold", "release", "bookmark", "destroy"]
     )
     # both sides' state at the start and for the expire, recv, sent, hold, release
     assert sorted(on_b) == sorted(["get", "recv", "set", "hold", "release", "get"])
@@ -426,9 +427,10 @@ def test_stale_holds_cost_no_extra_zfs_call(pair: tuple[Fleet, Site, Site]) -> N
     run(ctx, SyncRequest(fs=src))
     on_a = [argv[1:] for argv in a.zfs.zfs_calls()[na:]]
     on_b = [argv[1:] for argv in b.zfs.zfs_calls()[nb:]]
-    # 12 on the master: the plain sync's 10 plus zrep's lock-pid read again under zrep's
-    # global lock before it is set and before it is cleared (see the test above)
-    assert len(on_a) == 12 and len(on_b) == 6, (on_a, on_b)
+    # 14 on the master: the plain sync's 10 plus zrep's lock-pid read again under zrep's
+    # global lock before it is set and before it is cleared, and the cursor's two (see the
+    # test above)
+    assert len(on_a) == 14 and len(on_b) == 6, (on_a, on_b)
     assert [c for c in on_a if c[0] == "release"] == [
         ["release", "zrepq:zrep:lastsent", *(f"{src}@zrep_{n:06x}" for n in (0, 1, 3))]
     ]

@@ -223,6 +223,29 @@ def test_status_and_refresh_through_the_queue(
     assert rec["result"]["rows"][0]["last_sent"] == f"{a.fs('prod')}@zrep_000001"
 
 
+def test_a_lost_base_is_synced_from_the_cursor_bookmark_through_the_queue(
+    q: tuple[Fleet, Producer, dict[str, Service]],
+) -> None:
+    """Issue 15, point 1, end to end: the hold released and the base destroyed by hand, the
+    queued sync sends `-i fs#zrepq_zrep_000001` instead of failing; the record and
+    `status -v` say so."""
+    f, p, _ = q
+    a, b = setup_pair(f, p, "bm")
+    src = a.fs("bm")
+    assert done(p.sync(f"qa:{src}"))["ok"]
+    a.zfs.zfs("release", "zrepq:zrep:lastsent", f"{src}@zrep_000001")
+    a.zfs.zfs("destroy", f"{src}@zrep_000001")
+    a.zfs.write(src, "data.txt", b"after the base went\n")
+    rec = done(p.sync(f"qa:{src}"))
+    assert rec["ok"], rec
+    assert rec["result"]["from_bookmark"] == f"{src}#zrepq_zrep_000001"
+    assert rec["result"]["snapshot"] == f"{src}@zrep_000002"
+    assert b.zfs.read(b.fs("bm"), "data.txt") == b"after the base went\n"
+    st = done(p.status("qa", [src], verbose=True))["result"]
+    assert st["rows"][0]["from_bookmark"]["bookmark"] == f"{src}#zrepq_zrep_000001"
+    assert f"synced from bookmark {src}#zrepq_zrep_000001" in st["text"]
+
+
 def test_hostile_and_malformed_messages_are_rejected(
     q: tuple[Fleet, Producer, dict[str, Service]],
     redis_server: RedisServer,

@@ -79,6 +79,9 @@ class EngineConfig:
     dateformat: str = DEFAULT_DATEFORMAT  # ZREP_DATEFORMAT
     rundir: str = ""  # ZREP_RUNDIR: where zrep's global lock `zrep.lock` lives
     command_timeout: float = DEFAULT_COMMAND_TIMEOUT  # ZREPQ_COMMAND_TIMEOUT (zrepq's own)
+    # The replication cursor (`bookmarks.py`): a bookmark of the last sent snapshot, the
+    # incremental's base when that snapshot is gone. ZREPQ_BOOKMARKS=off: none.
+    bookmarks: bool = True
     hold_tag: str = field(default="")  # derived: the `zfs hold` tag on the last sent snapshot
 
     def __post_init__(self) -> None:
@@ -166,6 +169,7 @@ ZREP_VARIABLES: dict[str, str] = {
     "src_host": "ZREP_SRC_HOST",
     "dateformat": "ZREP_DATEFORMAT",
     "rundir": "ZREP_RUNDIR",
+    "bookmarks": "ZREPQ_BOOKMARKS",
 }
 
 
@@ -191,8 +195,8 @@ def zrep_value(field: str, text: str) -> Any:
         return text.strip() == "-R"
     if field in ("send_flags", "create_flags"):
         return tuple(shlex.split(text))
-    if field == "resume":
-        return resume_setting(text)
+    if field in ("resume", "bookmarks"):
+        return resume_setting(text)  # on unless 0/no/off/false
     if field == "skip_expire":
         return bool(text.strip())
     if field == "rename_unsent":

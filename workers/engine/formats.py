@@ -56,6 +56,12 @@ def status_details(row: StatusRow, dateformat: str = "%Y/%m/%d-%H:%M:%S") -> lis
         r = row.rolled_back
         when = _date(r["time"], dateformat) if r.get("time") else "?"
         lines.append(f"    rolled back on purpose to {r['snapshot']} at {when} (not an error)")
+    if row.from_bookmark:
+        b = row.from_bookmark
+        when = _date(b["time"], dateformat) if b.get("time") else "?"
+        lines.append(
+            f"    synced from bookmark {b['bookmark']} at {when} (its base snapshot was gone)"
+        )
     return lines
 
 

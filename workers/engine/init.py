@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import time
 
+from . import bookmarks, steps
 from . import commands as cmd
 from . import resume as resumable
-from . import steps
 from .admin import clear_local
 from .context import Context
 from .errors import DatasetMissing, StateError, ZrepqError
@@ -140,6 +140,7 @@ def _finish(ctx: Context, link: Link, snap: str, info: DatasetInfo) -> None:
         dst.inherit(dest_fs, "mountpoint")
     steps.mark_sent(ctx, link, [Snapshot(snap, "", 0, 0)])
     steps.move_holds(ctx, link, short)
+    bookmarks.advance(ctx, link, short, [])  # the replication cursor's first position
     local.set(fs, {f"{ctx.tag}:master": "yes"})
     ctx.say(f"Initialization copy of {fs} to {dst.host}:{dest_fs} complete", fs)
     ctx.say("Filesystem will not be mounted", fs)  # received with -u, as zrep says

@@ -26,6 +26,8 @@ ZREPQ_PROPS = (
     "last-error-snapshot",
     "rolled-back-to",  # a deliberate `sync fs@snap`: not an error
     "rolled-back-time",
+    "bookmark-base",  # the cursor bookmark the last sync from a bookmark sent from
+    "bookmark-base-time",
 )
 
 

@@ -96,6 +96,11 @@ def extras(info: DatasetInfo) -> dict[str, Any]:
             "snapshot": info.q("rolled-back-to"),
             "time": _int(info.q("rolled-back-time")),
         }
+    if info.q("bookmark-base") is not None:
+        out["from_bookmark"] = {
+            "bookmark": info.q("bookmark-base"),
+            "time": _int(info.q("bookmark-base-time")),
+        }
     return out
 
 

@@ -20,9 +20,9 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
+from . import bookmarks, steps
 from . import commands as cmd
 from . import resume as resumable
-from . import steps
 from .context import Context
 from .errors import (
     DatasetMissing,
@@ -34,7 +34,7 @@ from .errors import (
     ZrepqError,
 )
 from .expire import JustSent, expire_pair
-from .model import DatasetInfo, Snapshot, last_sent, latest_zrep, next_snapname
+from .model import DatasetInfo, Snapshot, last_sent, latest_zrep
 from .names import validate_dataset, validate_host
 from .pause import check_not_paused, clear_error, record_error
 from .plan import is_unchanged, plan_sync
@@ -188,8 +188,11 @@ def _replicate(
             host=dst.host,
         )
     result = SyncResult(src_fs, src.host, dst.host, dst_fs, "synced")
-    ssnaps = src.snapshots(src_fs)
-    plan = plan_sync(
+    ssnaps, books = bookmarks.read_source(ctx, src, src_fs)  # one call, bookmarks or not
+    plan = bookmarks.plan_from_cursor(
+        ctx, src_fs, dst_fs, ssnaps, books, dsnaps, force=run.force, resume=resume,
+        dest_token=dinfo.resume_token, dest_written=dinfo.written,
+    ) or plan_sync(
         ssnaps, dsnaps, ctx.tag, src_fs=src_fs, dst_fs=dst_fs, force=run.force, resume=resume,
         dest_token=dinfo.resume_token, dest_written=dinfo.written,
     )  # fmt: skip
@@ -221,12 +224,13 @@ def _replicate(
         ctx.say(f"No changes found in {src_fs}. Updating timestamp only", src_fs, level="detail")
         src.set(base.name, {f"{ctx.tag}:sent": str(int(time.time()))})
         steps.move_holds(ctx, link, base.short, src_snaps=ssnaps, dst_snaps=dsnaps)
+        bookmarks.ensure(ctx, link, base, books)
         result.status, result.snapshot = "unchanged", base.name
         return _finish(ctx, run, link, src_info, None, result, t0)
 
     steps.check(handle)
     if run.make_snapshot:
-        new_name = f"{src_fs}@{next_snapname(ssnaps, ctx.tag)}"
+        new_name = f"{src_fs}@{bookmarks.next_snapname(ssnaps, books, ctx.tag)}"
         src.snapshot(new_name, recursive=ctx.config.recursive)
     else:
         latest = latest_zrep(ssnaps, ctx.tag)
@@ -235,6 +239,8 @@ def _replicate(
             result.status, result.snapshot = "uptodate", base.name
             return _finish(ctx, run, link, src_info, None, result, t0)
         new_name = latest.name
+    if bookmarks.is_cursor(base):
+        bookmarks.announce(ctx, link, base, result)
     if run.kind != "refresh":  # zrep's refresh pulls without a word
         ctx.say(f"sending {new_name} to {dst.host}:{dst_fs}", src_fs)
     new_short = new_name.split("@", 1)[1]
@@ -271,6 +277,7 @@ def _replicate(
     steps.check(handle)
     steps.mark_sent(ctx, link, [Snapshot(new_name, "", 0, 0)])
     steps.move_holds(ctx, link, new_short, src_snaps=ssnaps, dst_snaps=dsnaps)
+    bookmarks.advance(ctx, link, new_short, books)
     result.snapshot, result.base = new_name, base.name
     # The source's savecount and snapshots as read at the start, under the same lease, plus
     # the one just sent: only the destination is read again.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import commands as cmd
 from . import zfs_errors
@@ -35,6 +36,9 @@ from .model import (
     zrepq_prop,
 )
 from .ports import CommandResult, Runner
+
+if TYPE_CHECKING:
+    from .bookmarks import Bookmark
 
 # With TAG:sent, what `Snapshot` holds. `userrefs` (the number of holds) costs nothing in the
 # same `zfs get` and tells which snapshots can carry a hold of ours at all (see `release`).
@@ -164,6 +168,15 @@ class ZfsHost:
         """All snapshots of fs (not of its children), oldest first by createtxg."""
         sent = self._p("sent")
         return _snapshots_from_rows(self._get_depth1(fs, "snapshot", [*SNAPSHOT_PROPS, sent]), sent)
+
+    def snapshots_and_bookmarks(self, fs: str) -> tuple[list[Snapshot], list[Bookmark]]:
+        """`snapshots(fs)` and fs's bookmarks, in the same one call (`bookmarks.py`)."""
+        from .bookmarks import from_rows
+
+        sent = self._p("sent")
+        rows = self._get_depth1(fs, "snapshot,bookmark", [*SNAPSHOT_PROPS, sent])
+        snaps = [r for r in rows if "#" not in r[0]]
+        return _snapshots_from_rows(snaps, sent), from_rows([r for r in rows if "#" in r[0]])
 
     def _get_depth1(self, name: str, types: str, keys: list[str]) -> list[list[str]]:
         """Rows (name, property, value, source) of `zfs get -d 1 -t TYPES` on `name`: the

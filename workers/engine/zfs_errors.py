@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import TypeVar
 
 from .errors import (
+    BookmarkExists,
     CommandError,
     DatasetBusy,
     HoldExists,
@@ -31,6 +32,7 @@ E = TypeVar("E", bound=CommandError)
 _MARKERS: tuple[tuple[type[CommandError], tuple[str, ...]], ...] = (
     (NoSuchDataset, ("does not exist", "could not find any snapshots to destroy")),
     (HoldExists, ("tag already exists",)),
+    (BookmarkExists, ("bookmark exists",)),
     (NoSuchHold, ("no such tag",)),
     (DatasetBusy, ("dataset is busy",)),
     (PermissionDenied, ("permission denied",)),

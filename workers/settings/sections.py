@@ -196,6 +196,7 @@ class ZrepSection(Section):
     init_remote_properties: str | None = None  # ZREP_INIT_REMOTE_PROPERTIES
     dateformat: str | None = None  # ZREP_DATEFORMAT
     rundir: str | None = None  # ZREP_RUNDIR (zrep's global lock file lives there)
+    bookmarks: bool | None = None  # ZREPQ_BOOKMARKS: the replication cursor (zrepq's own)
 
 
 # Environment name -> (table, key, parse).
