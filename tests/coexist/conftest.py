@@ -10,6 +10,7 @@ tests whose zfs-level behaviour the others already prove on OpenZFS.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -49,7 +50,11 @@ class Pair:
         """zrepq's engine on `host`; `calls` collects the zfs commands it runs (args)."""
         backend = self.b if calls is None else CallLog(self.b, calls)
         transport = BackendTransport(backend, host, ["hosta", "hostb"])
-        return Context(transport, EngineConfig.from_env(env or {}), observer=self.events.append)
+        # the session's own ZREP_RUNDIR (tests/conftest.py): not the machine's /var/run, whose
+        # zrep.lock other test sessions on this machine take too
+        rundir = {k: v for k, v in os.environ.items() if k == "ZREP_RUNDIR"}
+        config = EngineConfig.from_env({**rundir, **(env or {})})
+        return Context(transport, config, observer=self.events.append)
 
     def zrep(self, **kw: Any) -> Zrep:
         """zrep installed on hosta (the master), reaching hostb."""

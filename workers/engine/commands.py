@@ -149,7 +149,7 @@ def resumed(token: str) -> list[str]:
 
 def sync_recv_flags(config: EngineConfig, *, force: bool) -> list[str]:
     """`recv` flags of a sync, but `-s` (see `resume.stream_into`) and the dataset."""
-    flags = []
+    flags = ["-u"] if config.recv_unmounted else []  # a worker that is not root cannot mount
     if force:
         flags.append("-F")
     if config.recursive:

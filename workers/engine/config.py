@@ -82,6 +82,12 @@ class EngineConfig:
     # The replication cursor (`bookmarks.py`): a bookmark of the last sent snapshot, the
     # incremental's base when that snapshot is gone. ZREPQ_BOOKMARKS=off: none.
     bookmarks: bool = True
+    # Send an encrypted dataset decrypted (its plaintext; the standby holds it unencrypted):
+    # ZREPQ_DECRYPT=yes. By default it goes raw (`send -w`): see `crypto.py`.
+    decrypt: bool = False
+    # Receive with `-u` (not mounted): Linux lets only root mount, so a worker running as a
+    # dedicated user does (`delegation.py`). ZREPQ_RECV_UNMOUNTED; default: when not root.
+    recv_unmounted: bool = field(default_factory=lambda: os.geteuid() != 0)
     hold_tag: str = field(default="")  # derived: the `zfs hold` tag on the last sent snapshot
 
     def __post_init__(self) -> None:
@@ -170,6 +176,8 @@ ZREP_VARIABLES: dict[str, str] = {
     "dateformat": "ZREP_DATEFORMAT",
     "rundir": "ZREP_RUNDIR",
     "bookmarks": "ZREPQ_BOOKMARKS",
+    "decrypt": "ZREPQ_DECRYPT",
+    "recv_unmounted": "ZREPQ_RECV_UNMOUNTED",
 }
 
 
@@ -197,6 +205,8 @@ def zrep_value(field: str, text: str) -> Any:
         return tuple(shlex.split(text))
     if field in ("resume", "bookmarks"):
         return resume_setting(text)  # on unless 0/no/off/false
+    if field in ("decrypt", "recv_unmounted"):
+        return text.strip().lower() in ("1", "yes", "on", "true")
     if field == "skip_expire":
         return bool(text.strip())
     if field == "rename_unsent":

@@ -83,6 +83,10 @@ class StatusRow(Result):
     rolled_back: dict[str, Any] | None = None  # {snapshot, time}: a deliberate sync fs@snap
     # {bookmark, time}: the last sync that sent from the cursor bookmark (its base was gone)
     from_bookmark: dict[str, Any] | None = None
+    # -v: the standby's `keystatus` ("-": not encrypted; "unavailable": a raw standby's key
+    # is not loaded, as it should be), for a master's row
+    standby_keystatus: str | None = None
+    tag: str = "zrep"  # the pair's tag (several standbys per dataset: a row per tag)
 
 
 @dataclass

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from . import bookmarks, steps
+from . import bookmarks, crypto, steps
 from . import commands as cmd
 from . import resume as resumable
 from .context import Context
@@ -187,6 +187,7 @@ def _replicate(
             dataset=src_fs,
             host=dst.host,
         )
+    crypto.check_destination(ctx, src_info, dst.host, dinfo)
     result = SyncResult(src_fs, src.host, dst.host, dst_fs, "synced")
     ssnaps, books = bookmarks.read_source(ctx, src, src_fs)  # one call, bookmarks or not
     plan = bookmarks.plan_from_cursor(
@@ -251,7 +252,7 @@ def _replicate(
         nbytes, _ = resumable.stream_into(
             ctx,
             link,
-            cmd.incremental(ctx.config, base.name, new_name),
+            crypto.send_args(ctx, src_info, cmd.incremental(ctx.config, base.name, new_name)),
             cmd.sync_recv_flags(ctx.config, force=plan.force),
             resume=resume,
             snapshot=new_name,

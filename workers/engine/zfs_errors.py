@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TypeVar
 
+from . import delegation
 from .errors import (
     BookmarkExists,
     CommandError,
@@ -86,6 +87,8 @@ def typed(err: CommandError) -> CommandError:
     if type(err) is not CommandError:
         return err
     cls = next((k for line in _lines(err.stderr) if (k := _kind_of_line(line))), None)
+    if cls is PermissionDenied:
+        err.message += delegation.hint(err.argv or (), err.host)
     return err if cls is None else _as(cls, err)
 
 
@@ -100,6 +103,8 @@ def typed_stream(err: PipelineError, *, resuming: bool) -> PipelineError:
         return _as(StaleResumeToken, err)
     if NEEDS_UPGRADE in text:
         return _as(PoolNeedsUpgrade, err)
+    if "permission denied" in text.lower():
+        err.message += delegation.hint(err.argv or (), err.host)  # stays a PipelineError
     return err
 
 
