@@ -66,7 +66,7 @@ def status_rows(
     errors: dict[str, str] = {}
     for h in hosts:
         try:
-            results[h] = producer.status(h)
+            results[h] = producer.status(h, every_tag=True)
         except c.ZrepqError as e:
             errors[h] = str(e)
     done = wait(results, timeout=timeout, show=False) if results else {}
@@ -91,11 +91,12 @@ def fleet_status(producer: Producer, *, timeout: float = 30.0, tag: str = "zrep"
     alive = alive_hosts(producer)
     running = running_tasks(producer)
     rows, errors = status_rows(producer, [h for h in hosts if h in alive], timeout=timeout)
-    recs = {(r.get("host"), r.get("dataset")): r for r in records(producer) if r.get("tag") == tag}
+    # every tag's pairs (several standbys per dataset); `tag`: records without one
+    recs = {(r.get("host"), r.get("dataset"), r.get("tag") or tag): r for r in records(producer)}
     queued = queue_lengths(producer, hosts)
     datasets = []
     for row in rows:
-        key = (row["host"], row["dataset"])
+        key = (row["host"], row["dataset"], row.get("tag") or tag)
         rec = recs.get(key, {})
         run = next(
             (t for t in running if t["host"] == row["host"] and t["dataset"] == row["dataset"]),
@@ -114,6 +115,7 @@ def fleet_status(producer: Producer, *, timeout: float = 30.0, tag: str = "zrep"
             {
                 "host": row["host"],
                 "dataset": row["dataset"],
+                "tag": row.get("tag") or tag,
                 "dest": f"{row.get('dest_host')}:{row.get('dest_fs')}",
                 "master": row.get("master"),
                 "last_sent": row.get("last_sent"),
@@ -177,7 +179,7 @@ def fleet_text(data: dict[str, Any], flower_url: str | None = None) -> str:
     header = f"  {'HOST':<12} {'DATASET':<32} {'DEST':<32} {'LAG':>7}  STATE"
     lines += ["DATASETS", header]
     failed = []
-    for d in sorted(data["datasets"], key=lambda d: (d["host"], d["dataset"])):
+    for d in sorted(data["datasets"], key=lambda d: (d["host"], d["dataset"], d.get("tag", ""))):
         state = d["state"]
         if state == "running" and d["running"] and d["running"].get("progress"):
             p = d["running"]["progress"]

@@ -77,7 +77,9 @@ class RollbackArgs(r.RollbackRequest, Args):
 
 
 class SyncAllArgs(r.SyncFlags, Args):
-    pass
+    # Every tag this host is master for (several standbys per dataset); false: the envelope's
+    # tag only, as zrep's `sync all`.
+    every_tag: bool = True
 
 
 class SnaponlyArgs(r.SnaponlyRequest, Args):
@@ -121,7 +123,9 @@ class RefreshArgs(r.RefreshRequest, Args):
 
 
 class StatusArgs(r.StatusRequest, Args):
-    verbose: bool = False  # the text: zrep's -v lines, and zrepq's facts under each
+    # verbose: the text is zrep's -v lines, and zrepq's facts under each.
+    # every_tag: the rows of every tag this host is master for (`status --fleet`).
+    every_tag: bool = False
 
 
 class ListArgs(r.ListRequest, Args):

@@ -34,6 +34,7 @@ from workers.engine.formats import status_text
 from workers.engine.locks import LockToken
 from workers.engine.ports import Locks, Peer, Transport
 from workers.engine.report import list_names, masters, status
+from workers.engine.tags import masters_by_tag, tags
 from workers.engine.verbs import record, run
 from workers.keys import HOSTS_KEY
 from workers.runtime import context_from_env, transport_for
@@ -209,6 +210,7 @@ def _sync_task(
     finally:
         _forget_progress(task)
     res.setdefault("dataset", kwargs.get("fs", kwargs.get("snapshot")))
+    res.setdefault("tag", kwargs.get("tag", "zrep"))
     res["seconds"] = round(time.time() - t0, 3)
     return res
 
@@ -259,19 +261,24 @@ def sync_all(self: Task[Any, Any], /, **kwargs: Any) -> Any:
         args = c.validate(c.SYNC_ALL, kwargs)
         assert isinstance(args, c.SyncAllArgs)
         allow(c.SYNC_ALL, args)
-        fss = masters(_context(self, args, DeferredPeer()))
+        ctx = _context(self, args, DeferredPeer())
+        pairs = masters_by_tag(ctx) if args.every_tag else [(args.tag, fs) for fs in masters(ctx)]
     except ZrepqError as e:  # fail with the contract's record, as every other task does
         log.error("%s failed: %s", c.SYNC_ALL, e.message)
         raise TaskFailed(e.to_record()) from None
-    if not fss:
+    if not pairs:
         return c.ok(summary([], args.host, started))
-    base = {**args.model_dump(), "record_errors": True}
+    base = {**args.model_dump(exclude={"every_tag"}), "record_errors": True}
     queue = c.queue_for(args.host)
     header = [
         app.signature(
-            c.SYNC, kwargs={**base, "fs": fs}, queue=queue, immutable=True, ignore_result=True
+            c.SYNC,
+            kwargs={**base, "fs": fs, "tag": tag},
+            queue=queue,
+            immutable=True,
+            ignore_result=True,
         )
-        for fs in fss
+        for tag, fs in pairs
     ]
     callback = app.signature(
         c.SYNC_ALL_SUMMARY, kwargs={"host": args.host, "started": started}, queue=queue
@@ -342,7 +349,9 @@ def takeover(self: Task[Any, Any], /, **kwargs: Any) -> Any:
 @app.task(name=c.STATUS, bind=True, base=Guarded)
 def status_(self: Task[Any, Any], /, **kwargs: Any) -> dict[str, Any]:
     def body(ctx: Context, a: c.StatusArgs) -> Any:
-        rows = status(ctx, a)
+        req = requests.narrow(requests.StatusRequest, a)
+        each = tags(ctx) if a.every_tag else [ctx.tag]
+        rows = [row for t in each for row in status(ctx.with_tag(t), req)]
         fmt = ctx.config.dateformat
         text = status_text(rows, verbose=a.verbose, all_fs=a.all, dateformat=fmt)
         return {"rows": [r.to_dict() for r in rows], "text": text}

@@ -22,6 +22,7 @@ def summary(results: list[dict[str, Any]], host: str, started: float) -> dict[st
             rows.append(
                 {
                     "dataset": res.get("dataset") or r.get("dataset"),
+                    "tag": r.get("tag"),
                     "status": status,
                     "snapshot": res.get("snapshot"),
                     "bytes": res.get("bytes_sent", 0),
@@ -34,6 +35,7 @@ def summary(results: list[dict[str, Any]], host: str, started: float) -> dict[st
             rows.append(
                 {
                     "dataset": err.get("dataset") or r.get("dataset"),
+                    "tag": r.get("tag"),
                     "status": _STATUS_OF_KIND.get(kind or "", "failed"),
                     "error": err.get("message"),
                     "kind": kind,

@@ -300,7 +300,7 @@ def _takeover(ctx: Context, args: list[str], io: CliIO) -> tuple[int, Any]:
 
 def _status(ctx: Context, args: list[str], io: CliIO) -> tuple[int, Any]:
     f, rest = _flags(args, "va")
-    rows = report.status(ctx, r.StatusRequest(fs=rest, all="a" in f))
+    rows = report.status(ctx, r.StatusRequest(fs=rest, all="a" in f, verbose="v" in f))
     fmt = ctx.config.dateformat
     for row in rows:
         io.out.write(status_line(row, verbose="v" in f, all_fs="a" in f, dateformat=fmt) + "\n")

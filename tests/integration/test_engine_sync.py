@@ -380,17 +380,18 @@ def test_stale_resume_token_is_aborted_and_sync_retried_plain(
     assert any("stale" in getattr(e, "text", "") for e in f.events)
 
 
-def test_a_sync_of_an_unchanged_dataset_makes_16_zfs_calls(
+def test_a_sync_of_an_unchanged_dataset_makes_18_zfs_calls(
     pair: tuple[Fleet, Site, Site],
 ) -> None:
     """Calls, not bytes, are what a `sync all` of many small datasets pays for: the other side
     is read in one `zfs get` (start and expire), the expire reuses the source's list read
     under the lease, and the send's own estimate replaces `zfs send -nvP`. The source is read
-    once, under the lease and zrep's global lock (issue 17): its properties, zrep's lock marks
-    and its snapshots in one `zfs get -d 1`, where it took three reads before (its
+    once, under the lease and zrep's global lock (issue 17): its properties, zrep's lock marks,
+    its snapshots and bookmarks in one `zfs get -d 1`, where it took three reads before (its
     properties before locking, `lock-pid` under the global lock, the snapshots after). zrep's
     lock marks are still checked and set under the global lock, and `lock-pid` is read again
-    before it is cleared (only if still ours). 18 calls before issue 17, 16 now."""
+    before it is cleared (only if still ours). The replication cursor costs two (`zfs
+    bookmark` of the new one, `zfs destroy` of the old). 16 before issue 17 and the cursor."""
     f, a, b = pair
     init(f, a, b)
     ctx = f.context("hosta")
@@ -400,10 +401,12 @@ def test_a_sync_of_an_unchanged_dataset_makes_16_zfs_calls(
     assert res.status == "synced"
     on_a = [argv[1] for argv in a.zfs.zfs_calls()[na:]]
     on_b = [argv[1] for argv in b.zfs.zfs_calls()[nb:]]
-    # the state (with zrep's lock marks), the marks set; snapshot, send, sent, hold, release;
-    # the marks read and cleared (lock-time, lock-pid)
+    # the state (with zrep's lock marks and the bookmarks), the marks set; snapshot, send,
+    # sent, hold, release, the cursor moved; the marks read and cleared (lock-time, lock-pid)
     marks = ["set", "get", "inherit", "inherit"]
-    assert sorted(on_a) == sorted(["get", *marks, "snapshot", "send", "set", "hold", "release"])
+    assert sorted(on_a) == sorted(
+        ["get", *marks, "snapshot", "send", "set", "hold", "release", "bookmark", "destroy"]
+    )
     assert a.zfs.zfs_calls()[na][1:4] == ["get", "-H", "-p"] and "-d" in a.zfs.zfs_calls()[na]
     # both sides' state at the start and for the expire, recv, sent, hold, release
     assert sorted(on_b) == sorted(["get", "recv", "set", "hold", "release", "get"])
@@ -428,8 +431,9 @@ def test_stale_holds_cost_no_extra_zfs_call(pair: tuple[Fleet, Site, Site]) -> N
     run(ctx, SyncRequest(fs=src))
     on_a = [argv[1:] for argv in a.zfs.zfs_calls()[na:]]
     on_b = [argv[1:] for argv in b.zfs.zfs_calls()[nb:]]
-    # 10 on the master: the source read once, under the lock (see the test above)
-    assert len(on_a) == 10 and len(on_b) == 6, (on_a, on_b)
+    # 12 on the master: the source read once, under the lock, and the cursor's two (see the
+    # test above)
+    assert len(on_a) == 12 and len(on_b) == 6, (on_a, on_b)
     assert [c for c in on_a if c[0] == "release"] == [
         ["release", "zrepq:zrep:lastsent", *(f"{src}@zrep_{n:06x}" for n in (0, 1, 3))]
     ]

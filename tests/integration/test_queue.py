@@ -272,6 +272,77 @@ def test_status_and_refresh_through_the_queue(
     assert rec["result"]["rows"][0]["last_sent"] == f"{a.fs('prod')}@zrep_000001"
 
 
+def test_a_lost_base_is_synced_from_the_cursor_bookmark_through_the_queue(
+    q: tuple[Fleet, Producer, dict[str, Service]],
+) -> None:
+    """Issue 15, point 1, end to end: the hold released and the base destroyed by hand, the
+    queued sync sends `-i fs#zrepq_zrep_000001` instead of failing; the record and
+    `status -v` say so."""
+    f, p, _ = q
+    a, b = setup_pair(f, p, "bm")
+    src = a.fs("bm")
+    assert done(p.sync(f"qa:{src}"))["ok"]
+    a.zfs.zfs("release", "zrepq:zrep:lastsent", f"{src}@zrep_000001")
+    a.zfs.zfs("destroy", f"{src}@zrep_000001")
+    a.zfs.write(src, "data.txt", b"after the base went\n")
+    rec = done(p.sync(f"qa:{src}"))
+    assert rec["ok"], rec
+    assert rec["result"]["from_bookmark"] == f"{src}#zrepq_zrep_000001"
+    assert rec["result"]["snapshot"] == f"{src}@zrep_000002"
+    assert b.zfs.read(b.fs("bm"), "data.txt") == b"after the base went\n"
+    st = done(p.status("qa", [src], verbose=True))["result"]
+    assert st["rows"][0]["from_bookmark"]["bookmark"] == f"{src}#zrepq_zrep_000001"
+    assert f"synced from bookmark {src}#zrepq_zrep_000001" in st["text"]
+
+
+def test_one_sync_all_keeps_a_near_and_a_far_standby_current_each_on_its_own(
+    q: tuple[Fleet, Producer, dict[str, Service]],
+) -> None:
+    """Issue 15, point 4: one dataset, two standbys (tags `near` and `far`, zrep's way), both
+    kept current by one queued `sync all` on the master's host; the far one fails (its
+    standby was snapshotted there) and the near one is synced all the same; each pair has
+    its own savecount, hold and cursor, and `status --fleet` lists both."""
+    f, p, _ = q
+    a, b = f["qa"], f["qb"]
+    src = a.fs("multi")
+    a.zfs.zfs("create", src)
+    a.zfs.write(src, "data.txt", b"v1\n")
+    near, far = Producer(app=p.app, tag="near"), Producer(app=p.app, tag="far")
+    assert done(near.init(src, "qb", b.fs("near"), host="qa"))["ok"]
+    assert done(far.init(src, "qb", b.fs("far"), host="qa"))["ok"]
+    a.zfs.zfs("set", "far:savecount=2", src)
+    for _ in range(3):
+        recs = wait(p.sync_all(["qa"]), timeout=120, show=False)
+        rows = {(r["tag"], r["dataset"]): r for r in recs["qa"]["result"]["datasets"]}
+        assert rows[("near", src)]["status"] == "synced", rows
+        assert rows[("far", src)]["status"] == "synced", rows
+    names = a.zfs.zfs("list", "-H", "-t", "snapshot,bookmark", "-o", "name", "-d", "1", src)
+    mine = [n.split(src, 1)[1] for n in names.stdout.split()]
+    # near keeps 5 (its default savecount), far 2; each its own cursor bookmark
+    assert [n for n in mine if n.startswith("@near_")] == [f"@near_{i:06x}" for i in range(4)]
+    assert [n for n in mine if n.startswith("@far_")] == ["@far_000002", "@far_000003"]
+    assert sorted(n for n in mine if n.startswith("#")) == [
+        "#zrepq_far_000003",
+        "#zrepq_near_000003",
+    ]
+    for tag in ("near", "far"):
+        out = a.zfs.zfs("holds", "-H", f"{src}@{tag}_000003").stdout
+        assert f"zrepq:{tag}:lastsent" in out
+    # the far standby is written to and snapshotted there: its pair fails, near goes on
+    b.zfs.zfs("snapshot", f"{b.fs('far')}@stray")
+    a.zfs.write(src, "data.txt", b"v2\n")
+    recs = wait(p.sync_all(["qa"]), timeout=120, show=False)
+    rows = {(r["tag"], r["dataset"]): r for r in recs["qa"]["result"]["datasets"]}
+    assert rows[("near", src)]["status"] == "synced"
+    assert rows[("far", src)]["status"] == "failed" and "diverged" in rows[("far", src)]["error"]
+    assert b.zfs.read(b.fs("near"), "data.txt") == b"v2\n"
+    st = done(p.status("qa", every_tag=True))["result"]["rows"]
+    assert {(r["tag"], r["dest_fs"]) for r in st if r["dataset"] == src} == {
+        ("near", b.fs("near")),
+        ("far", b.fs("far")),
+    }
+
+
 def test_hostile_and_malformed_messages_are_rejected(
     q: tuple[Fleet, Producer, dict[str, Service]],
     redis_server: RedisServer,

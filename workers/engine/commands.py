@@ -94,6 +94,11 @@ def release(tag: str, *snapshots: str) -> Argv:
     return ("zfs", "release", tag, *snapshots)
 
 
+def bookmark(snapshot: str, bookmark: str) -> Argv:
+    """`zfs bookmark fs@snap fs#name`: the replication cursor (`bookmarks.py`)."""
+    return ("zfs", "bookmark", snapshot, bookmark)
+
+
 def create(name: str, flags: Sequence[str] = ()) -> Argv:
     return ("zfs", "create", *flags, name)
 
@@ -126,8 +131,10 @@ def send_flags(config: EngineConfig) -> list[str]:
 
 
 def incremental(config: EngineConfig, base: str, new: str) -> list[str]:
-    """`send` args of a sync: every snapshot from `base` to `new` (`-I`, or zrep's `-i`)."""
-    return [*send_flags(config), config.inc_flag, base, new]
+    """`send` args of a sync: every snapshot from `base` to `new` (`-I`, or zrep's `-i`).
+    From a bookmark (`fs#name`) always `-i`: zfs refuses `-I` from one."""
+    inc = "-i" if "#" in base else config.inc_flag
+    return [*send_flags(config), inc, base, new]
 
 
 def full(config: EngineConfig, snapshot: str) -> list[str]:
@@ -142,7 +149,7 @@ def resumed(token: str) -> list[str]:
 
 def sync_recv_flags(config: EngineConfig, *, force: bool) -> list[str]:
     """`recv` flags of a sync, but `-s` (see `resume.stream_into`) and the dataset."""
-    flags = []
+    flags = ["-u"] if config.recv_unmounted else []  # a worker that is not root cannot mount
     if force:
         flags.append("-F")
     if config.recursive:

@@ -79,6 +79,15 @@ class EngineConfig:
     dateformat: str = DEFAULT_DATEFORMAT  # ZREP_DATEFORMAT
     rundir: str = ""  # ZREP_RUNDIR: where zrep's global lock `zrep.lock` lives
     command_timeout: float = DEFAULT_COMMAND_TIMEOUT  # ZREPQ_COMMAND_TIMEOUT (zrepq's own)
+    # The replication cursor (`bookmarks.py`): a bookmark of the last sent snapshot, the
+    # incremental's base when that snapshot is gone. ZREPQ_BOOKMARKS=off: none.
+    bookmarks: bool = True
+    # Send an encrypted dataset decrypted (its plaintext; the standby holds it unencrypted):
+    # ZREPQ_DECRYPT=yes. By default it goes raw (`send -w`): see `crypto.py`.
+    decrypt: bool = False
+    # Receive with `-u` (not mounted): Linux lets only root mount, so a worker running as a
+    # dedicated user does (`delegation.py`). ZREPQ_RECV_UNMOUNTED; default: when not root.
+    recv_unmounted: bool = field(default_factory=lambda: os.geteuid() != 0)
     hold_tag: str = field(default="")  # derived: the `zfs hold` tag on the last sent snapshot
 
     def __post_init__(self) -> None:
@@ -166,6 +175,9 @@ ZREP_VARIABLES: dict[str, str] = {
     "src_host": "ZREP_SRC_HOST",
     "dateformat": "ZREP_DATEFORMAT",
     "rundir": "ZREP_RUNDIR",
+    "bookmarks": "ZREPQ_BOOKMARKS",
+    "decrypt": "ZREPQ_DECRYPT",
+    "recv_unmounted": "ZREPQ_RECV_UNMOUNTED",
 }
 
 
@@ -191,8 +203,10 @@ def zrep_value(field: str, text: str) -> Any:
         return text.strip() == "-R"
     if field in ("send_flags", "create_flags"):
         return tuple(shlex.split(text))
-    if field == "resume":
-        return resume_setting(text)
+    if field in ("resume", "bookmarks"):
+        return resume_setting(text)  # on unless 0/no/off/false
+    if field in ("decrypt", "recv_unmounted"):
+        return text.strip().lower() in ("1", "yes", "on", "true")
     if field == "skip_expire":
         return bool(text.strip())
     if field == "rename_unsent":

@@ -21,6 +21,7 @@ only place that does); they keep their parent's `kind`, so a record reads as it 
     │   ├── CommandTimedOut    a control command ran past its timeout (retryable)
     │   ├── NoSuchDataset      zfs: the dataset or snapshot does not exist
     │   ├── HoldExists         zfs hold: the snapshot already has that hold
+    │   ├── BookmarkExists     zfs bookmark: a bookmark of that name exists
     │   ├── NoSuchHold         zfs release: the snapshot has no such hold
     │   ├── DatasetBusy        zfs: dataset is busy (a hold, a mount, a running receive)
     │   ├── PermissionDenied   zfs: permission denied (no `zfs allow` delegation)
@@ -169,6 +170,10 @@ class DatasetBusy(CommandError):
 
 
 class PermissionDenied(CommandError):
+    pass
+
+
+class BookmarkExists(CommandError):
     pass
 
 

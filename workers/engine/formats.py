@@ -39,6 +39,10 @@ def status_line(
 def status_details(row: StatusRow, dateformat: str = "%Y/%m/%d-%H:%M:%S") -> list[str]:
     """zrepq's extra facts for `status -v`, as indented lines under zrep's own line."""
     lines = [f"    last sent: {row.last_sent or '[NEVER]'}  savecount: {row.savecount or '-'}"]
+    if row.standby_keystatus not in (None, "-"):
+        lines.append(
+            f"    standby {row.dest_host}:{row.dest_fs} keystatus: {row.standby_keystatus}"
+        )
     if row.paused:
         p = row.paused
         since = _date(p["since"], dateformat) if p.get("since") else "?"
@@ -56,6 +60,12 @@ def status_details(row: StatusRow, dateformat: str = "%Y/%m/%d-%H:%M:%S") -> lis
         r = row.rolled_back
         when = _date(r["time"], dateformat) if r.get("time") else "?"
         lines.append(f"    rolled back on purpose to {r['snapshot']} at {when} (not an error)")
+    if row.from_bookmark:
+        b = row.from_bookmark
+        when = _date(b["time"], dateformat) if b.get("time") else "?"
+        lines.append(
+            f"    synced from bookmark {b['bookmark']} at {when} (its base snapshot was gone)"
+        )
     return lines
 
 

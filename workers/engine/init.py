@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import time
 
+from . import bookmarks, crypto, steps
 from . import commands as cmd
 from . import resume as resumable
-from . import steps
 from .admin import clear_local
 from .context import Context
 from .errors import DatasetMissing, StateError, ZrepqError
@@ -63,7 +63,8 @@ def init(ctx: Context, req: InitRequest) -> InitResult:
             )
         ctx.say(f"Setting zrep properties on {fs}", fs)
         props = ctx.config.pair_props((ctx.host, fs), (dest_host, dest_fs))
-        local.set(fs, {**props, ctx.config.prop("savecount"): str(ctx.config.save_count)})
+        props[ctx.config.prop("savecount")] = str(ctx.config.save_count)
+        local.set(fs, props)
         try:
             if ctx.config.create_flags:
                 ctx.say("Creating  destination filesystem as separate step", fs)  # sic
@@ -78,7 +79,7 @@ def init(ctx: Context, req: InitRequest) -> InitResult:
             nbytes, _ = resumable.stream_into(
                 ctx,
                 link,
-                cmd.full(ctx.config, snap),
+                crypto.send_args(ctx, info, cmd.full(ctx.config, snap)),
                 cmd.init_recv_flags(ctx.config),
                 resume=resume,
                 snapshot=snap,
@@ -92,6 +93,7 @@ def init(ctx: Context, req: InitRequest) -> InitResult:
             _clear_after_failure(ctx, local, fs, dst, dest_fs, destroy_remote=not existed)
             err.message = f"Error transferring to {dest_host}:{dest_fs}: {err.message}. Resetting"
             raise
+        crypto.carry_pair_props(ctx, info, dst, dest_fs, props)
         _finish(ctx, link, snap, info)
     return InitResult(fs, ctx.host, dest_host, dest_fs, snap, nbytes, time.monotonic() - t0)
 
@@ -140,6 +142,7 @@ def _finish(ctx: Context, link: Link, snap: str, info: DatasetInfo) -> None:
         dst.inherit(dest_fs, "mountpoint")
     steps.mark_sent(ctx, link, [Snapshot(snap, "", 0, 0)])
     steps.move_holds(ctx, link, short)
+    bookmarks.advance(ctx, link, short, [])  # the replication cursor's first position
     local.set(fs, {f"{ctx.tag}:master": "yes"})
     ctx.say(f"Initialization copy of {fs} to {dst.host}:{dest_fs} complete", fs)
     ctx.say("Filesystem will not be mounted", fs)  # received with -u, as zrep says

@@ -13,7 +13,10 @@ T = TypeVar("T")
 # zrep's per-pair properties, without the tag prefix.
 PAIR_PROPS = ("src-fs", "src-host", "dest-fs", "dest-host", "savecount", "master")
 LOCK_PROPS = ("lock-pid", "lock-time")
-NATIVE_PROPS = ("type", "readonly", "written", "mounted", "receive_resume_token", "mountpoint")
+NATIVE_PROPS = (
+    "type", "readonly", "written", "mounted", "receive_resume_token", "mountpoint",
+    "encryption", "keystatus",  # crypto.py: raw sends, a standby's key
+)  # fmt: skip
 # zrepq's own state, `zrepq:<tag>:<name>` on the master fs: upstream zrep never reads these.
 # Keyed in DatasetInfo.props as "q:<name>".
 ZREPQ_PROPS = (
@@ -26,6 +29,8 @@ ZREPQ_PROPS = (
     "last-error-snapshot",
     "rolled-back-to",  # a deliberate `sync fs@snap`: not an error
     "rolled-back-time",
+    "bookmark-base",  # the cursor bookmark the last sync from a bookmark sent from
+    "bookmark-base-time",
 )
 
 

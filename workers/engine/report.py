@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from . import crypto
 from .context import Context
 from .errors import NotConfigured, StateError
 from .formats import list_verbose_text, names_text
@@ -60,9 +61,15 @@ def status(ctx: Context, req: StatusRequest) -> list[StatusRow]:
                 last_sent=snap.name if snap else None,
                 last_sent_time=snap.sent if snap else None,
                 savecount=info.savecount,
+                tag=ctx.tag,
                 **extras(info),
             )
         )
+    if req.verbose:
+        masters_ = [(r.dest_host, r.dest_fs) for r in rows if r.master and r.dest_host]
+        keys = crypto.standby_keys(ctx, masters_) if masters_ else {}
+        for r in rows:
+            r.standby_keystatus = keys.get((r.dest_host, r.dest_fs))
     return rows
 
 
@@ -95,6 +102,11 @@ def extras(info: DatasetInfo) -> dict[str, Any]:
         out["rolled_back"] = {
             "snapshot": info.q("rolled-back-to"),
             "time": _int(info.q("rolled-back-time")),
+        }
+    if info.q("bookmark-base") is not None:
+        out["from_bookmark"] = {
+            "bookmark": info.q("bookmark-base"),
+            "time": _int(info.q("bookmark-base-time")),
         }
     return out
 

@@ -150,6 +150,7 @@ class TakeoverRequest(RoleRequest):
 class StatusRequest(Request):
     fs: Datasets = Field(default_factory=list)  # none: every fs this host is master of
     all: bool = False  # -a: every zrep fs, masters and standbys
+    verbose: bool = False  # -v: also each master's standby's keystatus (one call per host)
 
 
 class ListRequest(Request):

@@ -27,6 +27,8 @@ class SyncResult(Result):
     completed: list[str] = field(default_factory=list)  # landed earlier, only marked sent now
     expired: list[str] = field(default_factory=list)
     message: str = ""
+    # The base was the cursor bookmark (`fs#zrepq_...`): the base snapshot was gone.
+    from_bookmark: str | None = None
 
 
 @dataclass
@@ -79,6 +81,12 @@ class StatusRow(Result):
     paused: dict[str, Any] | None = None  # {since, by, reason, expire}
     error: dict[str, Any] | None = None  # {message, time, snapshot}: the last sync failed
     rolled_back: dict[str, Any] | None = None  # {snapshot, time}: a deliberate sync fs@snap
+    # {bookmark, time}: the last sync that sent from the cursor bookmark (its base was gone)
+    from_bookmark: dict[str, Any] | None = None
+    # -v: the standby's `keystatus` ("-": not encrypted; "unavailable": a raw standby's key
+    # is not loaded, as it should be), for a master's row
+    standby_keystatus: str | None = None
+    tag: str = "zrep"  # the pair's tag (several standbys per dataset: a row per tag)
 
 
 @dataclass

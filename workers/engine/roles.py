@@ -16,7 +16,7 @@ returns what is already true.
 
 from __future__ import annotations
 
-from . import steps
+from . import crypto, steps
 from .context import Context
 from .errors import HostKeyError, HostUnreachable, SplitBrain, StateError, ZrepqError
 from .model import Snapshot, last_sent
@@ -149,6 +149,7 @@ def takeover(ctx: Context, req: TakeoverRequest) -> RoleResult:
         )
     result = RoleResult(fs, ctx.host, "master", remote_host, remote_fs)
     with steps.lock(ctx, [(ctx.host, fs)], "takeover", local_info=info):
+        crypto.ensure_key(ctx, local, info)  # before anything is made writable
         if info.resume_token:
             # This side becomes master: it receives nothing more, so the partial receive it
             # holds would never be resumed (and would be stale once it is standby again).

@@ -14,7 +14,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from . import commands as cmd
 from . import zfs_errors, zreplock
@@ -25,6 +26,9 @@ from .locks import lock_name
 from .model import DatasetInfo, Snapshot, may_hold
 from .ports import LockHandle, StreamSpec
 from .zfs import Link, ZfsHost
+
+if TYPE_CHECKING:
+    from .bookmarks import Bookmark
 
 
 @contextmanager
@@ -57,23 +61,39 @@ def lock(
 
 @contextmanager
 def lock_reading(
-    ctx: Context, fs: str, operation: str, check: Callable[[DatasetInfo], None]
-) -> Iterator[tuple[LockHandle, DatasetInfo, list[Snapshot]]]:
+    ctx: Context,
+    fs: str,
+    operation: str,
+    check: Callable[[DatasetInfo], None],
+    *,
+    bookmarks: bool = False,
+) -> Iterator[tuple[LockHandle, DatasetInfo, SourceRead]]:
     """`lock` on this host's `fs`, reading its state under zrep's global lock instead of
     before: the lease first, then in one `zfs get -d 1` the properties (`check` refuses on
-    them before any mark is set: not master, paused), zrep's marks and the snapshots, which
-    are then as fresh as the lock (`zreplock.claim_reading`). Yields the lease, the
-    properties and the snapshot list: a sync reads its source nowhere else."""
-    read: list[tuple[DatasetInfo, list[Snapshot]]] = []
+    them before any mark is set: not master, paused), zrep's marks, the snapshots and, with
+    `bookmarks`, the bookmarks, which are then as fresh as the lock
+    (`zreplock.claim_reading`). Yields the lease, the properties and the snapshots and
+    bookmarks: a sync reads its source nowhere else."""
+    read: list[tuple[DatasetInfo, SourceRead]] = []
 
     def claim(zlocal: ZfsHost, glock: zreplock.GlobalLock) -> zreplock.Mark:
-        mark, info, snaps = zreplock.claim_reading(zlocal, fs, glock, check)
-        read.append((info, snaps))
+        mark, info, snaps, books = zreplock.claim_reading(
+            zlocal, fs, glock, check, bookmarks=bookmarks
+        )
+        read.append((info, SourceRead(snaps, books)))
         return mark
 
     with _locked(ctx, [(ctx.host, fs)], operation, claim, None, subject=fs) as (handle, _):
-        info, snaps = read[0]
-        yield handle, info, snaps
+        info, source = read[0]
+        yield handle, info, source
+
+
+@dataclass(frozen=True)
+class SourceRead:
+    """A sync's source as read under its lock: snapshots, and bookmarks when asked for."""
+
+    snapshots: list[Snapshot]
+    bookmarks: list[Bookmark]
 
 
 @contextmanager

@@ -22,9 +22,9 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
+from . import bookmarks, crypto, steps
 from . import commands as cmd
 from . import resume as resumable
-from . import steps
 from .context import Context
 from .errors import (
     DatasetMissing,
@@ -36,7 +36,7 @@ from .errors import (
     ZrepqError,
 )
 from .expire import JustSent, expire_pair
-from .model import DatasetInfo, Snapshot, last_sent, latest_zrep, next_snapname
+from .model import DatasetInfo, Snapshot, last_sent, latest_zrep
 from .names import validate_dataset, validate_host
 from .pause import check_not_paused, clear_error, record_error
 from .plan import is_unchanged, plan_sync
@@ -83,10 +83,11 @@ def _push(
         # One read of the source for the whole sync: its properties, zrep's lock marks and
         # its snapshots, under the lease and zrep's global lock (`steps.lock_reading`); the
         # checks above refuse on it before any lock mark is set.
-        with steps.lock_reading(ctx, fs, "sync", check) as (handle, info, ssnaps):
+        books = bookmarks.enabled(ctx)
+        with steps.lock_reading(ctx, fs, "sync", check, bookmarks=books) as (handle, info, read):
             dest_host, dest_fs = pair_dest(info.dest_host, info.dest_fs, fs)
             link = Link(ctx.local, fs, ctx.zfs(dest_host), dest_fs)
-            return replicate(ctx, link, handle, info, run, src_snaps=ssnaps)
+            return replicate(ctx, link, handle, info, run, source=read)
     except LockHeld:
         if quiet_secs is None:
             raise
@@ -159,7 +160,7 @@ def replicate(
     src_info: DatasetInfo,
     run: Run,
     *,
-    src_snaps: list[Snapshot] | None = None,
+    source: steps.SourceRead | None = None,
 ) -> SyncResult:
     """Steps 1-5 above for one pair, keeping the master's error flag up to date.
 
@@ -168,7 +169,7 @@ def replicate(
     """
     state: dict[str, str] = {}
     try:
-        result = _replicate(ctx, link, handle, src_info, run, state, src_snaps)
+        result = _replicate(ctx, link, handle, src_info, run, state, source)
     except (LockHeld, LockLost):
         # Someone else is syncing it, or took over our lease: neither is a failure of the
         # pair, and after a lost lease we must not write anything more (fencing).
@@ -187,7 +188,7 @@ def _replicate(
     src_info: DatasetInfo,
     run: Run,
     state: dict[str, str],  # the snapshot being sent, for the error flag
-    src_snaps: list[Snapshot] | None,  # the source's, when read under this lock already
+    source: steps.SourceRead | None,  # the source's, when read under this lock already
 ) -> SyncResult:
     t0 = time.monotonic()
     src, src_fs, dst, dst_fs = link.src, link.src_fs, link.dst, link.dst_fs
@@ -208,9 +209,16 @@ def _replicate(
             dataset=src_fs,
             host=dst.host,
         )
+    crypto.check_destination(ctx, src_info, dst.host, dinfo)
     result = SyncResult(src_fs, src.host, dst.host, dst_fs, "synced")
-    ssnaps = src_snaps if src_snaps is not None else src.snapshots(src_fs)
-    plan = plan_sync(
+    if source is not None:  # read under this lock, bookmarks too when the cursor is on
+        ssnaps, books = source.snapshots, source.bookmarks
+    else:
+        ssnaps, books = bookmarks.read_source(ctx, src, src_fs)  # one call, bookmarks or not
+    plan = bookmarks.plan_from_cursor(
+        ctx, src_fs, dst_fs, ssnaps, books, dsnaps, force=run.force, resume=resume,
+        dest_token=dinfo.resume_token, dest_written=dinfo.written,
+    ) or plan_sync(
         ssnaps, dsnaps, ctx.tag, src_fs=src_fs, dst_fs=dst_fs, force=run.force, resume=resume,
         dest_token=dinfo.resume_token, dest_written=dinfo.written,
     )  # fmt: skip
@@ -242,12 +250,13 @@ def _replicate(
         ctx.say(f"No changes found in {src_fs}. Updating timestamp only", src_fs, level="detail")
         src.set(base.name, {f"{ctx.tag}:sent": str(int(time.time()))})
         steps.move_holds(ctx, link, base.short, src_snaps=ssnaps, dst_snaps=dsnaps)
+        bookmarks.ensure(ctx, link, base, books)
         result.status, result.snapshot = "unchanged", base.name
         return _finish(ctx, run, link, src_info, None, result, t0)
 
     steps.check(handle)
     if run.make_snapshot:
-        new_name = f"{src_fs}@{next_snapname(ssnaps, ctx.tag)}"
+        new_name = f"{src_fs}@{bookmarks.next_snapname(ssnaps, books, ctx.tag)}"
         src.snapshot(new_name, recursive=ctx.config.recursive)
     else:
         latest = latest_zrep(ssnaps, ctx.tag)
@@ -256,6 +265,8 @@ def _replicate(
             result.status, result.snapshot = "uptodate", base.name
             return _finish(ctx, run, link, src_info, None, result, t0)
         new_name = latest.name
+    if bookmarks.is_cursor(base):
+        bookmarks.announce(ctx, link, base, result)
     if run.kind != "refresh":  # zrep's refresh pulls without a word
         ctx.say(f"sending {new_name} to {dst.host}:{dst_fs}", src_fs)
     new_short = new_name.split("@", 1)[1]
@@ -266,7 +277,7 @@ def _replicate(
         nbytes, _ = resumable.stream_into(
             ctx,
             link,
-            cmd.incremental(ctx.config, base.name, new_name),
+            crypto.send_args(ctx, src_info, cmd.incremental(ctx.config, base.name, new_name)),
             cmd.sync_recv_flags(ctx.config, force=plan.force),
             resume=resume,
             snapshot=new_name,
@@ -292,6 +303,7 @@ def _replicate(
     steps.check(handle)
     steps.mark_sent(ctx, link, [Snapshot(new_name, "", 0, 0)])
     steps.move_holds(ctx, link, new_short, src_snaps=ssnaps, dst_snaps=dsnaps)
+    bookmarks.advance(ctx, link, new_short, books)
     result.snapshot, result.base = new_name, base.name
     # The source's savecount and snapshots as read at the start, under the same lease, plus
     # the one just sent: only the destination is read again.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import commands as cmd
 from . import zfs_errors
@@ -35,6 +36,9 @@ from .model import (
     zrepq_prop,
 )
 from .ports import CommandResult, Runner
+
+if TYPE_CHECKING:
+    from .bookmarks import Bookmark
 
 # With TAG:sent, what `Snapshot` holds. `userrefs` (the number of holds) costs nothing in the
 # same `zfs get` and tells which snapshots can carry a hold of ours at all (see `release`).
@@ -130,20 +134,33 @@ class ZfsHost:
         """`info(name)` and `snapshots(name)` in one `zfs get` (`-d 1`: the dataset and its
         snapshots, and child filesystems, which are skipped). Used for the other side of a
         sync, where every call is also an SSH session."""
+        info, snaps, _ = self._state(name, "filesystem,volume,snapshot")
+        return info, snaps
+
+    def state_and_bookmarks(self, name: str) -> tuple[DatasetInfo, list[Snapshot], list[Bookmark]]:
+        """`state(name)` and name's bookmarks (the replication cursor), in the same one call."""
+        from .bookmarks import from_rows
+
+        info, snaps, book_rows = self._state(name, "filesystem,volume,snapshot,bookmark")
+        return info, snaps, from_rows(book_rows)
+
+    def _state(self, name: str, types: str) -> tuple[DatasetInfo, list[Snapshot], list[list[str]]]:
         info_keys = [*self._user_keys(), *NATIVE_PROPS]
         sent = self._p("sent")
         keys = [*info_keys, *(k for k in SNAPSHOT_PROPS if k not in info_keys), sent]
         wanted = set(info_keys)
         props: dict[str, Prop] = {}
         snap_rows: list[list[str]] = []
-        prefix = f"{name}@"
-        for row in self._get_depth1(name, "filesystem,volume,snapshot", keys):
+        book_rows: list[list[str]] = []
+        for row in self._get_depth1(name, types, keys):
             if row[0] == name:
                 if row[1] in wanted:
                     props[self._key(row[1])] = Prop(row[2], row[3])
-            elif row[0].startswith(prefix):
+            elif row[0].startswith(f"{name}@"):
                 snap_rows.append(row)
-        return DatasetInfo(name, self.tag, props), _snapshots_from_rows(snap_rows, sent)
+            elif row[0].startswith(f"{name}#"):
+                book_rows.append(row)
+        return DatasetInfo(name, self.tag, props), _snapshots_from_rows(snap_rows, sent), book_rows
 
     def all_configured(self) -> dict[str, DatasetInfo]:
         """Every filesystem/volume on the host with any zrep pair property, in one call."""
@@ -164,6 +181,15 @@ class ZfsHost:
         """All snapshots of fs (not of its children), oldest first by createtxg."""
         sent = self._p("sent")
         return _snapshots_from_rows(self._get_depth1(fs, "snapshot", [*SNAPSHOT_PROPS, sent]), sent)
+
+    def snapshots_and_bookmarks(self, fs: str) -> tuple[list[Snapshot], list[Bookmark]]:
+        """`snapshots(fs)` and fs's bookmarks, in the same one call (`bookmarks.py`)."""
+        from .bookmarks import from_rows
+
+        sent = self._p("sent")
+        rows = self._get_depth1(fs, "snapshot,bookmark", [*SNAPSHOT_PROPS, sent])
+        snaps = [r for r in rows if "#" not in r[0]]
+        return _snapshots_from_rows(snaps, sent), from_rows([r for r in rows if "#" in r[0]])
 
     def _get_depth1(self, name: str, types: str, keys: list[str]) -> list[list[str]]:
         """Rows (name, property, value, source) of `zfs get -d 1 -t TYPES` on `name`: the

@@ -13,7 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TypeVar
 
+from . import delegation
 from .errors import (
+    BookmarkExists,
     CommandError,
     DatasetBusy,
     HoldExists,
@@ -31,6 +33,7 @@ E = TypeVar("E", bound=CommandError)
 _MARKERS: tuple[tuple[type[CommandError], tuple[str, ...]], ...] = (
     (NoSuchDataset, ("does not exist", "could not find any snapshots to destroy")),
     (HoldExists, ("tag already exists",)),
+    (BookmarkExists, ("bookmark exists",)),
     (NoSuchHold, ("no such tag",)),
     (DatasetBusy, ("dataset is busy",)),
     (PermissionDenied, ("permission denied",)),
@@ -84,6 +87,8 @@ def typed(err: CommandError) -> CommandError:
     if type(err) is not CommandError:
         return err
     cls = next((k for line in _lines(err.stderr) if (k := _kind_of_line(line))), None)
+    if cls is PermissionDenied:
+        err.message += delegation.hint(err.argv or (), err.host)
     return err if cls is None else _as(cls, err)
 
 
@@ -98,6 +103,8 @@ def typed_stream(err: PipelineError, *, resuming: bool) -> PipelineError:
         return _as(StaleResumeToken, err)
     if NEEDS_UPGRADE in text:
         return _as(PoolNeedsUpgrade, err)
+    if "permission denied" in text.lower():
+        err.message += delegation.hint(err.argv or (), err.host)  # stays a PipelineError
     return err
 
 

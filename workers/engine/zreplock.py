@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import liveness
 from .errors import ConfigError, LockHeld, ZrepqError
@@ -47,6 +48,9 @@ from .liveness import LOCK_TIME_FORMAT
 from .locks import format_since
 from .model import DatasetInfo, Snapshot
 from .zfs import ZfsHost
+
+if TYPE_CHECKING:
+    from .bookmarks import Bookmark
 
 log = logging.getLogger(__name__)
 
@@ -225,19 +229,28 @@ def claim(zfs: ZfsHost, fs: str, glock: GlobalLock) -> Mark:
 
 
 def claim_reading(
-    zfs: ZfsHost, fs: str, glock: GlobalLock, check: Callable[[DatasetInfo], None]
-) -> tuple[Mark, DatasetInfo, list[Snapshot]]:
+    zfs: ZfsHost,
+    fs: str,
+    glock: GlobalLock,
+    check: Callable[[DatasetInfo], None],
+    *,
+    bookmarks: bool = False,
+) -> tuple[Mark, DatasetInfo, list[Snapshot], list[Bookmark]]:
     """`claim`, with step 2's read being the whole state of `fs` (its zrep properties, the
-    lock marks among them, and its snapshots: `ZfsHost.state`, one `zfs get -d 1`), so a
-    sync needs no other read of its source: the one it used to make before locking and the
-    snapshot list after it come from this read. `check` sees the properties first, under the
-    global lock, and refuses by raising before any mark is set (zrep's order: not master,
-    paused, then the lock). The marks count only when set locally, as in `lock_props`."""
+    lock marks among them, its snapshots and, with `bookmarks`, its bookmarks:
+    `ZfsHost.state`, one `zfs get -d 1`), so a sync needs no other read of its source: the
+    one it used to make before locking and the snapshot list after it come from this read.
+    `check` sees the properties first, under the global lock, and refuses by raising before
+    any mark is set (zrep's order: not master, paused, then the lock). The marks count only
+    when set locally, as in `lock_props`."""
     with glock.held():
-        info, snaps = zfs.state(fs)
+        if bookmarks:
+            info, snaps, books = zfs.state_and_bookmarks(fs)
+        else:
+            (info, snaps), books = zfs.state(fs), []
         check(info)
         pid, when = (_local_value(info, k) for k in ("lock-pid", "lock-time"))
-        return _claim(zfs, fs, pid, when), info, snaps
+        return _claim(zfs, fs, pid, when), info, snaps, books
 
 
 def _local_value(info: DatasetInfo, key: str) -> str | None:

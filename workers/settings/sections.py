@@ -197,6 +197,9 @@ class ZrepSection(Section):
     init_remote_properties: str | None = None  # ZREP_INIT_REMOTE_PROPERTIES
     dateformat: str | None = None  # ZREP_DATEFORMAT
     rundir: str | None = None  # ZREP_RUNDIR (zrep's global lock file lives there)
+    bookmarks: bool | None = None  # ZREPQ_BOOKMARKS: the replication cursor (zrepq's own)
+    decrypt: bool | None = None  # ZREPQ_DECRYPT: send encrypted datasets decrypted (zrepq's)
+    recv_unmounted: bool | None = None  # ZREPQ_RECV_UNMOUNTED: receive with -u (zrepq's)
 
 
 class SigningSection(Section):

@@ -303,7 +303,8 @@ def recv_new_crypt(m, fsname: str, par: str, sec: dict, head: dict, cryptprops: 
     (plain data into an unencrypted parent stays plain: nothing stops that)."""
     sc = sec.get("crypt")
     if sc:
-        return received_root(sc, cryptprops.get("keylocation", "prompt"))
+        loc = cryptprops.get("keylocation") or sc.get("keylocation") or "prompt"
+        return received_root(sc, loc)
     if cryptprops:
         cr = creation_crypt(m, fsname, cryptprops, errbuf)
     elif crypt_of(m, par):

@@ -341,6 +341,10 @@ def mark_raw(m: Model, head: dict, plans, raw: bool, embed: bool) -> None:
         d = m.ds[f_]
         to_s = next(x for x in d["snaps"] if x["guid"] == sec["toguid"])
         sec["crypt"] = crypt.stream_crypt(m, f_, to_s, sec.pop("fromivset", None))
+        if head.get("props") and sec["crypt"] and d.get("crypt", {}).get("root"):
+            # with -p an encryption root's keylocation travels too (seen on OpenZFS 2.1.11
+            # and 2.3.2: the standby's keylocation is the master's file://, not prompt)
+            sec["crypt"]["keylocation"] = d["crypt"].get("keylocation")
 
 
 def build_fss(m: Model, fslist: list) -> dict:
