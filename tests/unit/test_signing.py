@@ -122,6 +122,19 @@ def test_a_handover_carries_the_request_it_follows_from(keys: tuple[Path, Truste
         m = {**member, **changed}
         with pytest.raises(SignatureError, match=why):
             verify(trusted, c.SYNC, "m1", m, worker.envelope(c.SYNC, "m1", m, origin=o, hop=1))
+    # ... and its tag, unless the sync all asked for every tag (each member names its own).
+    near = {**member, "tag": "near"}
+    with pytest.raises(SignatureError, match="changed 'tag'"):
+        verify(trusted, c.SYNC, "m1", near, worker.envelope(c.SYNC, "m1", near, origin=o, hop=1))
+    every = {**sa, "every_tag": True}
+    root = ops.envelope(c.SYNC_ALL, "s2", every)
+    o = origin_of(c.SYNC_ALL, "s2", every, verify(trusted, c.SYNC_ALL, "s2", every, root))
+    verify(trusted, c.SYNC, "m2", near, worker.envelope(c.SYNC, "m2", near, origin=o, hop=1))
+    forced = {**near, "force": True}
+    with pytest.raises(SignatureError, match="changed 'force'"):
+        verify(
+            trusted, c.SYNC, "m2", forced, worker.envelope(c.SYNC, "m2", forced, origin=o, hop=1)
+        )
 
 
 class _Redis:

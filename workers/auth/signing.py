@@ -316,7 +316,7 @@ def handover_refused(
     - the other half of a failover/takeover keeps the task id (`task.replace`): both are
       role tasks with the same id;
     - a member of `sync all` is a `zrep.sync` of the same host as the `zrep.sync_all` it
-      came from, with the same flags.
+      came from, with the same flags (and, for `every_tag`, any tag).
     """
     if name in _ROLE and o_name in _ROLE:
         return None if task_id == o_id else "the other half of a role change keeps its id"
@@ -325,8 +325,11 @@ def handover_refused(
             return "arguments are not objects"
         if kwargs.get("host") != o_kwargs.get("host"):
             return "a member of sync all runs on the host of its sync all"
+        # `every_tag` asks for each tag configured on the host's datasets: its members name
+        # theirs (the worker found them on its own datasets, as it finds the datasets).
+        free = {"host", "tag"} if o_kwargs.get("every_tag") else {"host"}
         for k, v in o_kwargs.items():
-            if k != "host" and kwargs.get(k, v) != v:
+            if k not in free and kwargs.get(k, v) != v:
                 return f"a member of sync all changed {k!r}"
         return None
     return f"{name} does not follow from {o_name}"
