@@ -106,14 +106,14 @@ def enqueue(url: str, n: int) -> dict[str, tuple[float, float]]:
     from tasks import contract as c
     from tasks.app import make_app
     from tests.harness.signing import signed
-    from workers.keys import HOSTS_KEY
+    from workers.keys import host_key
 
     client = redis.Redis.from_url(url)
     queue = c.queue_for("hosta")
 
     def reset() -> None:
         client.flushdb()
-        client.hset(HOSTS_KEY, "hosta", json.dumps({"queue": queue, "registered": 1}))
+        client.set(host_key("hosta"), json.dumps({"queue": queue, "registered": 1}))
 
     def check(what: str) -> None:
         queued = client.llen(queue)
