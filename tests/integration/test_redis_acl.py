@@ -36,6 +36,7 @@ from tests.harness.standin import standin_env
 from workers.engine import run
 from workers.engine.errors import LockHeld
 from workers.engine.requests import (
+    ClearRequest,
     ExpireRequest,
     FailoverRequest,
     InitRequest,
@@ -186,9 +187,10 @@ def test_the_sides_of_a_pair_exclude_each_other_each_writing_only_its_own_lease(
     server: ConfiguredRedis, fleet: Callable[..., Fleet]
 ) -> None:
     """hosta's sync holds hosta's lease (a real, slow one); hostb's worker, on hostb's user,
-    can take no lock on the target dataset meanwhile: it reads hosta's lease inside its
-    atomic acquire. And the other way round: while hostb's worker holds its dataset's lease,
-    hosta's sync and failover are refused. zrep's words, then the holder."""
+    can take no lock on the target dataset meanwhile (takeover -L -F, expire, clear): it
+    reads hosta's lease inside its atomic acquire. And the other way round: while hostb's
+    worker holds its dataset's lease, hosta's sync and failover are refused. zrep's words,
+    then the holder."""
     f = fleet("hosta", "hostb")
     a, b = f["hosta"], f["hostb"]
     src, dst = a.fs("prod"), b.fs("prod")
@@ -209,6 +211,7 @@ def test_the_sides_of_a_pair_exclude_each_other_each_writing_only_its_own_lease(
         for req in (
             TakeoverRequest(fs=dst, local_only=True, force=True),
             ExpireRequest(fs=dst, local_only=True),
+            ClearRequest(fs=dst),
         ):
             with pytest.raises(LockHeld) as refused:
                 run(ctx_b, req)

@@ -35,12 +35,14 @@ def lock(
     operation: str,
     *,
     local_info: DatasetInfo | None = None,
+    pair: DatasetInfo | None = None,
 ) -> Iterator[LockHandle]:
     """Lock the (host, fs) in `targets`, released on every path.
 
     First zrepq's own lock (`ctx.locks`: the Redis lease, or `zrepq-local`'s lock files):
     the leases of this host's datasets are taken; those of another host's datasets in
-    `targets`, and that of the partner of this host's dataset (`local_info`'s pair), are
+    `targets`, and that of the partner of this host's dataset (the pair of `local_info`, or
+    of `pair` for a command that takes no zrep lock-pid), are
     only checked to be free, in the same atomic step (each host's worker writes its own
     datasets' leases only: `_locked`). Then, for the dataset of this host (`local_info`),
     zrep's own `TAG:lock-pid` and `TAG:lock-time`, checked and set under zrep's global lock
@@ -55,7 +57,7 @@ def lock(
         def claim(zlocal: ZfsHost, glock: zreplock.GlobalLock) -> zreplock.Mark:
             return zreplock.claim(zlocal, name, glock)
 
-    with _locked(ctx, targets, operation, claim, local_info) as (handle, _):
+    with _locked(ctx, targets, operation, claim, local_info, pair=pair) as (handle, _):
         yield handle
 
 
@@ -96,10 +98,11 @@ def _locked(
     local_info: DatasetInfo | None,
     *,
     subject: str | None = None,
+    pair: DatasetInfo | None = None,
 ) -> Iterator[tuple[LockHandle, zreplock.Mark | None]]:
     keys = sorted({lock_name(ctx.tag, h, fs) for h, fs in targets if h == ctx.host})
     others = {lock_name(ctx.tag, h, fs) for h, fs in targets if h != ctx.host}
-    partner = _partner(ctx, local_info)
+    partner = _partner(ctx, local_info or pair)
     if partner is not None:
         others.add(lock_name(ctx.tag, *partner))
     operation = _operation(ctx, operation)
