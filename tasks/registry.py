@@ -80,8 +80,3 @@ def read_sync_records(client: Any) -> list[dict[str, Any]]:
             if isinstance(rec, dict):
                 out.append(rec)
     return out
-
-
-def count_sync_records(client: Any) -> int:
-    """How many datasets have a sync record, over every host."""
-    return sum(int(client.hlen(key)) for key in sync_record_keys(client))
