@@ -2,9 +2,9 @@
 
     python -m bench.lease [--quick|--smoke]
 
-- lease: `RedisLocks.hold([key])` entered and left (SET NX PX, the lease registered with and
-  unregistered from the renewal and watchdog threads, the owner-checked release script),
-  p50/p99 over N rounds;
+- lease: `RedisLocks.hold([key])` entered and left (the acquire script by EVALSHA: GET, SET
+  PX; the lease registered with and unregistered from the renewal and watchdog threads, the
+  owner-checked release script), p50/p99 over N rounds;
   baseline: the two bare Redis round trips it cannot do without (SET NX PX, DEL).
 - enqueue: `Producer.sync(fs, host=...)` for 10,000 distinct datasets (argument validation,
   host check, `send_task` onto the host's queue) inside one `Producer.batch()`, wall time;
@@ -79,7 +79,7 @@ def lease_latency(client: Any, n: int) -> tuple[list[float], list[float]]:
     from workers.lease import RedisLocks
 
     locks = RedisLocks(client, owner="bench", ttl=60)
-    keys = [f"zrep:hosta:pool/fs{i:03d}" for i in range(100)]
+    keys = [f"hosta:zrep:pool/fs{i:03d}" for i in range(100)]
     for key in keys[:20]:  # warm up: connection, Lua script cache
         with locks.hold([key], operation="warmup"):
             pass
