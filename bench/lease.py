@@ -40,17 +40,23 @@ ENQUEUE_TARGET = 3.0  # seconds for 10,000 tasks
 
 
 def lease_parts(client: Any, n: int) -> dict[str, list[float]]:
-    """Where a lease's time goes: redis-py's Lock alone, and registering the lease with the
-    renewal and watchdog threads (and unregistering it)."""
+    """Where a lease's time goes: the acquire script and redis-py's owner-checked release
+    alone, and registering the lease with the renewal and watchdog threads (and
+    unregistering it)."""
     import threading
 
     from redis.lock import Lock
 
+    from workers.lease import _ACQUIRE
     from workers.renewal import Renewer
 
+    acquire = client.register_script(_ACQUIRE)
+    key = "zrepq:bench:parts"
+
     def lock_only() -> None:
-        lock = Lock(client, "zrepq:bench:parts", timeout=60, sleep=0.1, thread_local=False)
-        lock.acquire(blocking=False, token="bench")
+        acquire(keys=[key], args=["bench", 60_000, ""])
+        lock = Lock(client, key, timeout=60, thread_local=False)
+        lock.local.token = b"bench"
         lock.release()
 
     renewer = Renewer(60.0, "bench")
@@ -62,7 +68,7 @@ def lease_parts(client: Any, n: int) -> dict[str, list[float]]:
 
     out: dict[str, list[float]] = {}
     parts = (
-        ("redis-py Lock acquire+release", lock_only),
+        ("acquire script + release", lock_only),
         ("renewal register+unregister", renewal_only),
     )
     for name, fn in parts:
