@@ -331,12 +331,12 @@ def start_workers(
     import redis
 
     from tests.harness.services import Service, spawn_logged
-    from workers.keys import HOSTS_KEY
+    from workers.keys import host_key
 
     module = "bench.timed_worker" if timed else "workers.main"
     started: list[Any] = []
     for host, env in envs.items():
-        redis.Redis.from_url(env["ZREPQ_BROKER_URL"]).hdel(HOSTS_KEY, host)
+        redis.Redis.from_url(env["ZREPQ_BROKER_URL"]).delete(host_key(host))
         log = logdir / f"worker-{host}-{int(time.time() * 1000)}.log"
         started.append(Service(host, spawn_logged([sys.executable, "-m", module], env, log), log))
     deadline = time.monotonic() + timeout
@@ -349,7 +349,7 @@ def start_workers(
                         f"worker {host} exited ({svc.proc.returncode}):\n{svc.output()}"
                     )
                 client = redis.Redis.from_url(envs[host]["ZREPQ_BROKER_URL"])
-                raw = client.hget(HOSTS_KEY, host)
+                raw = client.get(host_key(host))
                 if raw and json.loads(raw).get("registered"):
                     del waiting[host]
             if waiting and time.monotonic() > deadline:

@@ -2,9 +2,9 @@
 
     python -m bench.lease [--quick|--smoke]
 
-- lease: `RedisLocks.hold([key])` entered and left (SET NX PX, the lease registered with and
-  unregistered from the renewal and watchdog threads, the owner-checked release script),
-  p50/p99 over N rounds;
+- lease: `RedisLocks.hold([key])` entered and left (the acquire script by EVALSHA: GET, SET
+  PX; the lease registered with and unregistered from the renewal and watchdog threads, the
+  owner-checked release script), p50/p99 over N rounds;
   baseline: the two bare Redis round trips it cannot do without (SET NX PX, DEL).
 - enqueue: `Producer.sync(fs, host=...)` for 10,000 distinct datasets (argument validation,
   host check, `send_task` onto the host's queue) inside one `Producer.batch()`, wall time;
@@ -40,17 +40,23 @@ ENQUEUE_TARGET = 3.0  # seconds for 10,000 tasks
 
 
 def lease_parts(client: Any, n: int) -> dict[str, list[float]]:
-    """Where a lease's time goes: redis-py's Lock alone, and registering the lease with the
-    renewal and watchdog threads (and unregistering it)."""
+    """Where a lease's time goes: the acquire script and redis-py's owner-checked release
+    alone, and registering the lease with the renewal and watchdog threads (and
+    unregistering it)."""
     import threading
 
     from redis.lock import Lock
 
+    from workers.lease import _ACQUIRE
     from workers.renewal import Renewer
 
+    acquire = client.register_script(_ACQUIRE)
+    key = "zrepq:bench:parts"
+
     def lock_only() -> None:
-        lock = Lock(client, "zrepq:bench:parts", timeout=60, sleep=0.1, thread_local=False)
-        lock.acquire(blocking=False, token="bench")
+        acquire(keys=[key], args=["bench", 60_000, ""])
+        lock = Lock(client, key, timeout=60, thread_local=False)
+        lock.local.token = b"bench"
         lock.release()
 
     renewer = Renewer(60.0, "bench")
@@ -62,7 +68,7 @@ def lease_parts(client: Any, n: int) -> dict[str, list[float]]:
 
     out: dict[str, list[float]] = {}
     parts = (
-        ("redis-py Lock acquire+release", lock_only),
+        ("acquire script + release", lock_only),
         ("renewal register+unregister", renewal_only),
     )
     for name, fn in parts:
@@ -79,7 +85,7 @@ def lease_latency(client: Any, n: int) -> tuple[list[float], list[float]]:
     from workers.lease import RedisLocks
 
     locks = RedisLocks(client, owner="bench", ttl=60)
-    keys = [f"zrep:hosta:pool/fs{i:03d}" for i in range(100)]
+    keys = [f"hosta:zrep:pool/fs{i:03d}" for i in range(100)]
     for key in keys[:20]:  # warm up: connection, Lua script cache
         with locks.hold([key], operation="warmup"):
             pass
@@ -106,14 +112,14 @@ def enqueue(url: str, n: int) -> dict[str, tuple[float, float]]:
     from tasks import contract as c
     from tasks.app import make_app
     from tests.harness.signing import signed
-    from workers.keys import HOSTS_KEY
+    from workers.keys import host_key
 
     client = redis.Redis.from_url(url)
     queue = c.queue_for("hosta")
 
     def reset() -> None:
         client.flushdb()
-        client.hset(HOSTS_KEY, "hosta", json.dumps({"queue": queue, "registered": 1}))
+        client.set(host_key("hosta"), json.dumps({"queue": queue, "registered": 1}))
 
     def check(what: str) -> None:
         queued = client.llen(queue)

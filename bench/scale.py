@@ -273,9 +273,12 @@ def _wait_fanned_out(client: Any, total: int, timeout: float) -> float | None:
     """Seconds from now until `total` `zrep.sync` tasks were published (the brokers' queues
     plus what the workers took, counted from Celery's `task-sent`-independent view: the
     queue lengths, the messages taken and not yet acked, and the datasets done, one field
-    each in `zrepq:syncs`: a member stores no result); None when not seen within `timeout`."""
-    from tasks.contract import SYNCS_KEY
+    each in the hosts' `zrepq:syncs:HOST`: a member stores no result); None when not seen
+    within `timeout`."""
+    from tasks.contract import syncs_key
+    from tasks.registry import registered
 
+    records = [syncs_key(host) for host in registered(client)]  # one HLEN per host and poll
     t0 = time.monotonic()
     deadline = t0 + timeout
     while time.monotonic() < deadline:
@@ -283,7 +286,7 @@ def _wait_fanned_out(client: Any, total: int, timeout: float) -> float | None:
         for key in client.scan_iter("zrepq.host.*", count=1000):
             if client.type(key) in (b"list", "list"):
                 queued += int(client.llen(key))
-        done = int(client.hlen(SYNCS_KEY))
+        done = sum(int(client.hlen(key)) for key in records)
         unacked = int(client.hlen("unacked")) if client.exists("unacked") else 0
         if queued + done + unacked >= total:
             return time.monotonic() - t0

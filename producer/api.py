@@ -14,7 +14,6 @@ here too (`send`), so a typo fails at once with a clear message instead of in a 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -29,6 +28,7 @@ from celery.result import AsyncResult
 
 from producer.settings import default_app, settings_of
 from tasks import contract as c
+from tasks.registry import registered
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +40,6 @@ def redact(url: str) -> str:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
         return urlunsplit(parts._replace(netloc=netloc))
     return url
-
-
-def _text(v: bytes | str) -> str:
-    return v.decode() if isinstance(v, bytes) else v
 
 
 def split_host(target: str, host: str | None) -> tuple[str, str]:
@@ -88,15 +84,14 @@ class Producer:
         return str(self.app.conf.broker_url)
 
     def hosts(self) -> dict[str, dict[str, Any]]:
-        """Hosts whose workers have registered, from `zrepq:hosts` (also a broker check)."""
+        """Hosts whose workers have registered, from `zrepq:host:*` (also a broker check)."""
         try:
             client = settings_of(self.app).redis(socket_timeout=self.connect_timeout)
-            raw = client.hgetall(c.HOSTS_KEY)
+            return registered(client)
         except (redis.RedisError, OSError) as e:
             raise c.HostUnreachable(
                 f"cannot reach the broker at {redact(self.broker_url)}: {e}"
             ) from None
-        return {_text(k): json.loads(v) for k, v in raw.items()}
 
     def _check_host(self, host: str) -> None:
         c.queue_for(host)  # validates the name

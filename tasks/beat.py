@@ -22,6 +22,7 @@ from typing import Any
 from redbeat import RedBeatScheduler  # type: ignore[import-untyped]
 
 from tasks import contract as c
+from tasks.registry import registered
 from workers.main import celery_argv
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,7 @@ def scheduler_argv(loglevel: str, extra: Sequence[str] = ()) -> list[str]:
 
 
 def registered_hosts(client: Any) -> list[str]:
-    raw = client.hgetall(c.HOSTS_KEY)
-    return sorted(k.decode() if isinstance(k, bytes) else str(k) for k in raw)
+    return sorted(registered(client))
 
 
 class ZrepqScheduler(RedBeatScheduler):  # type: ignore[misc]

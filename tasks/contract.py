@@ -27,14 +27,16 @@ from workers.engine.requests import Dataset, FsOrSnap, Host, Tag, parse
 from workers.keys import (
     BEAT_PREFIX,
     DEFAULT_QUEUE,
-    HOSTS_KEY,
+    HOST_PREFIX,
     PROBE_TASK,
     QUEUE_PREFIX,
-    SYNCS_KEY,
+    SYNCS_PREFIX,
+    host_key,
     node_host,
     node_name,
     queue_name,
     sync_record_field,
+    syncs_key,
 )
 
 
@@ -187,7 +189,7 @@ PAUSE = "zrep.pause"
 RESUME = "zrep.resume"
 HANDBACK = "zrep.handback"
 
-# Tasks whose outcome the worker keeps in `zrepq:syncs` (tasks/ops.py), keyed by the `fs`
+# Tasks whose outcome the worker keeps in `zrepq:syncs:HOST` (tasks/ops.py), keyed by the `fs`
 # of the message (a rollback's `snapshot` names it too).
 RECORDED = (INIT, SYNC, SYNCONLY, ROLLBACK)
 
@@ -235,20 +237,22 @@ __all__ = [
     "AUTH_HEADER",
     "BEAT_PREFIX",
     "DEFAULT_QUEUE",
-    "HOSTS_KEY",
+    "HOST_PREFIX",
     "PROBE_TASK",
     "QUEUE_PREFIX",
     "SCHEMAS",
-    "SYNCS_KEY",
+    "SYNCS_PREFIX",
     "HostUnreachable",
     "KeyFileError",
     "ValidationError",
     "ZrepqError",
     "generate_keys",
+    "host_key",
     "node_host",
     "node_name",
     "queue_for",
     "queue_name",
     "sync_record_field",
+    "syncs_key",
     "validate",
 ]

@@ -22,6 +22,7 @@ from celery import Task, chord
 from celery.signals import heartbeat_sent, worker_ready
 
 from tasks import contract as c
+from tasks import registry
 from tasks.app import app, settings_of
 from tasks.errors import TaskFailed
 from tasks.guard import Guarded, allow
@@ -36,7 +37,6 @@ from workers.engine.ports import Locks, Peer, Transport
 from workers.engine.report import list_names, masters, status
 from workers.engine.tags import masters_by_tag, tags
 from workers.engine.verbs import record, run
-from workers.keys import HOSTS_KEY
 from workers.runtime import context_from_env, transport_for
 
 log = logging.getLogger(__name__)
@@ -366,28 +366,21 @@ _ready = threading.Event()
 
 @worker_ready.connect
 def _register_host(sender: Any = None, **_: Any) -> None:
-    """Record this host in `zrepq:hosts`, so producers know which hosts exist."""
-    import json
-
+    """Record this host in the registry (`zrepq:host:HOST`), so producers know which hosts
+    exist. Each worker writes its own host's key only (its Redis user may write no other)."""
     import redis
 
     _ready.set()
     host = this_host()
+    entry = {
+        "queue": c.queue_for(host),
+        "node": getattr(sender, "hostname", None),
+        "registered": time.time(),
+    }
     try:
-        client = settings_of(app).redis()
-        client.hset(
-            HOSTS_KEY,
-            host,
-            json.dumps(
-                {
-                    "queue": c.queue_for(host),
-                    "node": getattr(sender, "hostname", None),
-                    "registered": time.time(),
-                }
-            ),
-        )
+        registry.register(settings_of(app).redis(), host, entry)
     except redis.RedisError as e:
-        log.error("could not register host %s in %s: %s", host, HOSTS_KEY, e)
+        log.error("could not register host %s in %s: %s", host, c.host_key(host), e)
 
 
 @lru_cache(maxsize=1)
@@ -397,11 +390,11 @@ def _registry_client(pid: int) -> Any:
 
 @heartbeat_sent.connect
 def _stay_registered(sender: Any = None, **_: Any) -> None:
-    """Register again when `zrepq:hosts` lost this host.
+    """Register again when the registry lost this host.
 
     A Redis restarted without its data forgets the registry while the workers reconnect by
     themselves, and producers refuse hosts that are not registered. The worker's event
-    heartbeat (every 2 s) checks with one HEXISTS.
+    heartbeat (every 2 s) checks with one EXISTS.
     """
     import types
 
@@ -411,12 +404,14 @@ def _stay_registered(sender: Any = None, **_: Any) -> None:
         return
     host = this_host()
     try:
-        if _registry_client(os.getpid()).hexists(HOSTS_KEY, host):
+        if registry.is_registered(_registry_client(os.getpid()), host):
             return
     except redis.RedisError:
         return
     log.warning(
-        "host %s is missing from %s (Redis lost its data?); registering again", host, HOSTS_KEY
+        "host %s is missing from the registry (%s; Redis lost its data?); registering again",
+        host,
+        c.host_key(host),
     )
     node = getattr(getattr(sender, "eventer", None), "hostname", None)
     _register_host(types.SimpleNamespace(hostname=node))

@@ -2,10 +2,11 @@
 
 - `zrepq.probe` runs nothing but proves that this host's queue is consumed
   (`zrepq-worker --check` sends it).
-- After every `zrep.sync` / `zrep.init` the worker writes one record per dataset into the
-  Redis hash `zrepq:syncs` (field `TAG:HOST:FS`): last attempt, last success, bytes, duration,
-  failure counters and the last error. `zrepq metrics` turns them into Prometheus series and
-  `zrepq status --fleet` shows them. Writing a record never fails a task.
+- After every `zrep.sync` / `zrep.init` the worker writes one record per dataset into its
+  host's Redis hash `zrepq:syncs:HOST` (field `TAG:HOST:FS`): last attempt, last success,
+  bytes, duration, failure counters and the last error. `zrepq metrics` turns them into
+  Prometheus series and `zrepq status --fleet` shows them. Writing a record never fails a
+  task.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from celery.signals import task_postrun
 from tasks import contract as c
 from tasks.app import app, settings_of
 from tasks.errors import TaskFailed
+from tasks.registry import read_sync_records
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +133,8 @@ def _record_sync(
         tag = kwargs.get("tag") if isinstance(kwargs.get("tag"), str) else "zrep"
         success, data = _outcome(retval)
         client = _client(os.getpid())
-        field = c.sync_record_field(str(tag), host, fs)
-        raw = client.hget(c.SYNCS_KEY, field)
+        field, key = c.sync_record_field(str(tag), host, fs), c.syncs_key(host)
+        raw = client.hget(key, field)
         old = json.loads(raw) if raw else None
         rec = update_record(
             old,
@@ -144,17 +146,11 @@ def _record_sync(
             task_id=task_id,
             now=time.time(),
         )
-        client.hset(c.SYNCS_KEY, field, json.dumps(rec))
+        client.hset(key, field, json.dumps(rec))
     except Exception as e:  # never let bookkeeping fail a task
         log.warning("could not record the outcome of %s %s: %s", name, fs, e)
 
 
 def read_records(client: Any) -> list[dict[str, Any]]:
-    """Every sync record in Redis (for metrics and `status --fleet`)."""
-    out = []
-    for raw in client.hgetall(c.SYNCS_KEY).values():
-        try:
-            out.append(json.loads(raw))
-        except ValueError:
-            continue
-    return out
+    """Every host's sync records in Redis (for metrics and `status --fleet`)."""
+    return read_sync_records(client)

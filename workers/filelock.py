@@ -67,9 +67,16 @@ class FileLocks:
 
     @contextmanager
     def hold(
-        self, keys: Sequence[str], *, operation: str, wait: float = 0.0
+        self,
+        keys: Sequence[str],
+        *,
+        operation: str,
+        wait: float = 0.0,
+        check: Sequence[str] = (),
     ) -> Iterator[FileLockHandle]:
-        names = sorted(set(keys))
+        # One host, no credential boundary: the names only checked (the partner's dataset)
+        # are taken like the others, as before leases were split by host.
+        names = sorted({*keys, *check})
         token = str(LockToken.new(self._owner, operation))
         deadline = time.monotonic() + wait
         dfd = self._open_dir()

@@ -3,7 +3,12 @@
 (Celery's and redbeat's own keys are theirs; this is the schema for ours, all under `zrepq:`
 for keys and `zrepq.` for queues.) Producers reach these names through `tasks.contract`,
 which re-exports them. Leases are kept under `zrepq:lock:<name>`, where the name is the
-engine's `lock_name(tag, host, fs)`.
+engine's `lock_name(tag, host, fs)` = `HOST:TAG:FS`.
+
+Every key a worker writes names its host right after the family (`zrepq:lock:HOST:…`,
+`zrepq:host:HOST`, `zrepq:syncs:HOST`, `zrepq:seen:HOST:…`; a host name holds no `:`), so
+each host's worker gets a Redis ACL user that may write its own host's keys and only read
+the others' (`deploy/redis-acl.conf`).
 """
 
 from __future__ import annotations
@@ -13,10 +18,12 @@ from workers.engine.locks import lock_name
 PREFIX = "zrepq:"
 LOCK_PREFIX = PREFIX + "lock:"
 
-# Hash host -> JSON {queue, node, registered}: the storage hosts whose workers have started.
-HOSTS_KEY = PREFIX + "hosts"
-# Hash TAG:HOST:FS -> JSON record of the last syncs of that dataset (`tasks/ops.py`).
-SYNCS_KEY = PREFIX + "syncs"
+# `zrepq:host:HOST` -> JSON {queue, node, registered}: one key per storage host whose worker
+# has started, written by that worker only; producers list them with SCAN (`tasks.registry`).
+HOST_PREFIX = PREFIX + "host:"
+# `zrepq:syncs:HOST`: a hash TAG:HOST:FS -> JSON record of the last syncs of each dataset of
+# that host, written by its worker only (`tasks/ops.py`).
+SYNCS_PREFIX = PREFIX + "syncs:"
 # redbeat's schedule entries and its lock (`zrepq:beat::lock`); `[scheduler] key_prefix`.
 BEAT_PREFIX = PREFIX + "beat:"
 
@@ -38,8 +45,18 @@ def lock_key(tag: str, host: str, fs: str) -> str:
     return lease_key(lock_name(tag, host, fs))
 
 
+def host_key(host: str) -> str:
+    """Registry entry of `host` (`zrepq:host:HOST`)."""
+    return HOST_PREFIX + host
+
+
+def syncs_key(host: str) -> str:
+    """The hash of `host`'s sync records (`zrepq:syncs:HOST`)."""
+    return SYNCS_PREFIX + host
+
+
 def sync_record_field(tag: str, host: str, fs: str) -> str:
-    """Field of dataset `fs` of `host` under `tag` in the `SYNCS_KEY` hash."""
+    """Field of dataset `fs` of `host` under `tag` in `syncs_key(host)`."""
     return f"{tag}:{host}:{fs}"
 
 

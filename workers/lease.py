@@ -1,16 +1,24 @@
-"""Leases in Redis: redis-py's `Lock`, renewed from a thread, released on every path.
+"""Leases in Redis: taken in one Lua script, renewed from a thread, released on every path.
 
-A lease is `SET key token NX PX ttl`; only the holder (same token) can renew or delete it,
-through redis-py's Lua scripts. The token says who holds it (`workers.engine.locks.LockToken`:
-`owner:pid:operation:uuid:boot=…:pidns=…:start=…:since=…`).
+Each host's worker writes the leases of its own host's datasets only (`zrepq:lock:HOST:…`,
+which its Redis ACL user may write); the lease of the partner's dataset is only *read*. A
+`hold(keys, check=partner_keys)` is one script (`_ACQUIRE`): if none of `keys` is held and
+none of `check` is held by another operation, set every key of `keys` to our token with the
+TTL, else set nothing and name the holder. The partner's worker does the same the other way
+round, and Redis runs scripts one at a time, so of two operations on the two sides of a pair
+at most one gets through. Renewing and releasing use redis-py's `Lock` scripts (only the
+holder's token can renew or delete its key). The token says who holds it
+(`workers.engine.locks.LockToken`: `owner:pid:operation:uuid:boot=…:pidns=…:start=…:since=…`).
 
 A lease whose holder has provably ended is taken over at once instead of after its TTL: when
 the token names this host (`owner`), this boot and this pid namespace, and its pid is absent,
-a zombie, or a process with another start time (reused). The takeover is one compare-and-set
-(a Lua script: replace the value only if it is still that exact dead token), so of several
-contenders exactly one gets it. A holder on another host, another boot or namespace, or with a
-token that does not carry its identity (written before it did) is never taken over: the
-refusal stands until the lease expires. See docs/reliability.md, "Dead holders".
+a zombie, or a process with another start time (reused). The takeover is a compare-and-set
+(the next attempt passes that exact dead token to the script, which replaces the value only
+while it is still that token), so of several contenders exactly one gets it. A holder on
+another host, another boot or namespace, or with a token that does not carry its identity
+(written before it did) is never taken over: the refusal stands until the lease expires.
+See docs/reliability.md, "Dead holders". The partner's lease held by another half of this
+very operation (same task id: a failover and the takeover it hands over) does not block.
 
 While held, a lease is renewed every ttl/3. `handle.lost` is set, and stays set, as soon as
 the lease cannot be trusted any more:
@@ -40,13 +48,12 @@ from contextlib import contextmanager
 from typing import Any
 
 import redis
-from redis.commands.core import Script
 from redis.exceptions import LockError, LockNotOwnedError
 from redis.lock import Lock
 
 from workers.clock import SYSTEM_CLOCK, Clock
 from workers.engine.errors import HostUnreachable, LockHeld
-from workers.engine.locks import LockToken, describe_holder
+from workers.engine.locks import LockToken, blocks, describe_holder
 from workers.handle import Handle
 from workers.keys import LOCK_PREFIX
 from workers.renewal import Renewer
@@ -56,45 +63,30 @@ log = logging.getLogger(__name__)
 _REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
 
 
-# Replace the lease's value only if it is still exactly the dead holder's token.
-_TAKE_OVER = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-    redis.call('set', KEYS[1], ARGV[2], 'px', ARGV[3])
-    return 1
+# Take every lease in KEYS at once, or none. KEYS: this host's leases (the worker's ACL user
+# may write them). ARGV[1]: the token, ARGV[2]: the TTL in ms, ARGV[2 + i]: the value KEYS[i]
+# may hold now ("" for none; a provably dead holder's token, which is then replaced), then
+# pairs (key, the value it may hold) of leases only *read*: the partner's, which this user may
+# read and not write. Those are passed as arguments, not declared in KEYS: Redis 7 asks for
+# read *and* write permission on every key declared to EVAL/EVALSHA ("we cannot tell how the
+# keys will be used"), while the commands inside the script are checked key by key against
+# the user's ACL like any other (a GET on a read-only key passes, a SET on it is refused).
+# Returns 0 when taken, else {the key in the way, its value}.
+_ACQUIRE = """
+local n = #KEYS
+for i = 1, n do
+    local v = redis.call('get', KEYS[i])
+    if v and v ~= ARGV[2 + i] then return {KEYS[i], v} end
+end
+for j = n + 3, #ARGV, 2 do
+    local v = redis.call('get', ARGV[j])
+    if v and v ~= ARGV[j + 1] then return {ARGV[j], v} end
+end
+for i = 1, n do
+    redis.call('set', KEYS[i], ARGV[1], 'px', ARGV[2])
 end
 return 0
 """
-
-
-class _Lease(Lock):
-    """redis-py's `Lock`, which also takes the lease over from a provably dead holder."""
-
-    def __init__(self, *args: Any, host: str, take_over: Script, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._host = host
-        self._take_over = take_over
-        self.taken_from: str | None = None
-
-    def do_acquire(self, token: str) -> bool:
-        if super().do_acquire(token):
-            return True
-        raw = self.redis.get(self.name)
-        if raw is None:
-            return False  # just freed: the next attempt takes it
-        held = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
-        dead = LockToken.parse(held)
-        if dead is None or not dead.gone(self._host):
-            return False
-        ms = int(self.timeout * 1000) if self.timeout else 0
-        if not self._take_over(keys=[self.name], args=[raw, token, ms], client=self.redis):
-            return False  # someone else changed it first
-        self.taken_from = held
-        log.warning(
-            "took over lease %s at once: its holder, %s, has ended",
-            _name(self),
-            dead.describe(),
-        )
-        return True
 
 
 class _LostEvent(threading.Event):
@@ -153,7 +145,7 @@ class RedisLocks:
         self._prefix = prefix
         self._clock = clock
         self._renewer = Renewer(ttl, owner, clock)
-        self._take_over = client.register_script(_TAKE_OVER)
+        self._take = client.register_script(_ACQUIRE)
 
     @property
     def ttl(self) -> float:
@@ -165,18 +157,28 @@ class RedisLocks:
 
     @contextmanager
     def hold(
-        self, keys: Sequence[str], *, operation: str, wait: float = 0.0
+        self,
+        keys: Sequence[str],
+        *,
+        operation: str,
+        wait: float = 0.0,
+        check: Sequence[str] = (),
     ) -> Iterator[LeaseHandle]:
-        """Take every lease in `keys`, in sorted order, or raise `LockHeld` naming the holder.
+        """Take every lease in `keys`, after checking that none in `check` is held by another
+        operation (`locks.blocks`), in one atomic step; or raise `LockHeld` naming the holder.
 
-        `wait` is the total time to wait for leases held by others. Leases taken before a
-        failure are given back at once.
+        `keys` are this host's datasets' leases, `check` the partner's, which this host's
+        worker reads and never writes: the partner's worker takes those, checking ours the
+        same way, and as each check-and-take is one Lua script, Redis runs them one after the
+        other, so at most one of the two succeeds. `wait` is the total time to wait for
+        leases held by others. Nothing is taken before a refusal.
         """
         names = sorted(set(keys))
+        checked = sorted(set(check) - set(names))
         pid = os.getpid()
         token = str(LockToken.new(self._owner, operation))
         handle = LeaseHandle(token, names)
-        locks, taken = self._acquire(names, token, self._clock.monotonic() + wait)
+        locks, taken = self._acquire(names, checked, token, operation, wait)
         held = self._renewer.held(token, locks, handle._lost, ", ".join(names), taken)
         try:
             handle._lost._expired = held.expired
@@ -199,51 +201,72 @@ class RedisLocks:
         return value.decode() if isinstance(value, bytes) else str(value)
 
     def _acquire(
-        self, names: Sequence[str], token: str, deadline: float
+        self,
+        names: Sequence[str],
+        checked: Sequence[str],
+        token: str,
+        operation: str,
+        wait: float,
     ) -> tuple[list[Lock], float]:
-        """The locks, and when the attempt that took the first of them began (monotonic).
+        """The locks, and when the attempt that took them began (monotonic).
 
         The leases are valid from that moment, not from when waiting for them began: a lease
-        taken after waiting must not count the wait against its TTL.
+        taken after waiting must not count the wait against its TTL. A lease of ours held by
+        a provably dead holder (`LockToken.gone`), or one of the partner's held by another
+        half of this very operation, is let through at once: the next attempt passes that
+        exact value, so the script takes (or ignores) it only while it is still that value.
         """
-        locks: list[Lock] = []
-        taken: float | None = None
         clock = self._clock
+        deadline = clock.monotonic() + wait
+        ms = int(self._ttl * 1000)
+        allowed: dict[str, str] = {}
         try:
-            for name in names:
-                lock = _Lease(
-                    self._client,
-                    self.key(name),
-                    timeout=self._ttl,
-                    sleep=0.1,
-                    thread_local=False,  # renewed from another thread than the one acquiring
-                    raise_on_release_error=True,
-                    host=self._owner,
-                    take_over=self._take_over,
-                )
-                waited = max(0.0, deadline - clock.monotonic())
-                while True:
-                    attempt = clock.monotonic()
-                    if lock.acquire(blocking=False, token=token):
-                        break
-                    if attempt >= deadline:
-                        holder = self.holder(name)
-                        note = f" (waited {waited:.0f}s)" if waited else ""
-                        raise LockHeld(
-                            f"lease {name} is held by {describe_holder(holder)}{note}",
-                            holder=holder,
-                        )
-                    clock.sleep(min(0.1, max(0.0, deadline - clock.monotonic())))
-                if taken is None:
-                    taken = attempt
-                locks.append(lock)
+            while True:
+                attempt = clock.monotonic()
+                args: list[str | int] = [token, ms]
+                args += [allowed.get(self.key(n), "") for n in names]
+                for n in checked:
+                    args += [self.key(n), allowed.get(self.key(n), "")]
+                blocked = self._take(keys=[self.key(n) for n in names], args=args)
+                if not blocked:
+                    break
+                key, held = (_text(v) for v in blocked)
+                if allowed.get(key) != held and self._let_through(key, held, names, operation):
+                    allowed[key] = held
+                    continue
+                if attempt >= deadline:
+                    name = key.removeprefix(self._prefix)
+                    note = f" (waited {wait:.0f}s)" if wait else ""
+                    raise LockHeld(
+                        f"lease {name} is held by {describe_holder(held)}{note}", holder=held
+                    )
+                clock.sleep(min(0.1, max(0.0, deadline - clock.monotonic())))
         except _REDIS_DOWN as exc:
-            self._release(locks)
             raise self._unreachable(exc) from None
-        except BaseException:
-            self._release(locks)
-            raise
-        return locks, taken if taken is not None else clock.monotonic()
+        for key, held in allowed.items():
+            if key.removeprefix(self._prefix) in names:
+                dead = LockToken.parse(held)
+                gone = dead.describe() if dead is not None else held
+                log.warning("took over lease %s at once: its holder, %s, has ended", key, gone)
+        locks = []
+        encoded = token.encode()  # as redis-py's `Lock.acquire` keeps it
+        for n in names:
+            lock = Lock(
+                self._client,
+                self.key(n),
+                timeout=self._ttl,
+                thread_local=False,  # renewed from another thread than the one acquiring
+                raise_on_release_error=True,
+            )
+            lock.local.token = encoded
+            locks.append(lock)
+        return locks, attempt
+
+    def _let_through(self, key: str, held: str, names: Sequence[str], operation: str) -> bool:
+        if key.removeprefix(self._prefix) in names:  # ours: taken over if its holder ended
+            dead = LockToken.parse(held)
+            return dead is not None and dead.gone(self._owner)
+        return not blocks(held, operation)  # the partner's: another half of this operation
 
     def _release(self, locks: Sequence[Lock]) -> None:
         for lock in reversed(locks):
@@ -264,6 +287,10 @@ class RedisLocks:
         return HostUnreachable(
             f"redis at {_address(self._client)} unreachable: {exc}", retryable=retryable
         )
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def _name(lock: Lock) -> str:

@@ -14,8 +14,9 @@ import pytest
 from tests.coexist.conftest import HOLD, Pair
 from tests.harness.zfs_backend import ZfsBackend, get, ok
 from workers import cli
-from workers.engine import run, steps
+from workers.engine import run
 from workers.engine.errors import LockHeld, PipelineError
+from workers.engine.locks import lock_name
 from workers.engine.requests import HandbackRequest, InitRequest, PauseRequest, SyncRequest
 
 
@@ -117,7 +118,9 @@ def test_handback_waits_for_no_one_a_busy_pair_is_refused_untouched(standin_pair
     p = standin_pair
     ctx = p.context()
     run(ctx, InitRequest(fs=p.src, dest_host="hostb", dest_fs=p.dst))
-    with steps.lock(ctx, [("hostb", p.dst)], "sync"), pytest.raises(LockHeld):
+    # hostb's side busy: its lease, as hostb's worker takes it (hosta's only checks it).
+    busy = ctx.locks.hold([lock_name("zrep", "hostb", p.dst)], operation="sync")
+    with busy, pytest.raises(LockHeld, match=rf"Cannot lock {p.src}\. Cannot continue"):
         run(ctx, HandbackRequest(fs=p.src))
     assert p.holds() == ({"zrep_000000": [HOLD]}, {"zrep_000000": [HOLD]})
 

@@ -374,7 +374,7 @@ def test_stop_is_a_warm_shutdown_that_releases_the_lease(fleet: Fleet) -> None:
     task_id = fleet.send("-S", "store:poola/data")
     assert wait_until(lambda: fleet.task(task_id).get("status") == "PROGRESS", 30, 0.1)
     held = fleet.leases()
-    assert "zrepq:lock:zrep:store:poola/data" in held, held
+    assert "zrepq:lock:store:zrep:poola/data" in held, held
     sent_before = int(fleet.task(task_id)["result"]["bytes_sent"])
     t0 = time.monotonic()
     s.sh("systemctl stop zrepq-worker")  # returns when the unit has stopped

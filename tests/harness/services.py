@@ -26,7 +26,7 @@ import redis
 from tests.harness.netutil import REPO, free_port, spawn_logged, wait_for_port
 from tests.harness.signing import keys
 from tests.harness.standin import standin_env
-from workers.keys import HOSTS_KEY
+from workers.keys import host_key
 
 if TYPE_CHECKING:
     from tests.harness.sshd import SshdCluster
@@ -105,7 +105,7 @@ def start_workers(
     clients = {host: redis.Redis.from_url(env["ZREPQ_BROKER_URL"]) for host, env in envs.items()}
     try:
         for host, env in envs.items():
-            clients[host].hdel(HOSTS_KEY, host)
+            clients[host].delete(host_key(host))
             argv = [*(prefixes or {}).get(host, ()), sys.executable, "-m", "workers.main"]
             log = logdir / f"worker-{host}.log"
             started[host] = Service(host, spawn_logged(argv, env, log), log)
@@ -117,7 +117,7 @@ def start_workers(
                     raise RuntimeError(
                         f"worker {host} exited ({svc.proc.returncode}):\n{svc.output()}"
                     )
-                raw = clients[host].hget(HOSTS_KEY, host)
+                raw = clients[host].get(host_key(host))
                 if raw and json.loads(raw).get("registered"):
                     del waiting[host]
             if waiting and time.monotonic() > deadline:

@@ -278,7 +278,7 @@ def test_lease_held_elsewhere_refuses_and_quiet_mode_skips(pair: tuple[Fleet, Si
     f, a, b = pair
     init(f, a, b)
     ctx = f.context("hosta")
-    with ctx.locks.hold(["zrep:hosta:poola/prod"], operation="test"):
+    with ctx.locks.hold(["hosta:zrep:poola/prod"], operation="test"):
         with pytest.raises(LockHeld):
             run(ctx, SyncRequest(fs=a.fs("prod")))
         assert run(ctx, SyncRequest(fs=a.fs("prod"), quiet_secs=3600)).status == "skipped"

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 from contextlib import ExitStack
 
 import pytest
@@ -37,18 +36,18 @@ pytestmark = pytest.mark.integration
 def test_hold_is_exclusive_and_names_its_holder(redis_client: redis.Redis) -> None:
     a = RedisLocks(redis_client, owner="hosta")
     b = RedisLocks(redis_client, owner="hostb")
-    with a.hold(["zrep:hosta:pool/fs"], operation="sync") as handle:
+    with a.hold(["hosta:zrep:pool/fs"], operation="sync") as handle:
         assert handle.token.startswith(f"hosta:{os.getpid()}:sync:")
-        assert a.holder("zrep:hosta:pool/fs") == handle.token
+        assert a.holder("hosta:zrep:pool/fs") == handle.token
         assert redis_client.get(lock_key("zrep", "hosta", "pool/fs")) == handle.token.encode()
-        with pytest.raises(LockHeld) as info, b.hold(["zrep:hosta:pool/fs"], operation="failover"):
+        with pytest.raises(LockHeld) as info, b.hold(["hosta:zrep:pool/fs"], operation="failover"):
             pass
         assert info.value.holder == handle.token
         assert f"held by pid {os.getpid()} on hosta (sync) since " in str(info.value)
-        assert "zrep:hosta:pool/fs" in str(info.value)
+        assert "hosta:zrep:pool/fs" in str(info.value)
         assert info.value.retryable
         assert not handle.lost.is_set()
-    assert a.holder("zrep:hosta:pool/fs") is None
+    assert a.holder("hosta:zrep:pool/fs") is None
 
 
 def test_released_when_the_body_raises(redis_client: redis.Redis) -> None:
@@ -58,26 +57,49 @@ def test_released_when_the_body_raises(redis_client: redis.Redis) -> None:
     assert locks.holder("k") is None
 
 
-def test_keys_are_taken_in_sorted_order_and_rolled_back(
-    redis_client: redis.Redis, redis_url: str
-) -> None:
+def test_leases_are_taken_all_at_once_or_none(redis_client: redis.Redis, redis_url: str) -> None:
+    """One Lua script checks every key, then sets them all: nothing is written (and so
+    nothing given back) when one of them is held, be it a key to take or one only checked."""
     locks = RedisLocks(redis_client, owner="hosta")
     other = RedisLocks(redis_client, owner="hostb")
     sets: list[str] = []
-    with other.hold(["b"], operation="takeover") as theirs:
-        with (
-            _watch_sets(redis_url, sets),
-            pytest.raises(LockHeld) as info,
-            locks.hold(["c", "b", "a"], operation="failover"),
-        ):
-            pass
-        assert info.value.holder == theirs.token
-        # "a" was taken first, then "b" failed: "a" was given back and "c" never tried.
-        assert [k.removeprefix(LOCK_PREFIX) for k in sets] == ["a", "b"]
-        assert locks.holder("a") is None and locks.holder("c") is None
-        assert locks.holder("b") == theirs.token
+    for keys, check in ((["c", "b", "a"], []), (["c", "a"], ["b"])):
+        with other.hold(["b"], operation="takeover") as theirs:
+            with (
+                _watch_sets(redis_url, sets),
+                pytest.raises(LockHeld) as info,
+                locks.hold(keys, operation="failover", check=check),
+            ):
+                pass
+            assert info.value.holder == theirs.token
+            assert sets == []  # not one SET, not even of "a", sorted before "b"
+            assert locks.holder("a") is None and locks.holder("c") is None
+            assert locks.holder("b") == theirs.token
+    with _watch_sets(redis_url, sets), locks.hold(["c", "a"], operation="failover", check=["b"]):
+        assert locks.holder("b") is None  # only checked: not taken
+    # The monitor sees the script's SETs (so the empty list above means none happened).
+    assert sorted(k.removeprefix(LOCK_PREFIX) for k in sets) == ["a", "c"]
     with locks.hold(["c", "b", "a"], operation="failover") as mine:
         assert {locks.holder(k) for k in "abc"} == {mine.token}
+
+
+def test_a_checked_lease_held_by_the_same_operation_does_not_block(
+    redis_client: redis.Redis,
+) -> None:
+    """The partner's lease held by another half of this very operation (the same task id:
+    a failover and the takeover it hands over) lets it through; any other holder does not."""
+    a = RedisLocks(redis_client, owner="hosta")
+    b = RedisLocks(redis_client, owner="hostb")
+    with b.hold(["hostb:zrep:pool/fs"], operation="takeover/T1") as theirs:
+        with a.hold(["hosta:zrep:pool/fs"], operation="failover/T1", check=["hostb:zrep:pool/fs"]):
+            assert a.holder("hostb:zrep:pool/fs") == theirs.token  # untouched
+        for operation in ("failover/T2", "failover"):
+            with (
+                pytest.raises(LockHeld, match="lease hostb:zrep:pool/fs is held by pid"),
+                a.hold(["hosta:zrep:pool/fs"], operation=operation, check=["hostb:zrep:pool/fs"]),
+            ):
+                pass
+        assert a.holder("hosta:zrep:pool/fs") is None
 
 
 def test_wait_for_a_lease_being_released(redis_client: redis.Redis) -> None:
@@ -249,31 +271,26 @@ def test_redis_down_while_held_means_lost_within_the_ttl(redis_server: RedisServ
 
 
 class _watch_sets:
-    """Record the keys of every SET seen by Redis MONITOR while the block runs."""
+    """Record the keys of every SET made while the block runs, by a command or inside a Lua
+    script (Redis's keyspace notifications see both; MONITOR does not show a script's)."""
 
     def __init__(self, url: str, into: list[str]) -> None:
         self._client = redis.Redis.from_url(url)
         self._into = into
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._monitor_client = redis.Redis.from_url(url)
+        self._pubsub = self._client.pubsub()
 
     def __enter__(self) -> None:
-        self._thread.start()
-        self._ready.wait(5)
+        self._client.config_set("notify-keyspace-events", "E$")
+        self._pubsub.subscribe("__keyevent@0__:set")
+        assert self._pubsub.get_message(timeout=5) is not None  # the subscription is active
 
     def __exit__(self, *exc: object) -> None:
-        self._client.set("zrepq-test:monitor-stop", "1")
-        self._thread.join(5)
-        self._monitor_client.close()
+        self._client.set("zrepq-test:watch-stop", "1")
+        while (msg := self._pubsub.get_message(timeout=5)) is not None:
+            key = msg["data"].decode() if isinstance(msg["data"], bytes) else str(msg["data"])
+            if key == "zrepq-test:watch-stop":
+                break
+            self._into.append(key)
+        self._pubsub.close()
+        self._client.config_set("notify-keyspace-events", "")
         self._client.close()
-
-    def _run(self) -> None:
-        with self._monitor_client.monitor() as m:  # type: ignore[no-untyped-call]
-            self._ready.set()
-            for cmd in m.listen():
-                words = str(cmd["command"]).split()
-                if words[:2] == ["SET", "zrepq-test:monitor-stop"]:
-                    return
-                if words and words[0] == "SET":
-                    self._into.append(words[1])

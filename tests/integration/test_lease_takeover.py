@@ -29,11 +29,11 @@ from workers.engine.errors import LockHeld
 from workers.engine.liveness import ProcessIdentity
 from workers.engine.locks import LockToken
 from workers.keys import lease_key
-from workers.lease import _TAKE_OVER, RedisLocks
+from workers.lease import _ACQUIRE, RedisLocks
 
 pytestmark = pytest.mark.integration
 
-KEY = "zrep:hosta:pool/fs"
+KEY = "hosta:zrep:pool/fs"
 TTL = 30.0
 
 _HOLDER = """
@@ -195,12 +195,12 @@ def test_a_holder_not_provably_gone_keeps_its_lease(
 
 
 def test_the_takeover_replaces_only_the_exact_dead_token(redis_client: redis.Redis) -> None:
-    script = redis_client.register_script(_TAKE_OVER)
+    script = redis_client.register_script(_ACQUIRE)
     redis_client.set("k", "live-one")
-    assert script(keys=["k"], args=["dead-one", "mine", 30_000]) == 0
+    assert script(keys=["k"], args=["mine", 30_000, "dead-one"]) == [b"k", b"live-one"]
     assert redis_client.get("k") == b"live-one"
     redis_client.set("k", "dead-one")
-    assert script(keys=["k"], args=["dead-one", "mine", 30_000]) == 1
+    assert script(keys=["k"], args=["mine", 30_000, "dead-one"]) == 0
     assert redis_client.get("k") == b"mine" and redis_client.pttl("k") > 29_000
 
 

@@ -130,8 +130,8 @@ def test_two_overlapping_zrepq_local_syncs_the_second_refuses(
     assert second.returncode == 1, second
     lines = _error_lines(second.stderr)
     assert lines[0] == f"Error: Cannot lock {src}. Cannot continue"  # zrep's own line
-    assert lines[1].startswith(f"zrep:hosta:{src} is locked by pid {first.pid} on hosta (sync)")
-    assert " since " in lines[1] and lock_file_name(f"zrep:hosta:{src}") in lines[1]
+    assert lines[1].startswith(f"hosta:zrep:{src} is locked by pid {first.pid} on hosta (sync)")
+    assert " since " in lines[1] and lock_file_name(f"hosta:zrep:{src}") in lines[1]
     assert first.poll() is None  # untouched: still sending
     assert prop(a, "zrep:lock-pid", src) == str(first.pid)
 

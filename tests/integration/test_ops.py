@@ -47,7 +47,7 @@ from tests.harness.services import (
 from tests.harness.signing import signed
 from tests.harness.sshd import SshdCluster
 from tests.harness.standin import StandinHost, standin_env
-from workers.keys import HOSTS_KEY, queue_name
+from workers.keys import host_key, queue_name
 from workers.settings import load
 
 pytestmark = pytest.mark.integration
@@ -104,7 +104,8 @@ def ops(
     for key in client.scan_iter("zrepq:beat:*"):
         if not key.endswith(b":lock"):
             client.delete(key)
-    client.delete("zrepq:syncs")
+    for key in client.scan_iter("zrepq:syncs:*"):
+        client.delete(key)
     return f, Producer(
         app=make_app(signed({"ZREPQ_CONFIG": "none", "ZREPQ_BROKER_URL": redis_server.url}))
     )
@@ -140,11 +141,11 @@ def start_configured_worker(
 ) -> Service:
     """A worker whose settings come from a TOML file: wait for it through those settings."""
     client = load(env).redis()
-    client.hdel(HOSTS_KEY, host)
+    client.delete(host_key(host))
     log = logdir / f"worker-{host}.log"
     svc = Service(host, spawn_logged([sys.executable, "-m", "workers.main"], env, log), log)
     ok = wait_until(
-        lambda: svc.proc.poll() is not None or bool(client.hget(HOSTS_KEY, host)), timeout, 0.2
+        lambda: svc.proc.poll() is not None or bool(client.get(host_key(host))), timeout, 0.2
     )
     if not ok or svc.proc.poll() is not None:
         svc.stop()
@@ -412,7 +413,7 @@ def test_worker_check_catches_a_worker_that_stopped_consuming(
     finally:
         svc.stop()
         app.close()
-        redis_server.client().hdel(HOSTS_KEY, "chk")  # a host that is gone for good
+        redis_server.client().delete(host_key("chk"))  # a host that is gone for good
 
 
 # ---- schedules ---------------------------------------------------------------------------

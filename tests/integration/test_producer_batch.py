@@ -24,7 +24,7 @@ from tests.harness.netutil import REPO
 from tests.harness.redis_server import RedisServer
 from tests.harness.services import start_flower
 from tests.harness.signing import signed
-from workers.keys import HOSTS_KEY
+from workers.keys import host_key
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,7 @@ HOSTS = ("bqa", "bqb")  # registered, but no worker consumes their queues here
 
 def _register(client: redis.Redis) -> None:
     for h in HOSTS:
-        client.hset(HOSTS_KEY, h, json.dumps({"queue": c.queue_for(h), "registered": 1}))
+        client.set(host_key(h), json.dumps({"queue": c.queue_for(h), "registered": 1}))
 
 
 def _queued(client: redis.Redis, host: str) -> list[dict[str, Any]]:

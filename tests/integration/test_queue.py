@@ -34,7 +34,7 @@ from tests.harness.signing import signed
 from tests.harness.sshd import SshdCluster
 from tests.harness.zfs_backend import StandinBackend
 from tests.harness.zrep_actor import Zrep, ZrepHost
-from workers.keys import HOSTS_KEY
+from workers.keys import host_key
 
 HOSTS = ("qa", "qb")
 
@@ -87,9 +87,9 @@ def test_a_worker_registers_at_start_and_again_when_redis_forgets_it(
     # A fresh start registers once, without the warning meant for a Redis that lost its data.
     assert "registering again" not in services["qa"].output()
     client = redis_server.client(socket_timeout=5)
-    client.hdel(HOSTS_KEY, "qa")
-    assert wait_until(lambda: client.hexists(HOSTS_KEY, "qa"), 15, 0.2)  # next heartbeat
-    assert "host qa is missing from zrepq:hosts" in services["qa"].output()
+    client.delete(host_key("qa"))
+    assert wait_until(lambda: client.exists(host_key("qa")), 15, 0.2)  # next heartbeat
+    assert "host qa is missing from the registry (zrepq:host:qa;" in services["qa"].output()
 
 
 def test_init_and_sync_through_the_queue(q: tuple[Fleet, Producer, dict[str, Service]]) -> None:
@@ -236,8 +236,8 @@ def test_sync_all_leaves_no_member_result_in_redis(
     assert all(k.endswith(b".c") and 0 < client.ttl(k) <= 600 for k in chord_keys), chord_keys
     # The per-dataset sync records are one hash field per dataset, written over each run.
     fields = {c.sync_record_field("zrep", "qa", a.fs(leaf)).encode() for leaf in leaves}
-    assert fields <= set(client.hkeys(c.SYNCS_KEY))
-    assert client.type(c.SYNCS_KEY) == b"hash"
+    assert fields <= set(client.hkeys(c.syncs_key("qa")))
+    assert client.type(c.syncs_key("qa")) == b"hash"
 
 
 def test_failover_and_takeover_through_both_queues(

@@ -187,10 +187,10 @@ def guest_signing(host: StorageHost) -> dict[str, str]:
 
 def wait_registered(client: redis.Redis, hosts: list[StorageHost], timeout: float = 180) -> None:
     """Until every host's worker has registered in Redis (it is consuming its queue)."""
-    from workers.keys import HOSTS_KEY
+    from workers.keys import host_key
 
     def registered(name: str) -> bool:
-        raw = client.hget(HOSTS_KEY, name)
+        raw = client.get(host_key(name))
         return bool(raw) and bool(json.loads(raw).get("registered"))
 
     deadline = time.monotonic() + timeout

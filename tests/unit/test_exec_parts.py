@@ -220,7 +220,7 @@ def test_local_host_name() -> None:
 
 
 def test_lock_keys_live_under_the_zrepq_prefix() -> None:
-    assert lock_key("zrep", "hosta", "pool/fs:x") == "zrepq:lock:zrep:hosta:pool/fs:x"
+    assert lock_key("zrep", "hosta", "pool/fs:x") == "zrepq:lock:hosta:zrep:pool/fs:x"
 
 
 def test_openssh_gets_keepalives_unless_configured(tmp_path: Path) -> None:

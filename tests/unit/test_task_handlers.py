@@ -17,7 +17,7 @@ from tasks.errors import TaskFailed
 from workers.engine import liveness
 from workers.engine.errors import LockHeld
 from workers.engine.locks import LockToken
-from workers.keys import HOSTS_KEY
+from workers.keys import host_key
 
 
 def _task(task_id: str | None) -> Any:
@@ -64,15 +64,15 @@ def test_sync_all_fails_with_the_contract_record() -> None:
 
 
 class _Registry:
-    """The host registry's hash, and every command sent to it."""
+    """The host registry's keys, and every command sent to them."""
 
     def __init__(self) -> None:
-        self.hosts: dict[str, str] = {}
+        self.keys: dict[str, str] = {}
         self.calls: list[str] = []
 
-    def hexists(self, key: str, field: str) -> bool:
-        self.calls.append(f"HEXISTS {key} {field}")
-        return key == HOSTS_KEY and field in self.hosts
+    def exists(self, key: str) -> int:
+        self.calls.append(f"EXISTS {key}")
+        return int(key in self.keys)
 
 
 def test_a_worker_registers_again_when_redis_forgot_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -89,8 +89,8 @@ def test_a_worker_registers_again_when_redis_forgot_it(monkeypatch: pytest.Monke
     ready.set()
     handlers._stay_registered(beat)  # missing (Redis restarted empty): registers
     assert len(registered) == 1 and registered[0].hostname == "zrepq@hx"
-    registry.hosts["hx"] = "{}"
+    registry.keys[host_key("hx")] = "{}"
     registry.calls.clear()
-    handlers._stay_registered(beat)  # present: one HEXISTS, nothing else
+    handlers._stay_registered(beat)  # present: one EXISTS of its own key, nothing else
     assert len(registered) == 1
-    assert registry.calls == [f"HEXISTS {HOSTS_KEY} hx"]
+    assert registry.calls == ["EXISTS zrepq:host:hx"]

@@ -37,8 +37,9 @@ def clear(ctx: Context, req: ClearRequest) -> list[str]:
     """
     fs = req.fs
     local = ctx.local
-    local.info(fs)
-    with steps.lock(ctx, [(ctx.host, fs)], "clear"):
+    info = local.info(fs)
+    # No zrep lock-pid (zrep's clear takes none); the partner's lease is checked all the same.
+    with steps.lock(ctx, [(ctx.host, fs)], "clear", pair=info):
         return clear_local(ctx, local, fs)
 
 

@@ -31,8 +31,29 @@ _FIELDS = ("boot", "pidns", "start", "since")
 
 
 def lock_name(tag: str, host: str, fs: str) -> str:
-    """One lease per (tag, host, filesystem), like zrep's per-fs lock, which is per tag."""
-    return f"{tag}:{host}:{fs}"
+    """One lease per (tag, host, filesystem), like zrep's per-fs lock, which is per tag.
+
+    The host comes first: a host name holds no `:` (a dataset name may), so `HOST:*` selects
+    exactly one host's leases, which is what a Redis ACL pattern gives that host's worker.
+    """
+    return f"{host}:{tag}:{fs}"
+
+
+def operation_id(operation: str) -> str | None:
+    """The id in `verb/ID` (the Celery task id the worker appends), or None."""
+    _, slash, oid = operation.rpartition("/")
+    return oid if slash and oid else None
+
+
+def blocks(holder: str | None, operation: str) -> bool:
+    """Does a lease held by `holder` stand in the way of `operation` *checking* it (a lease of
+    the partner's dataset, read but not taken)? Free, or held by another half of this very
+    operation (the same id: failover and the takeover it hands over), it does not."""
+    if holder is None:
+        return False
+    mine = operation_id(operation)
+    token = LockToken.parse(holder)
+    return mine is None or token is None or operation_id(token.operation) != mine
 
 
 def format_since(epoch: float) -> str:
@@ -128,13 +149,24 @@ class LocalLocks:
         self._mutex = threading.Lock()
 
     @contextmanager
-    def hold(self, keys: Sequence[str], *, operation: str, wait: float = 0.0) -> Iterator[_Handle]:
+    def hold(
+        self,
+        keys: Sequence[str],
+        *,
+        operation: str,
+        wait: float = 0.0,
+        check: Sequence[str] = (),
+    ) -> Iterator[_Handle]:
         token = str(LockToken.new(self._owner, operation))
         with self._mutex:
             for key in sorted(keys):
                 if key in self._held:
                     holder = self._held[key]
                     raise LockHeld(f"{key} is locked by {describe_holder(holder)}", holder=holder)
+            for key in sorted(check):
+                other = self._held.get(key)
+                if blocks(other, operation):
+                    raise LockHeld(f"{key} is locked by {describe_holder(other)}", holder=other)
             for key in keys:
                 self._held[key] = token
         try:

@@ -114,12 +114,19 @@ class LockHandle(Protocol):
 
 
 class Locks(Protocol):
-    """Leases keyed by name. `hold` takes all keys in sorted order (no deadlock between
-    failover on one side and takeover on the other) or raises `LockHeld` naming the holder,
-    and releases them on every exit path."""
+    """Leases keyed by name. `hold` takes all `keys` (this host's datasets) and makes sure
+    none of `check` (the partner's, which this host's credential may read but not write) is
+    held by another operation (`locks.blocks`), all at once, or raises `LockHeld` naming the
+    holder; it releases what it took on every exit path. The partner's worker takes its own
+    dataset's lease checking ours the same way, so the two exclude each other."""
 
     def hold(
-        self, keys: Sequence[str], *, operation: str, wait: float = 0.0
+        self,
+        keys: Sequence[str],
+        *,
+        operation: str,
+        wait: float = 0.0,
+        check: Sequence[str] = (),
     ) -> AbstractContextManager[LockHandle]: ...
 
     def holder(self, key: str) -> str | None:

@@ -1,7 +1,8 @@
 """The steps several zrep commands share, as functions over a `Context`.
 
-- `lock`: zrepq's lock on every (host, fs) the command touches, then zrep's own `lock-pid`
-  on this host's dataset; `check` stops work once the lease is lost;
+- `lock`: zrepq's lock on this host's datasets the command touches, checking the partner's
+  (read-only: another host's worker holds that one), then zrep's own `lock-pid` on this
+  host's dataset; `check` stops work once the lease is lost;
 - `stream`: `zfs send | [filters] | zfs recv` through the transport, with progress events;
 - `mark_sent` and `move_holds`: how a snapshot becomes the pair's last sent one.
 
@@ -22,7 +23,7 @@ from . import zfs_errors, zreplock
 from .context import Context
 from .errors import Cancelled, LockHeld, LockLost, PipelineError
 from .events import StreamFinished, StreamProgress, StreamStarted
-from .locks import lock_name
+from .locks import blocks, describe_holder, lock_name
 from .model import DatasetInfo, Snapshot, may_hold
 from .ports import LockHandle, StreamSpec
 from .zfs import Link, ZfsHost
@@ -38,15 +39,20 @@ def lock(
     operation: str,
     *,
     local_info: DatasetInfo | None = None,
+    pair: DatasetInfo | None = None,
 ) -> Iterator[LockHandle]:
-    """Lock every (host, fs) in `targets`, in sorted order, released on every path.
+    """Lock the (host, fs) in `targets`, released on every path.
 
-    First zrepq's own lock (`ctx.locks`: the Redis lease, or `zrepq-local`'s lock files);
-    then, for the dataset of this host (`local_info`), zrep's own `TAG:lock-pid` and
-    `TAG:lock-time`, checked and set under zrep's global lock (`zreplock`): a zrep or
-    another zrepq process of this host that holds it makes this one refuse, and an upstream
-    zrep run from cron here sees the dataset locked while this one works. Refusals say
-    `Cannot lock FS. Cannot continue` (zrep's words) and then who holds it.
+    First zrepq's own lock (`ctx.locks`: the Redis lease, or `zrepq-local`'s lock files):
+    the leases of this host's datasets are taken; those of another host's datasets in
+    `targets`, and that of the partner of this host's dataset (the pair of `local_info`, or
+    of `pair` for a command that takes no zrep lock-pid), are
+    only checked to be free, in the same atomic step (each host's worker writes its own
+    datasets' leases only: `_locked`). Then, for the dataset of this host (`local_info`),
+    zrep's own `TAG:lock-pid` and `TAG:lock-time`, checked and set under zrep's global lock
+    (`zreplock`): a zrep or another zrepq process of this host that holds it makes this one
+    refuse, and an upstream zrep run from cron here sees the dataset locked while this one
+    works. Refusals say `Cannot lock FS. Cannot continue` (zrep's words) and then who holds it.
     """
     claim = None
     if local_info is not None:
@@ -55,7 +61,7 @@ def lock(
         def claim(zlocal: ZfsHost, glock: zreplock.GlobalLock) -> zreplock.Mark:
             return zreplock.claim(zlocal, name, glock)
 
-    with _locked(ctx, targets, operation, claim, local_info) as (handle, _):
+    with _locked(ctx, targets, operation, claim, local_info, pair=pair) as (handle, _):
         yield handle
 
 
@@ -76,9 +82,16 @@ def lock_reading(
     bookmarks: a sync reads its source nowhere else."""
     read: list[tuple[DatasetInfo, SourceRead]] = []
 
+    def checked(info: DatasetInfo) -> None:
+        check(info)
+        # The partner is known only now: its lease is checked after ours was taken, which
+        # excludes the partner's worker as well (it checks ours, then takes its own, in one
+        # step: whichever comes second sees the other). No wait here, under zrep's lock.
+        _check_partner(ctx, info, _operation(ctx, operation))
+
     def claim(zlocal: ZfsHost, glock: zreplock.GlobalLock) -> zreplock.Mark:
         mark, info, snaps, books = zreplock.claim_reading(
-            zlocal, fs, glock, check, bookmarks=bookmarks
+            zlocal, fs, glock, checked, bookmarks=bookmarks
         )
         read.append((info, SourceRead(snaps, books)))
         return mark
@@ -105,15 +118,24 @@ def _locked(
     local_info: DatasetInfo | None,
     *,
     subject: str | None = None,
+    pair: DatasetInfo | None = None,
 ) -> Iterator[tuple[LockHandle, zreplock.Mark | None]]:
-    keys = sorted({lock_name(ctx.tag, h, fs) for h, fs in targets})
-    if ctx.operation_id:
-        operation = f"{operation}/{ctx.operation_id}"
+    keys = sorted({lock_name(ctx.tag, h, fs) for h, fs in targets if h == ctx.host})
+    others = {lock_name(ctx.tag, h, fs) for h, fs in targets if h != ctx.host}
+    partner = _partner(ctx, local_info or pair)
+    if partner is not None:
+        others.add(lock_name(ctx.tag, *partner))
+    operation = _operation(ctx, operation)
     with ExitStack() as stack:
         mark = None
         try:
             handle = stack.enter_context(
-                ctx.locks.hold(keys, operation=operation, wait=ctx.lock_wait)
+                ctx.locks.hold(
+                    keys,
+                    operation=operation,
+                    wait=ctx.lock_wait,
+                    check=sorted(others - set(keys)),
+                )
             )
             if claim is not None:
                 zlocal, glock = ctx.local, zreplock.global_lock(ctx.config.rundir)
@@ -130,6 +152,36 @@ def _locked(
                 host=e.host or ctx.host,
             ) from None
         yield handle, mark
+
+
+def _operation(ctx: Context, operation: str) -> str:
+    """The operation as lock tokens name it: with the task id (`sync/ID`) when there is one."""
+    return f"{operation}/{ctx.operation_id}" if ctx.operation_id else operation
+
+
+def _partner(ctx: Context, info: DatasetInfo | None) -> tuple[str, str] | None:
+    """The other side of the pair this host's dataset belongs to (from zrep's src/dest
+    properties, the same on both sides), or None when it is not part of one."""
+    if info is None or not info.configured:
+        return None
+    src = (info.src_host, info.src_fs)
+    dest = (info.dest_host, info.dest_fs)
+    here = (ctx.host, info.name)
+    other = dest if src == here else src if dest == here else None
+    if other is None or not other[0] or not other[1]:
+        return None
+    return other[0], other[1]
+
+
+def _check_partner(ctx: Context, info: DatasetInfo, operation: str) -> None:
+    """Refuse when the lease of `info`'s partner is held by another operation."""
+    partner = _partner(ctx, info)
+    if partner is None:
+        return
+    name = lock_name(ctx.tag, *partner)
+    holder = ctx.locks.holder(name)
+    if blocks(holder, operation):
+        raise LockHeld(f"lease {name} is held by {describe_holder(holder)}", holder=holder)
 
 
 def _lock_subject(ctx: Context, targets: Sequence[tuple[str, str]]) -> str:
