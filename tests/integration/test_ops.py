@@ -203,6 +203,27 @@ def test_bad_configuration_stops_every_process_naming_the_key(tmp_path: Path) ->
     assert res.returncode == 78 and "ZREP_SAVE_COUNT must be a number" in res.stderr
 
 
+def test_an_unbalanced_quote_in_zreps_variables_stops_each_process_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    # zrep's variables as an admin's /etc/default/zrep may hold them, one quote short.
+    bad = {"ZREP_SEND_FLAGS": '-c "', "SSH": "ssh -o 'Ciphers=aes128-ctr", "ZREPQ_HOST": "qa"}
+    env = base_env(**bad, ZREPQ_LOCK_DIR=str(tmp_path))
+    named = ("ZREP_SEND_FLAGS: cannot split '-c \"'", "SSH: cannot split", "unbalanced quote")
+    runs = {
+        # zrepq-local exits as zrep does on a bad setting: 1, with its "Error: " line.
+        "zrepq-local": ([sys.executable, "-c", "from workers.cli import run; run()", "status"], 1),
+        "zrepq-worker": ([sys.executable, "-m", "workers.main"], 78),
+        "celery worker": ([sys.executable, "-m", "celery", "-A", "tasks.app", "worker"], 78),
+    }
+    for name, (argv, code) in runs.items():
+        res = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, cwd=REPO)
+        out = res.stdout + res.stderr
+        assert res.returncode == code, (name, res)
+        assert all(words in out for words in named), (name, out)
+        assert "Traceback" not in out and "ValueError" not in out, (name, out)
+
+
 def test_file_settings_reach_the_worker_and_env_overrides_them(tmp_path: Path) -> None:
     cfg = tmp_path / "zrepq.toml"
     cfg.write_text(
