@@ -1,4 +1,5 @@
-"""`zrepq`'s operations commands: schedules, the scheduler, the metrics exporter, config.
+"""`zrepq`'s operations commands: schedules, the scheduler, Flower, the metrics exporter,
+config.
 
 Registered on the `zrepq` group by `producer/cli.py` (`COMMANDS`); they get its `Ctx`.
 """
@@ -127,6 +128,17 @@ def scheduler(extra: Sequence[str]) -> None:
     os.execv(argv[0], argv)  # noqa: S606 (argv list; no shell wanted)
 
 
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.argument("extra", nargs=-1, type=click.UNPROCESSED)
+def flower(extra: Sequence[str]) -> None:
+    """flower: run Flower on zrepq's app, with [flower] username/password as its basic auth."""
+    from producer.flower import flower_command
+    from producer.settings import load_producer
+
+    argv, env = flower_command(load_producer(), extra, os.environ)
+    os.execve(argv[0], argv, env)  # noqa: S606 (argv list; no shell wanted)
+
+
 @click.command()
 @click.option("--address", default=None, help="listen address ([metrics] address)")
 @click.option("--port", type=int, default=None, help="listen port ([metrics] port)")
@@ -202,4 +214,4 @@ def keygen(directory: str, name: str) -> None:
 # Commands that need no settings (the group builds no producer for them).
 STANDALONE = ("keygen",)
 
-COMMANDS = (schedule, scheduler, metrics, config, keygen)
+COMMANDS = (schedule, scheduler, flower, metrics, config, keygen)

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from weakref import WeakKeyDictionary
 
 from celery import Celery
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from tasks.app import make_app
 from tasks.app import settings_of as app_settings_of
@@ -35,6 +35,34 @@ class FlowerSection(Section):
         if v and urlsplit(v).scheme not in ("http", "https"):
             raise ValueError(f"{v!r}: Flower's address is an http:// or https:// URL")
         return v.rstrip("/") if v else None
+
+    # Flower's basic auth is a list of `user:password` separated by commas (`--basic-auth`):
+    # a `:` in the name or a `,` in either would make other credentials than the ones meant.
+    @field_validator("username")
+    @classmethod
+    def _user(cls, v: str | None) -> str | None:
+        if v is not None and (not v or ":" in v or "," in v):
+            raise ValueError("Flower's user name must be non-empty, without ':' or ','")
+        return v
+
+    @field_validator("password")
+    @classmethod
+    def _password(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and (not v.get_secret_value() or "," in v.get_secret_value()):
+            raise ValueError("Flower's password must be non-empty, without ','")
+        return v
+
+    @model_validator(mode="after")
+    def _both(self) -> FlowerSection:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together (Flower's basic auth)")
+        return self
+
+    def basic_auth(self) -> str | None:
+        """Flower's `--basic-auth` value (`user:password`), None without credentials."""
+        if self.username is None or self.password is None:
+            return None
+        return f"{self.username}:{self.password.get_secret_value()}"
 
 
 class MetricsSection(Section):

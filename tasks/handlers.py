@@ -26,6 +26,7 @@ from tasks import registry
 from tasks.app import app, settings_of
 from tasks.errors import TaskFailed
 from tasks.guard import Guarded, allow
+from tasks.ops import forget_unlisted
 from tasks.progress import Progress
 from tasks.summary import summary
 from workers.engine import Context, liveness, requests, rollback, sync
@@ -266,6 +267,8 @@ def sync_all(self: Task[Any, Any], /, **kwargs: Any) -> Any:
     except ZrepqError as e:  # fail with the contract's record, as every other task does
         log.error("%s failed: %s", c.SYNC_ALL, e.message)
         raise TaskFailed(e.to_record()) from None
+    # The records of datasets this host no longer has as masters go (`tasks/ops.py`).
+    forget_unlisted(args.host, None if args.every_tag else {args.tag}, pairs, started)
     if not pairs:
         return c.ok(summary([], args.host, started))
     base = {**args.model_dump(exclude={"every_tag"}), "record_errors": True}

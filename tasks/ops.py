@@ -7,6 +7,9 @@
   bytes, duration, failure counters and the last error. `zrepq metrics` turns them into
   Prometheus series and `zrepq status --fleet` shows them. Writing a record never fails a
   task.
+- A record goes when its dataset leaves zrepq: `zrep.clear` and `zrep.handback` delete their
+  dataset's (`_forget_sync`), and each `sync all` deletes this host's records of datasets its
+  enumeration no longer finds (destroyed, renamed, failed over; `forget_unlisted`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Collection, Iterable
 from functools import lru_cache
 from typing import Any
 
@@ -119,6 +123,9 @@ def _record_sync(
     **_: Any,
 ) -> None:
     name = getattr(task, "name", None)
+    if name in (c.CLEAR, c.HANDBACK) and isinstance(kwargs, dict):
+        _forget_sync(name, kwargs, retval)
+        return
     if name not in c.RECORDED or not isinstance(kwargs, dict):
         return
     host, fs = kwargs.get("host"), kwargs.get("fs", kwargs.get("snapshot"))
@@ -149,6 +156,67 @@ def _record_sync(
         client.hset(key, field, json.dumps(rec))
     except Exception as e:  # never let bookkeeping fail a task
         log.warning("could not record the outcome of %s %s: %s", name, fs, e)
+
+
+def _forget_sync(name: str, kwargs: dict[str, Any], retval: Any) -> None:
+    """After a `clear` or `handback` that succeeded: delete its dataset's record; for a
+    handback of both sides, the other side's too (the pair's record is the master's)."""
+    success, result = _outcome(retval)
+    host, fs, tag = kwargs.get("host"), kwargs.get("fs"), kwargs.get("tag", "zrep")
+    if not success or not all(isinstance(x, str) for x in (host, fs, tag)):
+        return
+    client = _client(os.getpid())
+    try:
+        client.hdel(c.syncs_key(str(host)), c.sync_record_field(str(tag), str(host), str(fs)))
+    except Exception as e:  # never let bookkeeping fail a task
+        log.warning("could not delete the sync record of %s %s: %s", name, fs, e)
+    other_host, other_fs = result.get("other_host"), result.get("other_fs")
+    if isinstance(other_host, str) and isinstance(other_fs, str):
+        try:  # the other host's hash: refused where its Redis user may write only its own
+            client.hdel(
+                c.syncs_key(other_host), c.sync_record_field(str(tag), other_host, other_fs)
+            )
+        except Exception as e:  # its own next `sync all` drops it (`forget_unlisted`)
+            log.info("left the sync record of %s:%s to its host: %s", other_host, other_fs, e)
+
+
+# Delete a field only if it still holds the value read: a sync that wrote it meanwhile wins.
+_DELETE_IF_UNCHANGED = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+"""
+
+
+def forget_unlisted(
+    host: str, tags: Collection[str] | None, listed: Iterable[tuple[str, str]], since: float
+) -> int:
+    """Delete `host`'s records under `tags` (None: every tag) of datasets not in `listed`
+    ((tag, fs) pairs: what `sync all` just found this host master of) and not written since
+    `since` (a record written after the enumeration began is of a dataset it may have
+    missed, an `init` finishing meanwhile). Returns how many went; never raises."""
+    keep = {c.sync_record_field(tag, host, fs) for tag, fs in listed}
+    gone = 0
+    try:
+        client = _client(os.getpid())
+        key = c.syncs_key(host)
+        for field, raw in client.hscan_iter(key):
+            name = field.decode() if isinstance(field, bytes) else str(field)
+            if name in keep:
+                continue
+            try:
+                rec = json.loads(raw)
+            except ValueError:
+                continue
+            if rec.get("host") != host or (tags is not None and rec.get("tag") not in tags):
+                continue
+            if float(rec.get("last_attempt") or 0) >= since:
+                continue
+            gone += int(client.eval(_DELETE_IF_UNCHANGED, 1, key, field, raw))
+    except Exception as e:  # never let bookkeeping fail a task
+        log.warning("could not drop the sync records of %s's vanished datasets: %s", host, e)
+    return gone
 
 
 def read_records(client: Any) -> list[dict[str, Any]]:

@@ -86,6 +86,43 @@ def test_content_lives_in_the_mountpoint_directory(host: StandinHost) -> None:
     assert (mp / "hello").read_text() == "hi"
 
 
+def test_a_mountpoint_on_another_filesystem_gets_the_files_as_a_remount_would(
+    host: StandinHost,
+) -> None:
+    # OpenZFS remounts the dataset at the new path, whatever filesystem that path is on; the
+    # stand-in moves its content directory there, across devices too (here tmpfs).
+    other_fs = Path(tempfile.mkdtemp(prefix="standin-mp-", dir="/dev/shm"))
+    try:
+        assert os.stat(other_fs).st_dev != os.stat(host.root).st_dev
+        host.zfs("create", "poola/fs")
+        host.zfs("create", "poola/fs/child")
+        old = host.mountpoint("poola/fs")
+        host.write("poola/fs", "d/f.bin", b"data", mode=0o640)
+        os.chown(old / "d" / "f.bin", 1234, 2345)
+        os.chown(old / "d", 1234, 2345)
+        os.symlink("d/f.bin", old / "link")
+        host.write("poola/fs/child", "c.txt", b"child")
+        before = host.tree("poola/fs")
+        for target in (other_fs / "fs", host.root / "back" / "fs"):
+            res = host.zfs("set", f"mountpoint={target}", "poola/fs", check=False)
+            assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+            assert host.get("mountpoint", "poola/fs") == str(target)
+            assert host.mountpoint("poola/fs") == target and not old.exists()
+            assert host.tree("poola/fs") == before
+            st = os.stat(target / "d" / "f.bin")
+            assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o640, 1234, 2345)
+            assert (os.stat(target / "d").st_uid, os.readlink(target / "link")) == (
+                1234,
+                "d/f.bin",
+            )
+            assert (target / "child" / "c.txt").read_bytes() == b"child"
+            assert host.mountpoint("poola/fs/child") == target / "child"
+            old = target
+        assert not (other_fs / "fs").exists()
+    finally:
+        shutil.rmtree(other_fs, ignore_errors=True)
+
+
 def test_cross_host_send_recv_and_tree_helper(standin_host) -> None:
     a, bhost = standin_host("hosta"), standin_host("hostb")
     a.zfs("create", "poola/src")

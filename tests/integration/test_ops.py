@@ -8,12 +8,15 @@ and the `zrepq` CLI, all as subprocesses.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,8 +28,9 @@ from producer.api import Producer
 from producer.watch import wait
 from tasks.app import make_app
 from tests.harness.fleet import Fleet, Site
-from tests.harness.netutil import REPO, children_of, wait_until
+from tests.harness.netutil import REPO, children_of, cmdline, free_port, wait_until
 from tests.harness.ops import (
+    SCRIPTS,
     ConfiguredRedis,
     base_env,
     make_tls_files,
@@ -202,6 +206,76 @@ def test_bad_configuration_stops_every_process_naming_the_key(tmp_path: Path) ->
     # zrep's own variable keeps zrep's name in the message.
     res = zrepq(base_env(ZREP_SAVE_COUNT="many"), "config")
     assert res.returncode == 78 and "ZREP_SAVE_COUNT must be a number" in res.stderr
+
+
+def test_an_unbalanced_quote_in_zreps_variables_stops_each_process_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    # zrep's variables as an admin's /etc/default/zrep may hold them, one quote short.
+    bad = {"ZREP_SEND_FLAGS": '-c "', "SSH": "ssh -o 'Ciphers=aes128-ctr", "ZREPQ_HOST": "qa"}
+    env = base_env(**bad, ZREPQ_LOCK_DIR=str(tmp_path))
+    named = ("ZREP_SEND_FLAGS: cannot split '-c \"'", "SSH: cannot split", "unbalanced quote")
+    runs = {
+        # zrepq-local exits as zrep does on a bad setting: 1, with its "Error: " line.
+        "zrepq-local": ([sys.executable, "-c", "from workers.cli import run; run()", "status"], 1),
+        "zrepq-worker": ([sys.executable, "-m", "workers.main"], 78),
+        "celery worker": ([sys.executable, "-m", "celery", "-A", "tasks.app", "worker"], 78),
+    }
+    for name, (argv, code) in runs.items():
+        res = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, cwd=REPO)
+        out = res.stdout + res.stderr
+        assert res.returncode == code, (name, res)
+        assert all(words in out for words in named), (name, out)
+        assert "Traceback" not in out and "ValueError" not in out, (name, out)
+
+
+def _http_status(url: str, auth: str | None = None) -> int:
+    req = urllib.request.Request(url)
+    if auth is not None:
+        req.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    try:
+        with urllib.request.urlopen(req, timeout=10) as res:
+            return int(res.status)
+    except urllib.error.HTTPError as e:
+        return e.code
+    except urllib.error.URLError:
+        return 0  # not listening (yet)
+
+
+def test_zrepq_flower_takes_its_basic_auth_from_the_flower_table(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    password = "fl-" + os.urandom(6).hex()
+    cfg = tmp_path / "zrepq.toml"
+    cfg.write_text(f'[flower]\nusername = "ops"\npassword = "{password}"\n')
+    port = free_port()
+    env = base_env(ZREPQ_CONFIG=str(cfg), ZREPQ_BROKER_URL=redis_server.url)
+    env.pop("FLOWER_BASIC_AUTH", None)
+    env.pop("FLOWER_UNAUTHENTICATED_API", None)
+    log = tmp_path / "flower.log"
+    argv = [*SCRIPTS["zrepq"], "flower", f"--port={port}", "--address=127.0.0.1"]
+    svc = Service("flower", spawn_logged(argv, env, log), log, port=port)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        assert wait_until(lambda: _http_status(f"{base}/healthcheck") == 200, 60, 0.5), svc.output()
+        for page in ("/", "/api/workers", "/tasks"):
+            assert _http_status(base + page) == 401, page
+            assert _http_status(base + page, "ops:wrong") == 401, page
+        assert _http_status(f"{base}/api/workers", f"ops:{password}") == 200
+        assert _http_status(f"{base}/tasks", f"ops:{password}") == 200
+        # The password travels in Flower's environment, never on a command line `ps` shows.
+        assert password not in " ".join(cmdline(svc.proc.pid))  # zrepq exec'd Flower
+    finally:
+        svc.stop()
+    # Half the credentials, or Flower's own as well: refused before Flower starts, named.
+    cfg.write_text('[flower]\nusername = "ops"\n')
+    res = zrepq(env, "flower", f"--port={port}")
+    assert res.returncode == 78 and "username and password go together" in res.stderr, res
+    cfg.write_text(f'[flower]\nusername = "ops"\npassword = "{password}"\n')
+    res = zrepq({**env, "FLOWER_BASIC_AUTH": "a:b"}, "flower", f"--port={port}")
+    assert res.returncode == 78 and "so is Flower's FLOWER_BASIC_AUTH" in res.stderr, res
+    res = zrepq(env, "flower", "--basic-auth=a:b", f"--port={port}")
+    assert res.returncode == 78 and "so is Flower's --basic-auth" in res.stderr, res
 
 
 def test_file_settings_reach_the_worker_and_env_overrides_them(tmp_path: Path) -> None:

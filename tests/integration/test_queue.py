@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from producer.api import Producer
+from producer.fleet import records as fleet_records
 from producer.render import handback_text
 from producer.watch import outcome, wait
 from tasks import contract as c
@@ -238,6 +239,64 @@ def test_sync_all_leaves_no_member_result_in_redis(
     fields = {c.sync_record_field("zrep", "qa", a.fs(leaf)).encode() for leaf in leaves}
     assert fields <= set(client.hkeys(c.syncs_key("qa")))
     assert client.type(c.syncs_key("qa")) == b"hash"
+
+
+def test_a_sync_record_goes_with_clear_handback_and_the_next_sync_all(
+    q: tuple[Fleet, Producer, dict[str, Service]], redis_server: RedisServer
+) -> None:
+    """`zrepq:syncs` keeps no record of a dataset that left zrepq: `clear` and `handback`
+    delete theirs, and `sync all` deletes its host's records of masters it no longer finds
+    (here one destroyed); `status --fleet`'s and the exporter's reader shows the rest."""
+    f, p, _ = q
+    a = f["qa"]
+    leaves = ("k1", "k2", "k3", "k4")
+    for leaf in leaves:
+        setup_pair(f, p, leaf)
+        assert done(p.sync(f"qa:{a.fs(leaf)}"))["ok"]
+    client = redis_server.client()
+
+    def field(leaf: str, tag: str = "zrep", host: str = "qa") -> str:
+        return c.sync_record_field(tag, host, a.fs(leaf))
+
+    def shown() -> set[str]:
+        return {f"{r['tag']}:{r['host']}:{r['dataset']}" for r in fleet_records(p)}
+
+    assert {field(leaf) for leaf in leaves} <= shown()
+    # Records of another tag (dr: none on this host) and of another host's dataset.
+    # And one written after a sync all began (an init finishing while it enumerates).
+    dr, qb, late = field("k4", tag="dr"), field("k4", host="qb"), field("k9")
+    for name, over in (
+        (dr, {"tag": "dr"}),
+        (qb, {"host": "qb"}),
+        (late, {"dataset": a.fs("k9"), "last_attempt": time.time() + 3600}),
+    ):
+        rec = {"host": "qa", "dataset": a.fs("k4"), "tag": "zrep", "last_attempt": 1.0, **over}
+        client.hset(c.syncs_key(rec["host"]), name, json.dumps(rec))
+    assert done(p.clear(a.fs("k1"), host="qa"))["ok"]
+    assert done(p.handback(a.fs("k2"), host="qa"))["ok"]
+    assert field("k1") not in shown() and field("k2") not in shown()
+    assert not client.hexists(c.syncs_key("qa"), field("k1"))
+    assert not client.hexists(c.syncs_key("qa"), field("k2"))
+    # Destroyed behind zrepq's back: the next sync all of its host finds it gone.
+    held = a.zfs.zfs("holds", "-H", *a.zfs.snapshots(a.fs("k3"))).stdout.splitlines()
+    for snap, tag, *_ in (line.split("\t") for line in held):
+        a.zfs.zfs("release", tag, snap)
+    a.zfs.zfs("destroy", "-r", a.fs("k3"))
+    assert field("k3") in shown()
+    # zrep's `sync all`, one tag: that tag's records go, dr's stays.
+    recs = wait(p.sync_all(["qa"], every_tag=False), timeout=120, show=False)
+    synced = {row["dataset"] for row in recs["qa"]["result"]["datasets"]}
+    assert a.fs("k4") in synced and a.fs("k3") not in synced
+    now = shown()
+    assert field("k3") not in now and not client.hexists(c.syncs_key("qa"), field("k3"))
+    assert {field("k4"), dr, qb, late} <= now
+    # Every tag (the default): qa is master of nothing under dr, so that record goes too;
+    # qb's records are for qb's own sync all.
+    wait(p.sync_all(["qa"]), timeout=120, show=False)
+    now = shown()
+    assert field("k4") in now and dr not in now and qb in now
+    client.hdel(c.syncs_key("qb"), qb)
+    client.hdel(c.syncs_key("qa"), late)
 
 
 def test_failover_and_takeover_through_both_queues(

@@ -104,6 +104,35 @@ def test_a_bad_zrep_setting_is_named_as_the_admin_wrote_it(
     assert re.search(said, info.value.message, re.MULTILINE), info.value.message
 
 
+@pytest.mark.parametrize(
+    ("toml", "env", "said"),
+    [
+        ("", {"ZREP_SEND_FLAGS": '-c "x'}, "ZREP_SEND_FLAGS: cannot split '-c \"x'"),
+        ("", {"ZREP_CREATE_FLAGS": "-o 'a=b"}, "ZREP_CREATE_FLAGS: cannot split"),
+        ("", {"ZREP_INIT_REMOTE_PROPERTIES": "a:b='c"}, "ZREP_INIT_REMOTE_PROPERTIES: cannot"),
+        ("", {"ZREP_OUTFILTER": 'gzip "-1'}, "ZREP_OUTFILTER: cannot split"),
+        ("", {"ZREP_INFILTER": "gzip -d \\"}, "ZREP_INFILTER: cannot split .* no escaped"),
+        ("", {"ZREPQ_SSH_ARGS": '-o "A=b'}, "ZREPQ_SSH_ARGS: cannot split"),
+        ("", {"SSH": 'ssh -c "aes128-ctr'}, "SSH: cannot split"),
+        ("", {"ZREPQ_REMOTE_COMMAND": "zrepq-local 'x"}, "ZREPQ_REMOTE_COMMAND: cannot split"),
+        (
+            "[zrep]\nsend_flags = '-c \"'",
+            {},
+            r"\[zrep\] send_flags in \S+: ZREP_SEND_FLAGS: cannot split",
+        ),
+        ('[worker]\nremote_command = "z \'"', {}, r"\[worker\] remote_command in \S+: cannot"),
+    ],
+)
+def test_an_unbalanced_quote_is_a_configuration_error_naming_the_setting(
+    tmp_path: Path, toml: str, env: dict[str, str], said: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load({**_file(tmp_path, toml + "\n"), **env})
+    message = info.value.message
+    assert re.search(said, message), message
+    assert "(an unbalanced quote or a trailing backslash?)" in message
+
+
 def test_the_ssh_layer_gets_ssh_options(tmp_path: Path) -> None:
     env = {
         **_file(tmp_path, '[ssh]\nuser = "repl"\nport = 2222\nargs = ["-o", "A=b c"]\n'),

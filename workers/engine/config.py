@@ -181,6 +181,19 @@ ZREP_VARIABLES: dict[str, str] = {
 }
 
 
+def shell_words(name: str, text: str) -> list[str]:
+    """`text` split into words as zrep's shell splits an unquoted `$VAR` with quotes honoured
+    (`shlex`: quotes and backslashes, no other shell features); a `ConfigError` naming `name`
+    when it cannot be split (an unbalanced quote, a backslash at the end)."""
+    try:
+        return shlex.split(text)
+    except ValueError as e:  # shlex says only "No closing quotation" / "No escaped character"
+        raise ConfigError(
+            f"{name}: cannot split {text!r} into words: {str(e).lower()} "
+            "(an unbalanced quote or a trailing backslash?)"
+        ) from None
+
+
 def zrep_value(field: str, text: str) -> Any:
     """EngineConfig `field` from the string zrep would have in its variable, with zrep's
     meaning (set but empty is not always unset: `ZREP_RENAME_UNSENT=` means no)."""
@@ -191,7 +204,7 @@ def zrep_value(field: str, text: str) -> Any:
             raise ConfigError(f"ZREP_SAVE_COUNT must be a number, not {text!r}") from None
     if field == "init_remote_properties":
         props: list[tuple[str, str]] = []
-        for item in shlex.split(text):
+        for item in shell_words("ZREP_INIT_REMOTE_PROPERTIES", text):
             try:
                 props.append(validate_property_assignment(item))
             except ValidationError as e:
@@ -202,7 +215,7 @@ def zrep_value(field: str, text: str) -> Any:
             raise ConfigError(f"ZREP_R must be empty or -R, not {text.strip()!r}")
         return text.strip() == "-R"
     if field in ("send_flags", "create_flags"):
-        return tuple(shlex.split(text))
+        return tuple(shell_words(ZREP_VARIABLES[field], text))
     if field in ("resume", "bookmarks"):
         return resume_setting(text)  # on unless 0/no/off/false
     if field in ("decrypt", "recv_unmounted"):
@@ -217,4 +230,8 @@ def zrep_value(field: str, text: str) -> Any:
         return text or DEFAULT_DATEFORMAT
     if field == "rundir":
         return text.strip()
+    if field in ("outfilter", "infilter"):
+        # Run as argv split like this (`workers.exec.quoting.filter_argv`): a filter that
+        # cannot be split is a bad setting now, not a failed sync later.
+        shell_words(ZREP_VARIABLES[field], text)
     return text.strip() or None  # inc_flag (None: derived from the tag), filters, src_host

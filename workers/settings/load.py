@@ -16,6 +16,7 @@ from typing import Any, TypeVar, cast, overload
 
 from pydantic import ValidationError as SchemaError
 
+from workers.engine.config import shell_words
 from workers.engine.errors import ConfigError
 from workers.settings.sections import FLEET_TABLES, WorkerFile
 from workers.settings.settings import Settings
@@ -50,6 +51,7 @@ def load(
     _check_tables(raw, model, file, problems)
     env_source = EnvSource(model, source_env, model.env_names())
     merged = merge(raw, env_source())
+    problems += env_source.problems
     origin = env_source.origin
     try:
         tables = model(**merged)
@@ -61,6 +63,7 @@ def load(
         return _where(file, table, key, origin.get((table, key)))
 
     problems += _cross_checks(tables, where)
+    problems += _word_checks(tables, source_env, where)
     engine = checked_engine_config(
         tables.zrep, source_env, lambda key: where("zrep", key), problems
     )
@@ -148,6 +151,22 @@ def _cross_checks(tables: WorkerFile, where: Any) -> list[str]:
             problems.append(f"{where('signing', key)}: {p} does not exist")
     if sg.trusted is not None and not sg.trusted.is_dir():
         problems.append(f"{where('signing', 'trusted')}: {sg.trusted} is not a directory")
+    return problems
+
+
+def _word_checks(tables: WorkerFile, env: Mapping[str, str], where: Any) -> list[str]:
+    """The settings split into argv only when a command runs: split them now, so a bad one
+    stops the process at start, named, instead of failing a task later."""
+    problems: list[str] = []
+    checks = (
+        ("SSH", env.get("SSH", "")),
+        (where("worker", "remote_command"), tables.worker.remote_command),
+    )
+    for name, text in checks:
+        try:
+            shell_words(name, text)
+        except ConfigError as e:
+            problems.append(e.message)
     return problems
 
 

@@ -56,8 +56,15 @@ HostName = Annotated[str | None, AfterValidator(_host_name)]
 
 
 def words(value: str) -> list[str]:
-    """A variable holding shell words (`ZREPQ_SSH_ARGS`)."""
-    return shlex.split(value)
+    """A variable holding shell words (`ZREPQ_SSH_ARGS`); `ValueError` saying why it cannot
+    be split (the caller names the variable)."""
+    try:
+        return shlex.split(value)
+    except ValueError as e:  # "No closing quotation" / "No escaped character"
+        raise ValueError(
+            f"cannot split {value!r} into words: {str(e).lower()} "
+            "(an unbalanced quote or a trailing backslash?)"
+        ) from None
 
 
 def items(value: str) -> list[str]:

@@ -13,14 +13,13 @@ takes its own part:
 from __future__ import annotations
 
 import os
-import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from workers.engine.config import EngineConfig
+from workers.engine.config import EngineConfig, shell_words
 from workers.exec.ssh_options import SshOptions
 from workers.settings.broker import Broker
 from workers.settings.sections import WorkerFile
@@ -49,7 +48,7 @@ class Settings(Generic[F]):
         """[ssh]; zrep's `SSH="ssh -c cipher ..."` adds its arguments before [ssh] args."""
         s = self.model.ssh
         extra: list[str] = []
-        legacy = shlex.split(self.source_env.get("SSH", ""))
+        legacy = shell_words("SSH", self.source_env.get("SSH", ""))
         if legacy and os.path.basename(legacy[0]) == "ssh":
             extra = legacy[1:]
         return SshOptions(
@@ -83,7 +82,7 @@ class Settings(Generic[F]):
 
     def remote_command(self) -> tuple[str, ...]:
         """What runs zrep's verbs on the other host (`[worker] remote_command`)."""
-        return tuple(shlex.split(self.model.worker.remote_command))
+        return tuple(shell_words("[worker] remote_command", self.model.worker.remote_command))
 
     @cached_property
     def broker(self) -> Broker:

@@ -76,6 +76,7 @@ class EnvSource(PydanticBaseSettingsSource):
         self.env = env
         self.names = names
         self.origin: dict[tuple[str, str], str] = {}
+        self.problems: list[str] = []  # variables whose text `parse` refused, named
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False  # values come by table from __call__
@@ -86,7 +87,13 @@ class EnvSource(PydanticBaseSettingsSource):
             value: Any = self.env.get(name)
             if value is None or value == "":
                 continue
-            out.setdefault(table, {})[key] = value if parse is None else parse(value)
+            if parse is not None:
+                try:
+                    value = parse(value)
+                except ValueError as e:
+                    self.problems.append(f"{name}: {e}")
+                    continue
+            out.setdefault(table, {})[key] = value
             self.origin[(table, key)] = name
         return out
 

@@ -12,6 +12,7 @@ from .properties import Properties
 from .state import Host
 
 contextlib = Lazy("contextlib", globals())
+errno = Lazy("errno", globals())
 shutil = Lazy("shutil", globals())
 trees = Lazy(".trees", globals())
 crypt = Lazy(".crypt", globals())
@@ -181,7 +182,7 @@ class Model(Properties):
                     os.rmdir(want)
                 os.makedirs(os.path.dirname(want), exist_ok=True)
                 if os.path.isdir(cur):
-                    os.rename(cur, want)
+                    _move(cur, want)
                 else:
                     os.makedirs(want, exist_ok=True)
             d["dir"] = want
@@ -305,13 +306,41 @@ class Model(Properties):
                 os.unlink(os.path.join(self.host.partdir, p["stage"]))
 
 
+def _move(src: str, dest: str) -> None:
+    """Move `src` (a content directory, or an entry of one) to `dest`, which does not exist.
+
+    A rename when both are on one filesystem. A mountpoint may be on another one (OpenZFS
+    just mounts the dataset there): then copy the tree keeping what a remount keeps (modes,
+    times, owners, symlinks as links, extended attributes) and remove `src`. Hard links
+    between files become copies (the stand-in's content is compared by name and content)."""
+    try:
+        os.rename(src, dest)
+        return
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+    if os.path.isdir(src) and not os.path.islink(src):
+        shutil.copytree(src, dest, symlinks=True, copy_function=shutil.copy2)
+        for top, dirs, files in os.walk(src):
+            for n in [None, *dirs, *files]:
+                a = top if n is None else os.path.join(top, n)
+                st = os.lstat(a)
+                os.lchown(os.path.join(dest, os.path.relpath(a, src)), st.st_uid, st.st_gid)
+        shutil.rmtree(src)
+    else:
+        st = os.lstat(src)
+        shutil.copy2(src, dest, follow_symlinks=False)
+        os.lchown(dest, st.st_uid, st.st_gid)
+        os.unlink(src)
+
+
 def _merge_dir(src: str, dest: str) -> None:
     """Move the entries of `src` into `dest` (which holds only other datasets' mountpoints;
     an empty directory of `src` in the way of one is dropped), then remove `src`."""
     for e in os.listdir(src):
         a, b = os.path.join(src, e), os.path.join(dest, e)
         if not os.path.lexists(b):
-            os.rename(a, b)
+            _move(a, b)
         elif os.path.isdir(a) and not os.path.islink(a) and not os.listdir(a):
             os.rmdir(a)
     with contextlib.suppress(OSError):
