@@ -42,6 +42,8 @@ _TASKS: dict[str, Any] = {
     "task_default_queue": DEFAULT_QUEUE,
     "worker_hijack_root_logger": False,
     "worker_cancel_long_running_tasks_on_connection_loss": False,
+    # Celery's consumer, reconnecting where a lost broker made it exit (`tasks/consumer.py`).
+    "worker_consumer": "tasks.consumer:Consumer",
     "enable_utc": True,
 }
 
