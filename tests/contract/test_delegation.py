@@ -148,6 +148,49 @@ def test_send_side_delegation(b: ZfsBackend) -> None:
     assert get_src(b, "zrep:sent", f"{fs}@s3") == ("1", "local")
 
 
+def send_as(b: ZfsBackend, args: str) -> tuple[int, int, str]:
+    """`zfs send ARGS` as U into a pipe: (its exit status, bytes written, its stderr)."""
+    res = b.sh(f"{{ zfs send {args}; echo \"exit=$?\" >&2; }} | wc -c", user=U).check()
+    lines = res.stderr.splitlines()
+    assert lines and lines[-1].startswith("exit="), res.stderr
+    return int(lines[-1][5:]), int(res.stdout), "\n".join(lines[:-1])
+
+
+def test_sends_of_several_snapshots_need_hold(b: ZfsBackend) -> None:
+    """libzfs's -I and -R sends take temporary user holds (`.send-PID-N`) on what they send,
+    after the size estimate: a user with `send` alone gets nothing from them. A full or -i
+    send (from a snapshot or a bookmark, raw or with properties) takes none, nor does -n."""
+    fs = source(b)
+    ok(b, "snapshot", f"{fs}@s3")
+    ok(b, "create", f"{fs}/kid")
+    ok(b, "snapshot", "-r", f"{fs}@r1")
+    ok(b, "allow", U, "send", fs)
+    for form in ["", "-i @s1", "-i '#b1'", "-w", "-w -i @s2", "-p", "-p -i @s1", "-c -i @s1"]:
+        code, size, err = send_as(b, f"{form} {fs}@s3")
+        assert (code, err) == (0, "") and size > 0, (form, code, err)
+    refused = ["cannot hold: permission denied", f"cannot send '{fs}': permission denied"]
+    for form, snap in [("-I @s1", "s3"), ("-w -I @s1", "s3"), ("-p -I @s2", "s3"),
+                       ("-R", "r1"), ("-R -I @s1", "r1"), ("-R -w", "r1")]:  # fmt: skip
+        code, _size, err = send_as(b, f"{form} {fs}@{snap}")
+        assert (code, err.splitlines()) == (1, refused), (form, code, err)
+    code, _size, err = send_as(b, f"-v -I @s1 {fs}@s3")  # the estimate comes first
+    assert code == 1 and err.splitlines()[-2:] == refused
+    assert err.splitlines()[0].startswith(f"send from @s1 to {fs}@s2 estimated size is ")
+    assert b.zfs("send", "-nv", "-I", "@s1", f"{fs}@s3", user=U).ok
+    # checked at each sent snapshot's filesystem: a local grant there is enough for -I,
+    # -R needs it on the children too; `release` is not needed (the holds go with the fd)
+    ok(b, "allow", "-l", U, "hold", fs)
+    code, size, err = send_as(b, f"-I @s1 {fs}@s3")
+    assert (code, err) == (0, "") and size > 0
+    code, _size, err = send_as(b, f"-R {fs}@r1")
+    assert (code, err.splitlines()) == (1, refused)
+    ok(b, "allow", "-d", U, "hold", b.base)
+    code, size, err = send_as(b, f"-R -I @s1 {fs}@r1")
+    assert (code, err) == (0, "") and size > 0
+    holds = ok(b, "holds", "-H", f"{fs}@s1", f"{fs}@s3", f"{fs}/kid@r1").splitlines()
+    assert [h.split("\t")[:2] for h in holds] == [[f"{fs}@s1", "keep"]]  # none left
+
+
 def test_where_a_grant_applies(b: ZfsBackend) -> None:
     """A snapshot is checked as a descendent, even at its own filesystem: a local-only grant
     on the filesystem does not cover its snapshots (send, destroy), a descendent-only one
