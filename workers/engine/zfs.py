@@ -178,6 +178,12 @@ class ZfsHost:
         snaps = [r for r in rows if "#" not in r[0]]
         return _snapshots_from_rows(snaps, sent), from_rows([r for r in rows if "#" in r[0]])
 
+    def bookmarks(self, fs: str) -> list[Bookmark]:
+        """fs's bookmarks (one `zfs get`), oldest first."""
+        from .bookmarks import from_rows
+
+        return from_rows(self._get_depth1(fs, "bookmark", ["guid", "createtxg", "creation"]))
+
     def _get_depth1(self, name: str, types: str, keys: list[str]) -> list[list[str]]:
         """Rows (name, property, value, source) of `zfs get -d 1 -t TYPES` on `name`: the
         dataset, its snapshots and its children, as `types` selects."""
