@@ -150,7 +150,7 @@ def test_send_side_delegation(b: ZfsBackend) -> None:
 
 def send_as(b: ZfsBackend, args: str) -> tuple[int, int, str]:
     """`zfs send ARGS` as U into a pipe: (its exit status, bytes written, its stderr)."""
-    res = b.sh(f"{{ zfs send {args}; echo \"exit=$?\" >&2; }} | wc -c", user=U).check()
+    res = b.sh(f'{{ zfs send {args}; echo "exit=$?" >&2; }} | wc -c', user=U).check()
     lines = res.stderr.splitlines()
     assert lines and lines[-1].startswith("exit="), res.stderr
     return int(lines[-1][5:]), int(res.stdout), "\n".join(lines[:-1])
@@ -189,6 +189,32 @@ def test_sends_of_several_snapshots_need_hold(b: ZfsBackend) -> None:
     assert (code, err) == (0, "") and size > 0
     holds = ok(b, "holds", "-H", f"{fs}@s1", f"{fs}@s3", f"{fs}/kid@r1").splitlines()
     assert [h.split("\t")[:2] for h in holds] == [[f"{fs}@s1", "keep"]]  # none left
+
+
+def test_a_send_refused_for_want_of_send(b: ZfsBackend) -> None:
+    """Without `send` (holds granted): a full or -i send writes nothing and fails; an -I send
+    warns per snapshot, still writes its package (header and end, no snapshot) and exits 0
+    on 2.1 (1 on 2.3): `zfs recv` takes that stream as nothing to receive, and succeeds."""
+    fs = source(b)
+    ok(b, "snapshot", f"{fs}@s3")
+    dst = f"{b.base2}/dst"
+    b.sh(f"zfs send {fs}@s1 | zfs recv -u {dst}").check()
+    ok(b, "allow", U, "hold", fs)
+    for form in ["", "-i @s1"]:
+        code, size, err = send_as(b, f"{form} {fs}@s3")
+        assert (code, size, err) == (1, 0, f"warning: cannot send '{fs}@s3': permission denied")
+    made = b.sh("f=$(mktemp /var/tmp/zrepq-stream.XXXXXX) && chmod 666 $f && echo $f")
+    stream = made.check().stdout.strip()
+    try:
+        res = b.sh(f"zfs send -I @s1 {fs}@s3 > {stream}", user=U)
+        assert_fails(res, f"warning: cannot send '{fs}@s2': permission denied",
+                     f"warning: cannot send '{fs}@s3': permission denied",
+                     code=1 if zfs_version(b) >= (2, 3, 0) else 0)  # fmt: skip
+        assert int(b.sh(f"wc -c < {stream}").check().stdout) > 0
+        b.sh(f"zfs recv -u -F {dst} < {stream}").check()  # nothing received, no error
+        assert snapshots(b, dst) == ["s1"]
+    finally:
+        b.sh(f"rm -f {stream}")
 
 
 def test_where_a_grant_applies(b: ZfsBackend) -> None:
@@ -305,9 +331,16 @@ def test_set_applies_what_it_may(b: ZfsBackend) -> None:
     assert_fails(res, f"cannot mount '{fs}': Insufficient privileges",
                  "property may be set but unable to remount filesystem", code=code)  # fmt: skip
     assert get(b, "readonly", fs) == "on"
+    # inherit: the same, in fewer words and exit 1 on every line
+    res = b.zfs("inherit", "readonly", fs, user=U)
+    assert_fails(res, f"cannot mount '{fs}': Insufficient privileges")
+    assert "property may be set" not in res.stderr
+    assert get_src(b, "readonly", fs) == ("off", "default")
+    ok(b, "set", "readonly=on", fs)
     ok(b, "unmount", fs)
     ok(b, "set", "readonly=off", fs, user=U)  # unmounted: nothing to remount
     assert get(b, "readonly", fs) == "off"
+    ok(b, "inherit", "readonly", fs, user=U)
 
 
 def test_create_and_mount_as_unprivileged(b: ZfsBackend) -> None:

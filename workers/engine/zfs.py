@@ -233,6 +233,24 @@ class ZfsHost:
     def inherit(self, name: str, prop: str) -> None:
         self.run(cmd.inherit(name, prop))
 
+    def set_mount_option(self, name: str, prop: str, value: str | None) -> bool:
+        """Set (None: inherit) a mount option such as readonly; False when the property is
+        set but the remount was refused: a worker that is not root changing a mounted
+        filesystem (OpenZFS sets the property, then libzfs's remount needs root)."""
+        argv = cmd.inherit(name, prop) if value is None else cmd.set_props(name, {prop: value})
+        try:
+            self.run(argv)
+        except CommandError as e:
+            if not zfs_errors.only_remount_refused(e.stderr or ""):
+                raise
+            now = self.info(name).props.get(prop)  # the property is what was asked? else raise
+            if now is None or (now.source == "local") != (value is not None):
+                raise
+            if value is not None and now.value != value:
+                raise
+            return False
+        return True
+
     def set_q(self, name: str, values: dict[str, str]) -> None:
         """Set zrepq's own properties (`zrepq:<tag>:<key>`) on a dataset."""
         self.set(name, {zrepq_prop(self.tag, k): v for k, v in values.items()})

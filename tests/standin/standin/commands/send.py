@@ -265,6 +265,7 @@ def cmd_send(host: Host, args) -> int:
             "sendfs": fs,
             "props": props,
             "replicate": replicate,
+            "doall": doall,
             "resume": False,
             "fss": fss,
             "toname": target,
@@ -325,7 +326,7 @@ def hold_refusals(m: Model, fs: str, sent: list) -> list:
     stream: a caller that is not root needs `hold` on each sent snapshot's filesystem (a
     local grant there is enough), or nothing is sent (found on OpenZFS 2.1.11 and 2.3.2;
     a full or -i send, from a snapshot or a bookmark, and -n, take none)."""
-    if all(m.may(f_, "hold") for f_ in dict.fromkeys([fs] + sent)):
+    if all(m.may(f_, "hold") for f_ in dict.fromkeys([fs, *sent])):
         return []
     return ["cannot hold: permission denied", "cannot send '%s': permission denied" % fs]
 
@@ -407,14 +408,36 @@ def run_send(host, head, plans, dry, parsable, verbosity, refusals=()) -> int:
     if dry:
         return 0
     if refusals:
-        for line in refusals:
-            err(line)
-        return 1
+        return refused_stream(head, refusals)
     tag = hold_for_send(host, plans)
     try:
         return stream_out(host, head, plans, parsable, verbosity)
     finally:
         release_send_holds(host, tag)
+
+
+def refused_stream(head: dict, refusals) -> int:
+    """A send refused after the estimate. libzfs's zfs_send() (-I, -R, -p) has written its
+    package header by then; with -I/-R a refused snapshot is a warning, the next is tried,
+    and the END record follows: a stream `zfs recv` takes, receiving nothing, and `zfs send`
+    exits 0 on 2.1.11, 1 on 2.3.2. Refused holds (before any snapshot) or -p alone: the
+    header, then exit 1. A plain stream: nothing (seen on OpenZFS 2.1.11 and 2.3.2)."""
+    for line in refusals:
+        err(line)
+    if not head["package"]:
+        return 1
+    from ..release import zversion
+
+    w = Writer(1)
+    try:
+        w.write(MAGIC)
+        w.record(b"HEAD", jdump(head))
+        if not (head["replicate"] or head.get("doall")) or refusals[0].startswith("cannot hold"):
+            return 1
+        w.record(b"END!", jdump({"crc": "%08x" % w.crc, "sections": 0}))
+    except BrokenPipeError:
+        return 1
+    return 1 if zversion() >= (2, 3, 0) else 0
 
 
 def hold_for_send(host: Host, plans) -> str:
