@@ -52,10 +52,8 @@ def clear_local(ctx: Context, local: ZfsHost, fs: str) -> list[str]:
     for s in ours:
         local.destroy(s.name, recursive=True)
         destroyed.append(s.name)
-    cursors = bookmarks.drop_cursors(ctx, local, fs)  # zrepq's own: not zrep's, none left
-    if cursors:
-        ctx.say(f"Destroyed zrepq's replication cursor {', '.join(cursors)}", fs)
-        destroyed += cursors
+    # zrepq's own cursors too, silently: zrep's lines stay zrep's (the caller lists them)
+    destroyed += bookmarks.drop_cursors(ctx, local, fs)
     ctx.say(f"Removing zrep-related properties from {fs}", fs)
     prefix = f"{ctx.tag}:"
     for prop, source in local.props_with_source(fs):
