@@ -68,6 +68,9 @@ def handback_text(target: str, r: dict[str, Any]) -> str:
         f"released {holds} hold{'' if holds == 1 else 's'}",
         f"removed {props} zrepq propert{'y' if props == 1 else 'ies'}",
     ]
+    if r.get("bookmarks"):
+        n = len(r["bookmarks"])
+        done.append(f"destroyed {n} cursor bookmark{'' if n == 1 else 's'}")
     if r["aborted"]:
         done.append(f"aborted the partial receive on {', '.join(r['aborted'])}")
     return f"{target}: handed back to zrep ({'; '.join(done)})"

@@ -42,7 +42,7 @@ usage: zrepq-local [-t TAG] [--json] COMMAND ...
   status|-s [-v] [-a|fs ...]          list|-l [-v|-L|-s] [fs ...]
   lastsent fs    uptodate fs    clear [-f] fs    sentsync [-L] fs@snap
   pause [-r REASON] [-E] fs      resume fs       (-E: pause expire too)
-  handback [-L] fs    give the pair back to zrep: zrepq's holds, properties, partial receive
+  handback [-L] fs    give the pair back to zrep: zrepq's holds, cursors, props, partial receive
   changeconfig|-C [-f] fs desthost destfs | changeconfig|-C [-f] -d destfs srchost srcfs
   version
 """

@@ -46,6 +46,11 @@ def zrepq_marks(b: ZfsBackend, fs: str) -> list[str]:
     return marks
 
 
+def bookmarks(b: ZfsBackend, fs: str) -> list[str]:
+    out = ok(b, "list", "-H", "-t", "bookmark", "-o", "name", "-d", "1", fs)
+    return sorted(line.split("#", 1)[1] for line in out.split())
+
+
 def make_zrepq_pair_with_everything(p: Pair) -> None:
     """A pair zrepq ran for a while: holds, pause, an error flag and a partial receive."""
     ctx = p.context()
@@ -67,9 +72,18 @@ def make_zrepq_pair_with_everything(p: Pair) -> None:
 def test_handback_removes_only_what_zrepq_added(pair: Pair) -> None:
     p = pair
     make_zrepq_pair_with_everything(p)
+    # beside zrepq's cursor (made by each sync): another tag's cursor, someone's own
+    # bookmark, and on the standby a cursor of ours left from when it was the master
+    ok(p.b, "bookmark", f"{p.src}@zrep_000001", f"{p.src}#zrepq_other_000001")
+    ok(p.b, "bookmark", f"{p.src}@zrep_000001", f"{p.src}#mine")
+    ok(p.b, "bookmark", f"{p.dst}@zrep_000001", f"{p.dst}#zrepq_zrep_000001")
+    assert bookmarks(p.b, p.src) == ["mine", "zrepq_other_000001", "zrepq_zrep_000002"]
     before = zrep_state(p.b, p.src), zrep_state(p.b, p.dst)
     res = run(p.context(), HandbackRequest(fs=p.src))
     assert res.released == [f"hosta:{p.src}@zrep_000002", f"hostb:{p.dst}@zrep_000002"]
+    assert res.bookmarks == [f"hosta:{p.src}#zrepq_zrep_000002", f"hostb:{p.dst}#zrepq_zrep_000001"]
+    assert bookmarks(p.b, p.src) == ["mine", "zrepq_other_000001"]
+    assert bookmarks(p.b, p.dst) == []
     assert res.aborted == [f"hostb:{p.dst}"]
     assert {r.split()[1] for r in res.properties} >= {
         "zrepq:zrep:paused",
@@ -133,8 +147,9 @@ def test_zrepq_local_handback(standin_pair: Pair) -> None:
     assert cli.main(["handback", p.src], context=ctx, out=out, err=err) == 0, err.getvalue()
     assert out.getvalue().splitlines() == [
         f"hosta:{p.src}: released {HOLD} where held",
+        f"hosta:{p.src}: destroyed zrepq's replication cursor {p.src}#zrepq_zrep_000000",
         f"hostb:{p.dst}: released {HOLD} where held",
         f"{p.src}: handed back; zrep's own state is untouched",
     ]
-    assert p.holds() == ({}, {})
+    assert p.holds() == ({}, {}) and bookmarks(p.b, p.src) == []
     assert cli.main(["handback"], context=ctx, out=out, err=err) == 2  # usage

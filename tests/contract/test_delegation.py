@@ -148,6 +148,75 @@ def test_send_side_delegation(b: ZfsBackend) -> None:
     assert get_src(b, "zrep:sent", f"{fs}@s3") == ("1", "local")
 
 
+def send_as(b: ZfsBackend, args: str) -> tuple[int, int, str]:
+    """`zfs send ARGS` as U into a pipe: (its exit status, bytes written, its stderr)."""
+    res = b.sh(f'{{ zfs send {args}; echo "exit=$?" >&2; }} | wc -c', user=U).check()
+    lines = res.stderr.splitlines()
+    assert lines and lines[-1].startswith("exit="), res.stderr
+    return int(lines[-1][5:]), int(res.stdout), "\n".join(lines[:-1])
+
+
+def test_sends_of_several_snapshots_need_hold(b: ZfsBackend) -> None:
+    """libzfs's -I and -R sends take temporary user holds (`.send-PID-N`) on what they send,
+    after the size estimate: a user with `send` alone gets nothing from them. A full or -i
+    send (from a snapshot or a bookmark, raw or with properties) takes none, nor does -n."""
+    fs = source(b)
+    ok(b, "snapshot", f"{fs}@s3")
+    ok(b, "create", f"{fs}/kid")
+    ok(b, "snapshot", "-r", f"{fs}@r1")
+    ok(b, "allow", U, "send", fs)
+    for form in ["", "-i @s1", "-i '#b1'", "-w", "-w -i @s2", "-p", "-p -i @s1", "-c -i @s1"]:
+        code, size, err = send_as(b, f"{form} {fs}@s3")
+        assert (code, err) == (0, "") and size > 0, (form, code, err)
+    refused = ["cannot hold: permission denied", f"cannot send '{fs}': permission denied"]
+    for form, snap in [("-I @s1", "s3"), ("-w -I @s1", "s3"), ("-p -I @s2", "s3"),
+                       ("-R", "r1"), ("-R -I @s1", "r1"), ("-R -w", "r1")]:  # fmt: skip
+        code, _size, err = send_as(b, f"{form} {fs}@{snap}")
+        assert (code, err.splitlines()) == (1, refused), (form, code, err)
+    code, _size, err = send_as(b, f"-v -I @s1 {fs}@s3")  # the estimate comes first
+    assert code == 1 and err.splitlines()[-2:] == refused
+    assert err.splitlines()[0].startswith(f"send from @s1 to {fs}@s2 estimated size is ")
+    assert b.zfs("send", "-nv", "-I", "@s1", f"{fs}@s3", user=U).ok
+    # checked at each sent snapshot's filesystem: a local grant there is enough for -I,
+    # -R needs it on the children too; `release` is not needed (the holds go with the fd)
+    ok(b, "allow", "-l", U, "hold", fs)
+    code, size, err = send_as(b, f"-I @s1 {fs}@s3")
+    assert (code, err) == (0, "") and size > 0
+    code, _size, err = send_as(b, f"-R {fs}@r1")
+    assert (code, err.splitlines()) == (1, refused)
+    ok(b, "allow", "-d", U, "hold", b.base)
+    code, size, err = send_as(b, f"-R -I @s1 {fs}@r1")
+    assert (code, err) == (0, "") and size > 0
+    holds = ok(b, "holds", "-H", f"{fs}@s1", f"{fs}@s3", f"{fs}/kid@r1").splitlines()
+    assert [h.split("\t")[:2] for h in holds] == [[f"{fs}@s1", "keep"]]  # none left
+
+
+def test_a_send_refused_for_want_of_send(b: ZfsBackend) -> None:
+    """Without `send` (holds granted): a full or -i send writes nothing and fails; an -I send
+    warns per snapshot, still writes its package (header and end, no snapshot) and exits 0
+    on 2.1 (1 on 2.3): `zfs recv` takes that stream as nothing to receive, and succeeds."""
+    fs = source(b)
+    ok(b, "snapshot", f"{fs}@s3")
+    dst = f"{b.base2}/dst"
+    b.sh(f"zfs send {fs}@s1 | zfs recv -u {dst}").check()
+    ok(b, "allow", U, "hold", fs)
+    for form in ["", "-i @s1"]:
+        code, size, err = send_as(b, f"{form} {fs}@s3")
+        assert (code, size, err) == (1, 0, f"warning: cannot send '{fs}@s3': permission denied")
+    made = b.sh("f=$(mktemp /var/tmp/zrepq-stream.XXXXXX) && chmod 666 $f && echo $f")
+    stream = made.check().stdout.strip()
+    try:
+        res = b.sh(f"zfs send -I @s1 {fs}@s3 > {stream}", user=U)
+        assert_fails(res, f"warning: cannot send '{fs}@s2': permission denied",
+                     f"warning: cannot send '{fs}@s3': permission denied",
+                     code=1 if zfs_version(b) >= (2, 3, 0) else 0)  # fmt: skip
+        assert int(b.sh(f"wc -c < {stream}").check().stdout) > 0
+        b.sh(f"zfs recv -u -F {dst} < {stream}").check()  # nothing received, no error
+        assert snapshots(b, dst) == ["s1"]
+    finally:
+        b.sh(f"rm -f {stream}")
+
+
 def test_where_a_grant_applies(b: ZfsBackend) -> None:
     """A snapshot is checked as a descendent, even at its own filesystem: a local-only grant
     on the filesystem does not cover its snapshots (send, destroy), a descendent-only one
@@ -262,9 +331,16 @@ def test_set_applies_what_it_may(b: ZfsBackend) -> None:
     assert_fails(res, f"cannot mount '{fs}': Insufficient privileges",
                  "property may be set but unable to remount filesystem", code=code)  # fmt: skip
     assert get(b, "readonly", fs) == "on"
+    # inherit: the same, in fewer words and exit 1 on every line
+    res = b.zfs("inherit", "readonly", fs, user=U)
+    assert_fails(res, f"cannot mount '{fs}': Insufficient privileges")
+    assert "property may be set" not in res.stderr
+    assert get_src(b, "readonly", fs) == ("off", "default")
+    ok(b, "set", "readonly=on", fs)
     ok(b, "unmount", fs)
     ok(b, "set", "readonly=off", fs, user=U)  # unmounted: nothing to remount
     assert get(b, "readonly", fs) == "off"
+    ok(b, "inherit", "readonly", fs, user=U)
 
 
 def test_create_and_mount_as_unprivileged(b: ZfsBackend) -> None:

@@ -23,6 +23,7 @@ from tests.harness.zfs_backend import ZfsBackend, ZfsResult
 from workers.engine.errors import Cancelled, HostUnreachable, PipelineError
 from workers.engine.events import StreamProgress
 from workers.engine.ports import CommandResult, StreamResult, StreamSpec
+from workers.exec.progress import SendProgress
 from workers.exec.runner import command_error, first_line
 
 _SEP = "\x1e"  # between the send's and the receive's stderr in the stream script's output
@@ -116,12 +117,15 @@ class BackendTransport:
             )
         send_rc, recv_rc = int(codes[0]), int(codes[1])
         if recv_rc != 0 or send_rc != 0:
-            # The receive's failure is the real one when it failed: the send only lost its
-            # reader then.
+            # As workers/exec/blame.py: the send's failure is the real one when it failed on
+            # its own (a refused send leaves the receive a short stream); a send that only
+            # lost its reader (SIGPIPE, "Broken pipe") is blamed only when nothing else is.
+            send_err = _without_progress(send_err)  # as StderrCapture keeps it
+            send_victim = send_rc == 128 + 13 or "Broken pipe" in send_err
             argv, rc, err, host = (
-                (spec.recv_argv, recv_rc, recv_err, spec.recv_host)
-                if recv_rc != 0
-                else (spec.send_argv, send_rc, send_err, spec.send_host)
+                (spec.send_argv, send_rc, send_err, spec.send_host)
+                if send_rc != 0 and (recv_rc == 0 or not send_victim)
+                else (spec.recv_argv, recv_rc, recv_err, spec.recv_host)
             )
             raise PipelineError(
                 f"{shlex.join(argv[:2])} on {host} failed (exit {rc}): "
@@ -147,3 +151,9 @@ def _size(send_stderr: str) -> int:
         if parts[0] == "size" and len(parts) > 1 and parts[1].isdigit():
             return int(parts[1])
     return 0
+
+
+def _without_progress(stderr: str) -> str:
+    """`zfs send -P`'s estimate and progress lines dropped: the rest says what failed."""
+    progress = SendProgress()
+    return "\n".join(line for line in stderr.splitlines() if not progress.feed(line))

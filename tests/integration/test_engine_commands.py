@@ -194,9 +194,14 @@ def test_uptodate_snaponly_synconly(pair: tuple[Fleet, Site, Site]) -> None:
 def test_clear_removes_snapshots_properties_and_holds(pair: tuple[Fleet, Site, Site]) -> None:
     f, a, _b = pair
     src = a.fs("prod")
+    a.zfs.zfs("bookmark", f"{src}@zrep_000000", f"{src}#zrepq_other_000000")  # another tag's
+    a.zfs.zfs("bookmark", f"{src}@zrep_000000", f"{src}#mine")
     destroyed = run(f.context("hosta"), ClearRequest(fs=src))
-    assert destroyed == [f"{src}@zrep_000000"]
+    # the snapshots and zrepq's cursor bookmark of the tag, no other bookmark
+    assert destroyed == [f"{src}@zrep_000000", f"{src}#zrepq_zrep_000000"]
     assert snaps(a, src) == []
+    out = a.zfs.zfs("list", "-H", "-o", "name", "-t", "bookmark", "-d", "1", src).stdout
+    assert sorted(out.split()) == [f"{src}#mine", f"{src}#zrepq_other_000000"]
     out = a.zfs.zfs("get", "-H", "-o", "property", "-s", "local", "all", src).stdout
     assert "zrep:" not in out
     assert a.zfs.read(src, "data.txt") == b"version 1\n"  # the data stays

@@ -738,6 +738,7 @@ def test_cli_text_of_failover_takeover_expire_uptodate_clear(
     assert zrepq("-H", "qa", "clear", "-f", "--wait", src) == (
         f"Destroying any zrep-related snapshots from {src}\n"
         + "".join(f"  destroyed {src}@zrep_00000{i}\n" for i in range(3))
+        + f"  destroyed {src}#zrepq_zrep_000001\n"  # zrepq's cursor, of the last sync
         + f"Removing zrep-related properties from {src}\n",
         "",
         0,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from . import steps
+from . import bookmarks, steps
 from .context import Context
 from .errors import StateError
 from .model import next_snapname, zrep_snapshots
@@ -44,7 +44,8 @@ def clear(ctx: Context, req: ClearRequest) -> list[str]:
 
 
 def clear_local(ctx: Context, local: ZfsHost, fs: str) -> list[str]:
-    """zrep's _clearsnaps and _clearvars, with their lines (a failed init prints them too)."""
+    """zrep's _clearsnaps and _clearvars, with their lines (a failed init prints them too),
+    and zrepq's cursor bookmarks of the tag (returned after the snapshots)."""
     ctx.say(f"Destroying any zrep-related snapshots from {fs}", fs)
     destroyed = []
     ours = zrep_snapshots(local.snapshots(fs), ctx.tag)
@@ -52,6 +53,8 @@ def clear_local(ctx: Context, local: ZfsHost, fs: str) -> list[str]:
     for s in ours:
         local.destroy(s.name, recursive=True)
         destroyed.append(s.name)
+    # zrepq's own cursors too, silently: zrep's lines stay zrep's (the caller lists them)
+    destroyed += bookmarks.drop_cursors(ctx, local, fs)
     ctx.say(f"Removing zrep-related properties from {fs}", fs)
     prefix = f"{ctx.tag}:"
     for prop, source in local.props_with_source(fs):

@@ -154,6 +154,18 @@ def advance(ctx: Context, link: Link, new_short: str, books: Sequence[Bookmark])
         ctx.say(f"could not move the replication cursor to {new}: {e}", fs, warning=True)
 
 
+def drop_cursors(ctx: Context, zh: ZfsHost, fs: str) -> list[str]:
+    """Destroy the tag's cursors on `fs` (`handback`, `clear`): one read, one destroy each;
+    other tags' cursors and bookmarks not named by zrepq stay. Read even with cursors off
+    (ZREPQ_BOOKMARKS=off now, on when they were made). The names destroyed, as `fs#...`."""
+    dropped = []
+    for b in ours(zh.bookmarks(fs), ctx.tag):
+        with contextlib.suppress(NoSuchDataset):  # gone meanwhile: as good
+            zh.run(cmd.destroy(b.name))
+        dropped.append(b.name)
+    return dropped
+
+
 def ensure(ctx: Context, link: Link, base: Snapshot, books: Sequence[Bookmark]) -> None:
     """The cursor on `base` if it has none (a pair from before cursors): no call otherwise."""
     if enabled(ctx) and not any(b.guid == base.guid for b in ours(books, ctx.tag)):

@@ -71,9 +71,10 @@ def _target(argv: Sequence[str]) -> str:
     return name.split("@", 1)[0].split("#", 1)[0] or "POOL/FS"
 
 
-def hint(argv: Sequence[str], host: str | None) -> str:
-    """What to say after zfs's `permission denied`: the permission, and the grant."""
-    perms = needs(argv)
+def hint(argv: Sequence[str], host: str | None, perms: Sequence[str] | None = None) -> str:
+    """What to say after zfs's `permission denied`: the permission (`perms`, else what
+    `argv` needs), and the grant."""
+    perms = needs(argv) if perms is None else tuple(perms)
     if not perms:
         return ""
     where = f" on {host}" if host else ""

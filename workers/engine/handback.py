@@ -1,19 +1,20 @@
 """handback: give a pair back to upstream zrep, exactly as zrep keeps it.
 
 It removes only what zrepq adds to a pair, on both sides: its `zfs hold`s
-(`zrepq:TAG:lastsent`), its own properties (`zrepq:TAG:*`: pause, error flag, rollback mark)
-and a partial receive (`zfs recv -A`: zrep without `-r` cannot receive into one). Every
-`TAG:*` property, every snapshot and the pair's roles stay as they are, so the next `zrep sync`
-and `zrep expire` run as if zrepq had never been there. The pair's lease is taken for the
-duration (refused while another zrepq operation holds it) and given back at the end, so no
-zrepq lease is left on it either.
+(`zrepq:TAG:lastsent`), its replication cursor bookmarks (`fs#zrepq_TAG_NNNNNN`: not other
+tags', not anyone else's), its own properties (`zrepq:TAG:*`: pause, error flag, rollback
+mark, cursor notes) and a partial receive (`zfs recv -A`: zrep without `-r` cannot receive
+into one). Every `TAG:*` property, every snapshot and the pair's roles stay as they are, so
+the next `zrep sync` and `zrep expire` run as if zrepq had never been there. The pair's lease
+is taken for the duration (refused while another zrepq operation holds it) and given back at
+the end, so no zrepq lease is left on it either.
 
 Not zrep's `clear`, which destroys the tag's snapshots and properties on one side.
 """
 
 from __future__ import annotations
 
-from . import steps
+from . import bookmarks, steps
 from .context import Context
 from .errors import StateError
 from .model import DatasetInfo, Snapshot, zrepq_prop
@@ -57,6 +58,10 @@ def _hand_back_side(
     if released:
         result.released += [f"{zh.host}:{n}" for n in released]
         ctx.say(f"{where}: released {ctx.config.hold_tag} where held", fs)
+    cursors = bookmarks.drop_cursors(ctx, zh, fs)  # either side: a failover leaves them behind
+    if cursors:
+        result.bookmarks += [f"{zh.host}:{n}" for n in cursors]
+        ctx.say(f"{where}: destroyed zrepq's replication cursor {', '.join(cursors)}", fs)
     for prop, _source in zh.own_props(fs, zrepq_prop(ctx.tag, "")):
         zh.inherit(fs, prop)
         result.properties.append(f"{where} {prop}")

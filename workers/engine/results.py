@@ -98,6 +98,7 @@ class HandbackResult(Result):
     other_host: str | None  # None with local_only
     other_fs: str | None
     released: list[str] = field(default_factory=list)  # snapshots whose hold was released
+    bookmarks: list[str] = field(default_factory=list)  # cursor bookmarks destroyed
     properties: list[str] = field(default_factory=list)  # "host:fs property", inherited
     aborted: list[str] = field(default_factory=list)  # "host:fs" whose partial receive went
 

@@ -16,7 +16,7 @@ returns what is already true.
 
 from __future__ import annotations
 
-from . import crypto, steps
+from . import crypto, steps, zfs_errors
 from .context import Context
 from .errors import HostKeyError, HostUnreachable, SplitBrain, StateError, ZrepqError
 from .model import Snapshot, last_sent
@@ -56,7 +56,7 @@ def failover(ctx: Context, req: FailoverRequest) -> RoleResult:
     ) as handle:
         ctx.say(f"Setting readonly on local {fs}, then syncing", fs)
         was_readonly = info.props.get("readonly")
-        local.set(fs, {"readonly": "on"})
+        _readonly(ctx, local, fs, "on")
         try:
             if local_only:
                 ctx.say(f"Failover for {fs} in LOCAL mode", fs)
@@ -88,9 +88,9 @@ def failover(ctx: Context, req: FailoverRequest) -> RoleResult:
         except ZrepqError as err:
             # Failover failed: stay master, writable as before.
             if was_readonly is None or was_readonly.source != "local":
-                local.inherit(fs, "readonly")
+                _readonly(ctx, local, fs, None)
             else:
-                local.set(fs, {"readonly": was_readonly.value})
+                _readonly(ctx, local, fs, was_readonly.value)
             err.message = f"final sync failed. failover failed: {err.message}"
             raise
         ctx.say(f"Reversing master properties for {ctx.host}:{fs}", fs)
@@ -155,7 +155,7 @@ def takeover(ctx: Context, req: TakeoverRequest) -> RoleResult:
             # holds would never be resumed (and would be stale once it is standby again).
             ctx.say(f"aborting the partial receive on {ctx.host}:{fs}", fs, warning=True)
             local.abort_resume(fs)
-        local.inherit(fs, "readonly")
+        _readonly(ctx, local, fs, None)
         if short:
             ctx.say(
                 f"WARNING: Before takeover, rolling {fs} to {short}; newer snapshots are destroyed",
@@ -174,8 +174,27 @@ def takeover(ctx: Context, req: TakeoverRequest) -> RoleResult:
             try:
                 local.mount(fs)
             except ZrepqError as e:
-                ctx.say(f"could not mount {fs}: {e}", fs, warning=True)
+                why = (
+                    " (only root mounts on Linux and the worker is not root: mount it as root, "
+                    "or leave it to zfs-mount.service)"
+                    if zfs_errors.root_only(getattr(e, "stderr", None) or "")
+                    else ""
+                )
+                ctx.say(f"could not mount {fs}: {e}{why}", fs, warning=True)
     return result
+
+
+def _readonly(ctx: Context, zh: ZfsHost, fs: str, value: str | None) -> None:
+    """Set (None: inherit) `readonly`. A worker that is not root cannot remount a mounted
+    filesystem: OpenZFS sets the property and refuses libzfs's remount; the kernel applies
+    the property to the mounted filesystem itself, so this goes on, and says so."""
+    if not zh.set_mount_option(fs, "readonly", value):
+        ctx.say(
+            f"readonly={'inherited' if value is None else value} set on {zh.host}:{fs}; its "
+            "remount is root's (the worker is not root): the kernel applies it to the mount",
+            fs,
+            warning=True,
+        )
 
 
 def _release_newer(ctx: Context, zh: ZfsHost, snaps: list[Snapshot], target: str) -> None:

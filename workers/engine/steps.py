@@ -242,6 +242,18 @@ def stream(
         raise
     except PipelineError as e:
         raise zfs_errors.typed_stream(e, resuming=resumed) from None
+    refused = zfs_errors.refused_send(res.stderr.get("send", ""))
+    if refused is not None:
+        # Both ends exited 0, yet a snapshot was not sent (OpenZFS 2.1's -I without `send`):
+        # the stream's failure all the same, before anything is recorded as sent.
+        err = PipelineError(
+            f"zfs send on {link.src.host} failed (exit 0): {refused}",
+            argv=spec.send_argv,
+            returncode=0,
+            stderr=res.stderr.get("send", ""),
+            host=link.src.host,
+        )
+        raise zfs_errors.typed_stream(err, resuming=resumed)
     ctx.emit(StreamFinished(dataset, snapshot, res.bytes_sent, res.elapsed))
     return res.bytes_sent, res.elapsed
 

@@ -191,6 +191,12 @@ class ZfsHost:
         snaps = [r for r in rows if "#" not in r[0]]
         return _snapshots_from_rows(snaps, sent), from_rows([r for r in rows if "#" in r[0]])
 
+    def bookmarks(self, fs: str) -> list[Bookmark]:
+        """fs's bookmarks (one `zfs get`), oldest first."""
+        from .bookmarks import from_rows
+
+        return from_rows(self._get_depth1(fs, "bookmark", ["guid", "createtxg", "creation"]))
+
     def _get_depth1(self, name: str, types: str, keys: list[str]) -> list[list[str]]:
         """Rows (name, property, value, source) of `zfs get -d 1 -t TYPES` on `name`: the
         dataset, its snapshots and its children, as `types` selects."""
@@ -239,6 +245,24 @@ class ZfsHost:
 
     def inherit(self, name: str, prop: str) -> None:
         self.run(cmd.inherit(name, prop))
+
+    def set_mount_option(self, name: str, prop: str, value: str | None) -> bool:
+        """Set (None: inherit) a mount option such as readonly; False when the property is
+        set but the remount was refused: a worker that is not root changing a mounted
+        filesystem (OpenZFS sets the property, then libzfs's remount needs root)."""
+        argv = cmd.inherit(name, prop) if value is None else cmd.set_props(name, {prop: value})
+        try:
+            self.run(argv)
+        except CommandError as e:
+            if not zfs_errors.only_remount_refused(e.stderr or ""):
+                raise
+            now = self.info(name).props.get(prop)  # the property is what was asked? else raise
+            if now is None or (now.source == "local") != (value is not None):
+                raise
+            if value is not None and now.value != value:
+                raise
+            return False
+        return True
 
     def set_q(self, name: str, values: dict[str, str]) -> None:
         """Set zrepq's own properties (`zrepq:<tag>:<key>`) on a dataset."""

@@ -49,6 +49,15 @@ _STALE_TOKEN = (
     "cannot resume send",
     "kernel modules must be upgraded",
 )
+# `zfs set`/`zfs inherit` of a mount option (readonly) of a mounted filesystem by a user that
+# is not root: the property is set, libzfs's remount is refused (only root mounts on Linux).
+NOT_REMOUNTED = ("property may be set but unable to remount filesystem", "insufficient privileges")
+# What libzfs refuses on a command's behalf, by the words of its refusal: `zfs send -I`/`-R`
+# take temporary holds (`cannot hold: permission denied`, then `cannot send`).
+_REFUSED_FOR = (("cannot hold", ("hold",)), ("cannot release", ("release",)))
+# libzfs's words when mount(2) itself refuses a user that is not root (Linux lets only root
+# mount): `mount` granted or not (OpenZFS 2.1.11 and 2.3.2).
+_ROOT_ONLY = ("failed to create mountpoint: permission denied", "insufficient privileges")
 # `zfs recv` on a pool without a feature the stream needs (`-s`: extensible_dataset).
 NEEDS_UPGRADE = "pool must be upgraded to receive this stream"
 
@@ -79,6 +88,31 @@ def only(stderr: str, kinds: Sequence[type[CommandError]]) -> bool:
     return bool(lines) and all(_kind_of_line(line) in kinds for line in lines)
 
 
+def only_remount_refused(stderr: str) -> bool:
+    """Did the command do its work, and only the remount after it fail? (`NOT_REMOUNTED`:
+    `cannot mount 'fs': Insufficient privileges`, then from `zfs set` only `property may be
+    set but unable to remount filesystem`, as OpenZFS 2.1.11 and 2.3.2 say it.)"""
+    lines = [line.lower() for line in _lines(stderr)]
+    return bool(lines) and all(any(m in line for m in NOT_REMOUNTED) for line in lines)
+
+
+def root_only(stderr: str) -> bool:
+    """Did zfs fail because only root may mount, whatever `zfs allow` granted?"""
+    text = stderr.lower()
+    return "cannot mount" in text and any(m in text for m in _ROOT_ONLY)
+
+
+def _hint(err: CommandError, stderr: str) -> str:
+    """delegation.hint for `err`: none when only root could have done it (the hint would
+    send the admin astray), the permission libzfs's refusal names when it is not the
+    command's own (`hold` for a send)."""
+    if root_only(stderr):
+        return ""
+    denied = [ln for ln in stderr.lower().splitlines() if "permission denied" in ln]
+    perms = next((p for w, p in _REFUSED_FOR if denied and denied[0].startswith(w)), None)
+    return delegation.hint(err.argv or (), err.host, perms)
+
+
 def typed(err: CommandError) -> CommandError:
     """`err` as the class its stderr names (the same message and fields), else `err`.
 
@@ -88,8 +122,18 @@ def typed(err: CommandError) -> CommandError:
         return err
     cls = next((k for line in _lines(err.stderr) if (k := _kind_of_line(line))), None)
     if cls is PermissionDenied:
-        err.message += delegation.hint(err.argv or (), err.host)
+        err.message += _hint(err, err.stderr or "")
     return err if cls is None else _as(cls, err)
+
+
+# `zfs send -I`/`-R` refusing a snapshot: a warning, the next one tried, and an empty
+# package written that `zfs recv` takes as nothing to receive: on OpenZFS 2.1.11 both exit 0.
+_SEND_REFUSED = "warning: cannot send '"
+
+
+def refused_send(send_stderr: str) -> str | None:
+    """The line of a finished send's stderr that says a snapshot was not sent, if any."""
+    return next((ln for ln in _lines(send_stderr) if ln.startswith(_SEND_REFUSED)), None)
 
 
 def typed_stream(err: PipelineError, *, resuming: bool) -> PipelineError:
@@ -104,7 +148,7 @@ def typed_stream(err: PipelineError, *, resuming: bool) -> PipelineError:
     if NEEDS_UPGRADE in text:
         return _as(PoolNeedsUpgrade, err)
     if "permission denied" in text.lower():
-        err.message += delegation.hint(err.argv or (), err.host)  # stays a PipelineError
+        err.message += _hint(err, text)  # stays a PipelineError
     return err
 
 

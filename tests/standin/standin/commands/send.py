@@ -256,13 +256,16 @@ def cmd_send(host: Host, args) -> int:
             if props and not raw and any("crypt" in m.ds[f_] for f_ in fslist):
                 props_refused(fs, target, [f_ for f_ in fslist if "crypt" in m.ds[f_]],
                               "%s@%s" % (fs, tosnap))  # fmt: skip
-            for f_, sec, _from in plans:
+            # the holds come first: refused, nothing reaches the kernel's send checks
+            refusals = hold_refusals(m, fs, [f_ for f_, _sec, _from in plans])
+            for f_, sec, _from in plans if not refusals else ():
                 refusals += send_refusals(m, sec["toname"], f_, raw, "source key must be loaded")
             fss = build_fss(m, fslist) if props else None
         head = {
             "sendfs": fs,
             "props": props,
             "replicate": replicate,
+            "doall": doall,
             "resume": False,
             "fss": fss,
             "toname": target,
@@ -315,6 +318,17 @@ def props_refused(fs: str, target: str, encrypted: list, errname: str) -> None:
     err("cannot send %s: encrypted dataset %s may not be sent with properties without the raw "
         "flag" % (target, encrypted[0]))  # fmt: skip
     raise fail("warning: cannot send '%s': backup failed" % errname)
+
+
+def hold_refusals(m: Model, fs: str, sent: list) -> list:
+    """-I and -R (libzfs's zfs_send() with doall or replicate) take temporary user holds on
+    the snapshots they send, through lzc_hold, after the size estimate and before any
+    stream: a caller that is not root needs `hold` on each sent snapshot's filesystem (a
+    local grant there is enough), or nothing is sent (found on OpenZFS 2.1.11 and 2.3.2;
+    a full or -i send, from a snapshot or a bookmark, and -n, take none)."""
+    if all(m.may(f_, "hold") for f_ in dict.fromkeys([fs, *sent])):
+        return []
+    return ["cannot hold: permission denied", "cannot send '%s': permission denied" % fs]
 
 
 def send_refusals(m: Model, snapname: str, fs: str, raw: bool, keymsg: str) -> list:
@@ -394,14 +408,36 @@ def run_send(host, head, plans, dry, parsable, verbosity, refusals=()) -> int:
     if dry:
         return 0
     if refusals:
-        for line in refusals:
-            err(line)
-        return 1
+        return refused_stream(head, refusals)
     tag = hold_for_send(host, plans)
     try:
         return stream_out(host, head, plans, parsable, verbosity)
     finally:
         release_send_holds(host, tag)
+
+
+def refused_stream(head: dict, refusals) -> int:
+    """A send refused after the estimate. libzfs's zfs_send() (-I, -R, -p) has written its
+    package header by then; with -I/-R a refused snapshot is a warning, the next is tried,
+    and the END record follows: a stream `zfs recv` takes, receiving nothing, and `zfs send`
+    exits 0 on 2.1.11, 1 on 2.3.2. Refused holds (before any snapshot) or -p alone: the
+    header, then exit 1. A plain stream: nothing (seen on OpenZFS 2.1.11 and 2.3.2)."""
+    for line in refusals:
+        err(line)
+    if not head["package"]:
+        return 1
+    from ..release import zversion
+
+    w = Writer(1)
+    try:
+        w.write(MAGIC)
+        w.record(b"HEAD", jdump(head))
+        if not (head["replicate"] or head.get("doall")) or refusals[0].startswith("cannot hold"):
+            return 1
+        w.record(b"END!", jdump({"crc": "%08x" % w.crc, "sections": 0}))
+    except BrokenPipeError:
+        return 1
+    return 1 if zversion() >= (2, 3, 0) else 0
 
 
 def hold_for_send(host: Host, plans) -> str:

@@ -125,6 +125,13 @@ def cmd_inherit(host: Host, args) -> int:
                 continue
             for t in targets:
                 m.inherit(t, prop, "S" in flags)
+            if native in NAMESPACE and not PRIVILEGED:
+                # inherited, then libzfs's remount refused: only that line (no "property may
+                # be set" as `zfs set` says), exit 1 on 2.1.11 and 2.3.2 alike
+                for t in targets:
+                    if m.ds[t]["mounted"] and not m.ds[t]["inconsistent"]:
+                        err(m.mount_refused(t))
+                        ret = 1
         if prop == "mountpoint":
             m.relocate_dirs()
     return ret
