@@ -354,6 +354,37 @@ def test_a_lost_base_is_synced_from_the_cursor_bookmark_through_the_queue(
     assert f"synced from bookmark {src}#zrepq_zrep_000001" in st["text"]
 
 
+def test_an_encrypted_dataset_is_replicated_raw_through_the_queue(
+    q: tuple[Fleet, Producer, dict[str, Service]], tmp_path: Path
+) -> None:
+    """Issue 15, point 2, end to end: a passphrase-encrypted master is initialized and synced
+    raw through the queue (the standby holds ciphertext and no key), `status -v` shows the
+    standby's keystatus, and a queued takeover loads the key on the new master before it
+    declares it writable (the key file is where the raw stream's keylocation points)."""
+    f, p, _ = q
+    a, b = f["qa"], f["qb"]
+    key = tmp_path / "passphrase"
+    key.write_bytes(b"correct horse battery\n")
+    key.chmod(0o600)
+    src, dst = a.fs("enc"), b.fs("enc")
+    a.zfs.zfs("create", "-o", "encryption=on", "-o", "keyformat=passphrase",
+              "-o", f"keylocation=file://{key}", src)  # fmt: skip
+    a.zfs.write(src, "secret.txt", b"secret 1\n")
+    assert done(p.init(src, "qb", dst, host="qa"))["ok"]
+    a.zfs.write(src, "secret.txt", b"secret 2\n")
+    rec = done(p.sync(f"qa:{src}"))
+    assert rec["ok"], rec
+    assert b.zfs.get("encryption", dst) != "off" and b.zfs.get("encryptionroot", dst) == dst
+    assert b.zfs.get("keystatus", dst) == "unavailable"
+    st = done(p.status("qa", [src], verbose=True))["result"]
+    assert st["rows"][0]["standby_keystatus"] == "unavailable"
+    assert f"standby qb:{dst} keystatus: unavailable" in st["text"]
+    back = done(p.takeover(dst, host="qb"))  # qa fails over, qb loads the key and takes over
+    assert back["ok"], back
+    assert b.zfs.get("keystatus", dst) == "available" and b.zfs.get("zrep:master", dst) == "yes"
+    assert b.zfs.read(dst, "secret.txt") == b"secret 2\n"
+
+
 def test_one_sync_all_keeps_a_near_and_a_far_standby_current_each_on_its_own(
     q: tuple[Fleet, Producer, dict[str, Service]],
 ) -> None:
