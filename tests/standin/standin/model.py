@@ -30,6 +30,13 @@ class Model(Properties):
         self.host = host
         self.st = st
         self._live_cache = {}
+        self._children_memo = None
+
+    def freeze(self) -> None:
+        """The state will not change any more (a read-only session): remember the tree's
+        derived facts (children, space) instead of recomputing them per dataset."""
+        self._children_memo = {}
+        self._used_memo = {}
 
     # -- basic lookups
     @property
@@ -71,6 +78,15 @@ class Model(Properties):
         return d, self.find_snap(d, sn)
 
     def children(self, name: str, recursive: bool = True) -> list:
+        memo = self._children_memo
+        if memo is not None:
+            key = (name, recursive)
+            if key not in memo:
+                memo[key] = self._children(name, recursive)
+            return list(memo[key])
+        return self._children(name, recursive)
+
+    def _children(self, name: str, recursive: bool) -> list:
         pre = name + "/"
         out = [n for n in self.ds if n.startswith(pre)]
         if not recursive:
@@ -372,6 +388,8 @@ class Session:
         self.host.lock()
         self.model = Model(self.host, self.host.load())
         self.model.drop_stale_send_holds()
+        if not self.write:
+            self.model.freeze()
         return self.model
 
     def __exit__(self, exc_type, exc, tb):
