@@ -12,6 +12,11 @@ Safety of the files: DIR (default `/run/zrepq/locks`) is created mode 0700 and m
 directory owned by this user that nobody else can write; the lock files are opened relative
 to it with O_NOFOLLOW, created 0600, and must be regular files owned by this user.
 
+A worker takes these files too (`LeaseAndFile`): after its Redis lease, the file of each of
+this host's datasets it locks, so that `zrepq-local` and a worker on one host exclude each
+other with no zfs call (zrep's `lock-pid` marks did that before, at 4 zfs calls a sync; now
+they are set only for an upstream zrep: `workers.engine.zreplock`).
+
 Names: a lock name (`tag:host:pool/fs`) becomes a file name by percent-escaping every byte
 outside `A-Z a-z 0-9 . _ -` (so `/`, `:`, space and `%` itself are escaped): one name, one
 file, and no name is `.`, `..` or holds a `/`. A name whose escaped form would pass the
@@ -23,16 +28,20 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
 import stat
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from workers.engine.errors import ConfigError, LockHeld
 from workers.engine.locks import LockToken, describe_holder
+from workers.engine.ports import LockHandle, Locks
 from workers.handle import Handle
+
+log = logging.getLogger(__name__)
 
 DEFAULT_LOCK_DIR = "/run/zrepq/locks"
 _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
@@ -200,4 +209,56 @@ class FileLocks:
         return fd
 
 
-__all__ = ["DEFAULT_LOCK_DIR", "FileLockHandle", "FileLocks", "lock_file_name"]
+class LeaseAndFile:
+    """`ports.Locks` for a worker (and `zrepq-local` with `[locks] redis`): the Redis `lease`,
+    then, for the same keys (this host's datasets; not `check`, the partner's on another host),
+    zrepq-local's lock files in `files`' directory, so `zrepq-local` here refuses while a
+    worker works on a dataset, and the other way round. The lease comes first: workers wait
+    for each other in Redis and meet a `zrepq-local` only here. `holder` is the lease's.
+
+    A directory this process cannot use (another user's: a worker running as a dedicated user
+    and a `zrepq-local` run as root; see docs/operations.md) costs the files, not the work:
+    the handle then says `host_excluded = False` and the engine sets zrep's marks on the
+    dataset instead, which a `zrepq-local` reads; a warning, once per process, names the
+    problem."""
+
+    def __init__(self, lease: Locks, files: FileLocks) -> None:
+        self.lease = lease
+        self.files = files
+        self._warned: set[str] = set()
+
+    @contextmanager
+    def hold(
+        self,
+        keys: Sequence[str],
+        *,
+        operation: str,
+        wait: float = 0.0,
+        check: Sequence[str] = (),
+    ) -> Iterator[LockHandle]:
+        with (
+            self.lease.hold(keys, operation=operation, wait=wait, check=check) as handle,
+            ExitStack() as stack,
+        ):
+            excluded = False
+            if keys:
+                try:
+                    stack.enter_context(self.files.hold(keys, operation=operation, wait=wait))
+                    excluded = True
+                except ConfigError as e:
+                    if e.message not in self._warned:
+                        self._warned.add(e.message)
+                        log.warning(
+                            "%s: zrepq-local on this host is excluded by zrep's lock marks "
+                            "instead (set on each dataset: 4 zfs calls a command)",
+                            e.message,
+                        )
+            if isinstance(handle, Handle):
+                handle.host_excluded = excluded or not keys
+            yield handle
+
+    def holder(self, key: str) -> str | None:
+        return self.lease.holder(key)
+
+
+__all__ = ["DEFAULT_LOCK_DIR", "FileLockHandle", "FileLocks", "LeaseAndFile", "lock_file_name"]

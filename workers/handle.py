@@ -11,6 +11,10 @@ from workers.engine.errors import LockLost
 
 
 class Handle:
+    # Do the other zrepq processes of this host see this lock? (`LeaseAndFile`; when not,
+    # the engine sets zrep's marks on the dataset for them: `steps._marks`.)
+    host_excluded = True
+
     def __init__(
         self, token: str, names: Sequence[str], lost: threading.Event | None = None
     ) -> None:

@@ -115,6 +115,10 @@ class _LostEvent(threading.Event):
 class LeaseHandle(Handle):
     """`ports.LockHandle` of a lease: `lost` is a `_LostEvent`, `check()` raises if set."""
 
+    # A lease alone is invisible to a `zrepq-local` of this host (its lock files): unless
+    # `filelock.LeaseAndFile` took those too, zrep's marks must stand in for them.
+    host_excluded = False
+
     def __init__(self, token: str, names: Sequence[str]) -> None:
         super().__init__(token, names, _LostEvent())
         self._lost: _LostEvent

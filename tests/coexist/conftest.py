@@ -20,11 +20,12 @@ from typing import Any
 import pytest
 
 from tests.harness.backend_transport import BackendTransport
+from tests.harness.pids import FAKE_ZREP
 from tests.harness.standin import StandinHost
 from tests.harness.standin_fixtures import clone_root
 from tests.harness.zfs_backend import StandinBackend, ZfsBackend, ZfsResult, ok, write_file
 from tests.harness.zrep_actor import Zrep, ZrepHost, snapshots_and_holds
-from workers.engine import Context, EngineConfig
+from workers.engine import Context, EngineConfig, zreplock
 from workers.engine import resume as resumable
 from workers.engine.events import Event, Message
 
@@ -105,24 +106,38 @@ class CallLog:
         return self.inner.sh(script, input=input)
 
 
-def _pair(b: ZfsBackend) -> Iterator[Pair]:
+def _pair(b: ZfsBackend, zrep_bin: Path) -> Iterator[Pair]:
     src, dst = f"{b.base}/fs", f"{b.base2}/fs"
     ok(b, "create", src)
     resumable.forget()  # what an earlier test's process learnt about pools of the same name
-    yield Pair(b, src, dst, ZrepHost("hosta", b), ZrepHost("hostb", b))
+    # zrep is installed on this host (the actor plays it): a `zrep` program on the engine's
+    # PATH, so zrepq sets and clears zrep's lock marks (`lock_marks = auto`), as it does next
+    # to a real zrep.
+    (zrep_bin / "zrep").symlink_to(FAKE_ZREP)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PATH", f"{zrep_bin}:{os.environ['PATH']}")
+        assert zreplock.marks_wanted("auto")
+        yield Pair(b, src, dst, ZrepHost("hosta", b), ZrepHost("hostb", b))
     resumable.forget()
 
 
 @pytest.fixture
-def pair(zfs_backend: ZfsBackend) -> Iterator[Pair]:
-    """On every backend asked for: the stand-in, and OpenZFS 2.1/2.3 with `--zfs=real`."""
-    yield from _pair(zfs_backend)
+def zrep_bin(tmp_path: Path) -> Path:
+    where = tmp_path / "zrep-bin"
+    where.mkdir()
+    return where
 
 
 @pytest.fixture
-def standin_pair(tmp_path: Path, _standin_backend_template: Path) -> Iterator[Pair]:
+def pair(zfs_backend: ZfsBackend, zrep_bin: Path) -> Iterator[Pair]:
+    """On every backend asked for: the stand-in, and OpenZFS 2.1/2.3 with `--zfs=real`."""
+    yield from _pair(zfs_backend, zrep_bin)
+
+
+@pytest.fixture
+def standin_pair(tmp_path: Path, _standin_backend_template: Path, zrep_bin: Path) -> Iterator[Pair]:
     """On the stand-in only: for what the `pair` tests and the contract tests already prove
     on OpenZFS at the zfs level (guest time is counted: docs/realzfs.md)."""
     root = tmp_path / "standin-pair"
     clone_root(_standin_backend_template, root)
-    yield from _pair(StandinBackend(StandinHost(root, "backend"), fresh=False))
+    yield from _pair(StandinBackend(StandinHost(root, "backend"), fresh=False), zrep_bin)

@@ -20,11 +20,11 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 
 from tests.harness.zfs_backend import ZfsBackend, ZfsResult
-from workers.engine.errors import Cancelled, HostUnreachable, PipelineError
+from workers.engine.errors import Cancelled, CommandError, HostUnreachable, PipelineError
 from workers.engine.events import StreamProgress
 from workers.engine.ports import CommandResult, StreamResult, StreamSpec
 from workers.exec.progress import SendProgress
-from workers.exec.runner import command_error, first_line
+from workers.exec.runner import command_error, first_line, run_in_turn
 
 _SEP = "\x1e"  # between the send's and the receive's stderr in the stream script's output
 
@@ -54,6 +54,11 @@ class BackendRunner:
         if check and result.returncode != 0:
             raise command_error(result)
         return result
+
+    def run_many(
+        self, argvs: Sequence[Sequence[str]], *, timeout: float | None = None
+    ) -> list[CommandResult | CommandError]:
+        return run_in_turn(self, argvs, timeout)
 
     def close(self) -> None:
         pass

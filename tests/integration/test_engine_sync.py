@@ -9,8 +9,11 @@ from pathlib import Path
 import pytest
 
 from tests.harness.fleet import Fleet, Site
+from tests.harness.pids import FAKE_ZREP
 from workers.engine import run
+from workers.engine.context import Context
 from workers.engine.errors import (
+    CommandError,
     Conflict,
     HostKeyError,
     LockHeld,
@@ -22,6 +25,7 @@ from workers.engine.errors import (
 )
 from workers.engine.events import StreamProgress
 from workers.engine.requests import ExpireRequest, InitRequest, LastsentRequest, SyncRequest
+from workers.exec.remote import ParamikoRunner
 from workers.exec.ssh_options import SshOptions
 
 
@@ -380,18 +384,20 @@ def test_stale_resume_token_is_aborted_and_sync_retried_plain(
     assert any("stale" in getattr(e, "text", "") for e in f.events)
 
 
-def test_a_sync_of_an_unchanged_dataset_makes_18_zfs_calls(
+def test_a_sync_of_an_unchanged_dataset_makes_13_zfs_calls_8_on_the_source(
     pair: tuple[Fleet, Site, Site],
 ) -> None:
     """Calls, not bytes, are what a `sync all` of many small datasets pays for: the other side
-    is read in one `zfs get` (start and expire), the expire reuses the source's list read
-    under the lease, and the send's own estimate replaces `zfs send -nvP`. The source is read
-    once, under the lease and zrep's global lock (issue 17): its properties, zrep's lock marks,
-    its snapshots and bookmarks in one `zfs get -d 1`, where it took three reads before (its
-    properties before locking, `lock-pid` under the global lock, the snapshots after). zrep's
-    lock marks are still checked and set under the global lock, and `lock-pid` is read again
-    before it is cleared (only if still ours). The replication cursor costs two (`zfs
-    bookmark` of the new one, `zfs destroy` of the old). 16 before issue 17 and the cursor."""
+    is read in one `zfs get`, at the start only (issue 17: the expire reuses both sides' lists
+    read under the lease, plus the snapshot just sent), and the send's own estimate replaces
+    `zfs send -nvP`. The source is read once, under the lease (issue 17): its properties,
+    zrep's lock marks, its snapshots and bookmarks in one `zfs get -d 1`, where it took three
+    reads before (its properties before locking, `lock-pid` under the global lock, the
+    snapshots after). With no zrep installed on the host (none here: `zreplock.zrep_program`),
+    zrep's lock marks are read there and not set: 8 calls on the source, 4 fewer than with
+    them (the test below). The replication cursor costs two (`zfs bookmark` of the new one,
+    `zfs destroy` of the old). 16 in all before issue 17 and the cursor, 18 (12 on the source,
+    6 on the standby) with the cursor and the marks."""
     f, a, b = pair
     init(f, a, b)
     ctx = f.context("hosta")
@@ -401,17 +407,167 @@ def test_a_sync_of_an_unchanged_dataset_makes_18_zfs_calls(
     assert res.status == "synced"
     on_a = [argv[1] for argv in a.zfs.zfs_calls()[na:]]
     on_b = [argv[1] for argv in b.zfs.zfs_calls()[nb:]]
-    # the state (with zrep's lock marks and the bookmarks), the marks set; snapshot, send,
-    # sent, hold, release, the cursor moved; the marks read and cleared (lock-time, lock-pid)
-    marks = ["set", "get", "inherit", "inherit"]
+    # the state (with zrep's lock marks and the bookmarks); snapshot, send, sent, hold,
+    # release, the cursor moved
     assert sorted(on_a) == sorted(
-        ["get", *marks, "snapshot", "send", "set", "hold", "release", "bookmark", "destroy"]
-    )
+        ["get", "snapshot", "send", "set", "hold", "release", "bookmark", "destroy"]
+    ), on_a
     assert a.zfs.zfs_calls()[na][1:4] == ["get", "-H", "-p"] and "-d" in a.zfs.zfs_calls()[na]
-    # both sides' state at the start and for the expire, recv, sent, hold, release
-    assert sorted(on_b) == sorted(["get", "recv", "set", "hold", "release", "get"])
+    # the state at the start (nothing re-read for the expire), recv, sent, hold, release
+    assert sorted(on_b) == sorted(["get", "recv", "set", "hold", "release"])
     assert holds(b, f"{b.fs('prod')}@zrep_000002") == ["zrepq:zrep:lastsent"]
     assert holds(a, f"{a.fs('prod')}@zrep_000001") == []
+    assert prop(a, "zrep:lock-pid", a.fs("prod"), "source") == "-"  # never set
+
+
+def test_with_zrep_installed_a_sync_sets_and_clears_its_lock_marks(
+    pair: tuple[Fleet, Site, Site], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upstream `zrep` on the PATH of the engine's process (`lock_marks = auto`): zrep's
+    `lock-pid`/`lock-time` are set under zrep's global lock, read again and cleared at the end,
+    as zrep does: the same sync as above makes 4 more calls on the source (12), none more on
+    the destination. `never` makes the 8 again with zrep there."""
+    f, a, b = pair
+    init(f, a, b)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "zrep").symlink_to(FAKE_ZREP)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    ctx = f.context("hosta")
+    run(ctx, SyncRequest(fs=a.fs("prod")))
+    counts = []
+    for env in ({}, {"ZREPQ_LOCK_MARKS": "never"}):
+        na, nb = len(a.zfs.zfs_calls()), len(b.zfs.zfs_calls())
+        assert run(f.context("hosta", env), SyncRequest(fs=a.fs("prod"))).status == "synced"
+        on_a = [argv[1:] for argv in a.zfs.zfs_calls()[na:]]
+        counts.append((len(on_a), len(b.zfs.zfs_calls()) - nb))
+        if not env:
+            fs = a.fs("prod")
+            sets = [c for c in on_a if c[0] == "set" and "zrep:lock-pid" in " ".join(c)]
+            assert len(sets) == 1 and any(x.startswith("zrep:lock-time=") for x in sets[0])
+            assert ["inherit", "zrep:lock-time", fs] in on_a
+            assert ["inherit", "zrep:lock-pid", fs] in on_a
+            assert on_a[-1] == ["inherit", "zrep:lock-pid", fs]  # zrep's order, last
+    assert counts == [(12, 5), (8, 5)]
+    assert prop(a, "zrep:lock-pid", a.fs("prod"), "source") == "-"  # cleared
+
+
+def _at_savecount_2(f: Fleet, a: Site, b: Site) -> tuple[str, str, Context]:
+    """A pair with savecount 2 and two syncs made: the next sync expires one snapshot a side."""
+    init(f, a, b, ZREP_SAVE_COUNT="2")
+    src, dst = a.fs("prod"), b.fs("prod")
+    ctx = f.context("hosta")
+    for _ in range(2):
+        run(ctx, SyncRequest(fs=src))
+    return src, dst, ctx
+
+
+def test_a_sync_that_expires_one_snapshot_per_side_reads_the_standby_once(
+    pair: tuple[Fleet, Site, Site],
+) -> None:
+    """Savecount reached: the sync's expire destroys one snapshot per side, from both sides'
+    lists read at the start under the lease, plus the snapshot just sent (`JustSent`). 15
+    zfs calls: 9 on the master (no zrep installed: no lock marks), 6 on the standby (7 before
+    issue 17's second step: the standby was read again for the expire)."""
+    f, a, b = pair
+    src, dst, ctx = _at_savecount_2(f, a, b)
+    assert snaps(a, src) == snaps(b, dst) == ["zrep_000001", "zrep_000002"]
+    na, nb = len(a.zfs.zfs_calls()), len(b.zfs.zfs_calls())
+    res = run(ctx, SyncRequest(fs=src))
+    assert res.expired == [f"{src}@zrep_000001", f"{dst}@zrep_000001"]
+    on_a = [argv[1] for argv in a.zfs.zfs_calls()[na:]]
+    on_b = [argv[1:] for argv in b.zfs.zfs_calls()[nb:]]
+    assert len(on_a) == 9 and on_a.count("destroy") == 2, on_a  # the cursor's and the expire's
+    expected = ["get", "recv", "set", "hold", "release", "destroy"]
+    assert sorted(c[0] for c in on_b) == sorted(expected), on_b
+    assert ["destroy", "-r", f"{dst}@zrep_000001"] in on_b
+    assert snaps(a, src) == snaps(b, dst) == ["zrep_000002", "zrep_000003"]
+    assert holds(b, f"{dst}@zrep_000003") == ["zrepq:zrep:lastsent"]
+
+
+def test_a_forced_sync_reads_the_standby_again_for_its_expire(
+    pair: tuple[Fleet, Site, Site],
+) -> None:
+    """`recv -F` may destroy snapshots the sync listed on the standby at its start: here a
+    zrep-named one made on the standby (a diverged history, hence the force). Counting it
+    would make the expire destroy one snapshot too many there (savecount 2: zrep_000001 and
+    zrep_000002 stay). The sync's lists are not reused then: the standby is read again."""
+    f, a, b = pair
+    init(f, a, b, ZREP_SAVE_COUNT="2")
+    src, dst = a.fs("prod"), b.fs("prod")
+    ctx = f.context("hosta")
+    run(ctx, SyncRequest(fs=src))
+    b.zfs.zfs("snapshot", f"{dst}@zrep_000009")
+    with pytest.raises(Conflict, match="diverged"):
+        run(ctx, SyncRequest(fs=src))
+    nb = len(b.zfs.zfs_calls())
+    res = run(ctx, SyncRequest(fs=src, force=True))
+    assert res.status == "synced" and res.snapshot == f"{src}@zrep_000002"
+    assert snaps(b, dst) == ["zrep_000001", "zrep_000002"]
+    assert snaps(a, src) == ["zrep_000001", "zrep_000002"]
+    assert res.expired == [f"{src}@zrep_000000", f"{dst}@zrep_000000"]
+    on_b = [argv[1] for argv in b.zfs.zfs_calls()[nb:]]
+    assert on_b.count("get") == 2, on_b  # the start, and the expire's fresh read
+
+
+def test_the_standbys_writes_of_a_sync_go_in_one_remote_command(
+    pair: tuple[Fleet, Site, Site], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the stream, the standby's mark, hold and release run as one remote script
+    (`ZfsHost.batch`): with the expire's destroy, 3 remote commands on the standby per sync
+    (its read, the batch, the destroy) where there were 6 (5 after the expire stopped
+    reading it again), besides the stream. The zfs calls stay the same."""
+    f, a, b = pair
+    src, dst, ctx = _at_savecount_2(f, a, b)
+    opened: list[tuple[str, tuple[str, ...]]] = []
+    real = ParamikoRunner._open_channel
+
+    def counting(self: ParamikoRunner, argv: tuple[str, ...], command: str) -> object:
+        opened.append((self.host, argv))
+        return real(self, argv, command)
+
+    monkeypatch.setattr(ParamikoRunner, "_open_channel", counting)
+    nb = len(b.zfs.zfs_calls())
+    res = run(ctx, SyncRequest(fs=src))
+    assert res.expired == [f"{src}@zrep_000001", f"{dst}@zrep_000001"]
+    assert [host for host, _ in opened] == ["hostb"] * 3, opened
+    batch = opened[1][1]
+    assert batch[0] == "batch" and [c.split()[:2] for c in batch[1].split("; ")] == [
+        ["zfs", "set"],
+        ["zfs", "hold"],
+        ["zfs", "release"],
+    ]
+    assert len(b.zfs.zfs_calls()) - nb == 6
+    assert prop(b, "zrep:sent", f"{dst}@zrep_000003", "source") == "local"
+    assert holds(b, f"{dst}@zrep_000003") == ["zrepq:zrep:lastsent"]
+    assert holds(b, f"{dst}@zrep_000002") == []
+    assert snaps(b, dst) == ["zrep_000002", "zrep_000003"]
+
+
+def test_a_failed_write_in_a_batch_raises_the_verbs_own_error_and_stops_it(
+    pair: tuple[Fleet, Site, Site],
+) -> None:
+    """A batch judges each command as its verb does: a hold that failed raises the same typed
+    error, naming the same command, as `ZfsHost.hold`, and the release after it never runs
+    (our hold stays where it was); a hold that was already there is fine, and the rest runs."""
+    f, a, b = pair
+    init(f, a, b)
+    dst = b.fs("prod")
+    zh = f.context("hosta").zfs("hostb")
+    tag = "zrepq:zrep:lastsent"
+    old, gone = f"{dst}@zrep_000000", f"{dst}@nosuch"
+    assert holds(b, old) == [tag]
+    with pytest.raises(CommandError) as single:
+        zh.hold(tag, gone)
+    with pytest.raises(CommandError) as batched:
+        zh.batch().set(old, {"zrep:x": "1"}).hold(tag, gone).release(tag, old).run()
+    assert type(batched.value) is type(single.value)
+    assert str(batched.value) == str(single.value) and batched.value.argv == single.value.argv
+    assert batched.value.host == "hostb" and "zfs hold" in " ".join(batched.value.argv)
+    assert prop(b, "zrep:x", old) == "1"  # ran before the failure
+    assert holds(b, old) == [tag]  # the release after it did not run
+    zh.batch().hold(tag, old).set(old, {"zrep:x": "2"}).release(tag, old).run()
+    assert prop(b, "zrep:x", old) == "2" and holds(b, old) == []
 
 
 def test_stale_holds_cost_no_extra_zfs_call(pair: tuple[Fleet, Site, Site]) -> None:
@@ -431,9 +587,9 @@ def test_stale_holds_cost_no_extra_zfs_call(pair: tuple[Fleet, Site, Site]) -> N
     run(ctx, SyncRequest(fs=src))
     on_a = [argv[1:] for argv in a.zfs.zfs_calls()[na:]]
     on_b = [argv[1:] for argv in b.zfs.zfs_calls()[nb:]]
-    # 12 on the master: the source read once, under the lock, and the cursor's two (see the
-    # test above)
-    assert len(on_a) == 12 and len(on_b) == 6, (on_a, on_b)
+    # 8 on the master: the source read once, under the lease, no lock marks (no zrep here),
+    # and the cursor's two; 5 on the standby, read once (see the tests above)
+    assert len(on_a) == 8 and len(on_b) == 5, (on_a, on_b)
     assert [c for c in on_a if c[0] == "release"] == [
         ["release", "zrepq:zrep:lastsent", *(f"{src}@zrep_{n:06x}" for n in (0, 1, 3))]
     ]

@@ -14,7 +14,7 @@ import pytest
 from tests.harness.netutil import children_of, free_port, pids_matching
 from tests.harness.sshd import SshdCluster, SshdHost
 from workers.engine.errors import CommandError, HostKeyError, HostUnreachable
-from workers.engine.ports import Runner
+from workers.engine.ports import CommandResult, Runner
 from workers.exec.local import LocalRunner
 from workers.exec.remote import ParamikoRunner
 from workers.exec.ssh_options import SshOptions
@@ -102,6 +102,49 @@ def test_failure_carries_exit_code_stderr_and_host(runner: Runner) -> None:
     assert runner.host in str(err) and "dataset does not exist" in str(err)
     assert "exit 3" in str(err)
     assert not err.retryable
+
+
+def test_run_many_reports_each_command_and_stops_at_the_first_failure(
+    runner: Runner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several commands in one round trip (`run_many`): every word arrives unchanged, each
+    command's status, stdout and stderr come back on their own (output without a final
+    newline too), a failure is the same `CommandError` `run` raises, and nothing after it
+    runs."""
+    opened: list[tuple[str, ...]] = []
+    if isinstance(runner, ParamikoRunner):
+        real = runner._open_channel
+
+        def counting(argv: tuple[str, ...], command: str) -> object:
+            opened.append(argv)
+            return real(argv, command)
+
+        monkeypatch.setattr(runner, "_open_channel", counting)
+    marker = tmp_path / "pwned"
+    corpus = [*HOSTILE, f"; touch {marker}", f"$(touch {marker})"]
+    after = tmp_path / "after"
+    done = runner.run_many(
+        [
+            ["printf", "%s\\0", *corpus],
+            ["sh", "-c", "printf 'no newline'; printf 'half' >&2"],
+            ["sh", "-c", "echo out; echo 'cannot hold: tag already exists' >&2; exit 3"],
+            ["touch", str(after)],
+        ]
+    )
+    assert len(done) == 3
+    first, second, failed = done
+    assert isinstance(first, CommandResult) and first.returncode == 0
+    assert first.stdout.split("\0")[:-1] == corpus and first.stderr == ""
+    assert isinstance(second, CommandResult)
+    assert (second.stdout, second.stderr) == ("no newline", "half")
+    assert isinstance(failed, CommandError) and failed.returncode == 3
+    assert failed.stderr == "cannot hold: tag already exists\n" and failed.host == runner.host
+    assert failed.argv[:2] == ("sh", "-c") and "exit 3" in str(failed)
+    assert not after.exists() and not marker.exists()
+    if isinstance(runner, ParamikoRunner):
+        assert len(opened) == 1  # one channel: one round trip for the four
+    ok = runner.run_many([["true"], ["echo", "x"]])
+    assert [r.returncode for r in ok] == [0, 0] and ok[1].stdout == "x\n"
 
 
 def test_check_false_returns_the_result(runner: Runner) -> None:

@@ -35,6 +35,7 @@ from tests.harness.signing import signed
 from tests.harness.sshd import SshdCluster
 from tests.harness.zfs_backend import StandinBackend
 from tests.harness.zrep_actor import Zrep, ZrepHost
+from workers.filelock import FileLocks
 from workers.keys import host_key
 
 HOSTS = ("qa", "qb")
@@ -618,6 +619,64 @@ def test_handback_through_the_queue_then_zrep_over_ssh(
     assert run.rc == 0 and run.stderr == "", run
     assert len(a.zfs.snapshots(src)) == len(b.zfs.snapshots(dst)) == 5
     assert b.zfs.read(dst, "data.txt") == b"zrep 4"
+
+
+def test_a_worker_and_zrepq_local_on_one_host_exclude_each_other_by_the_lock_file(
+    q: tuple[Fleet, Producer, dict[str, Service]],
+) -> None:
+    """No zrep on this host, so no zrep lock marks (issue 17: 4 zfs calls fewer a sync): the
+    worker takes zrepq-local's lock file of the dataset after its lease (same directory,
+    `ZREPQ_LOCK_DIR`, and name), so a `zrepq-local sync` run here from cron refuses while the
+    queue's sync works, and a queued sync refuses while `zrepq-local` works."""
+    f, p, _ = q
+    a, b = setup_pair(f, p, "excl")
+    src, dst = a.fs("excl"), b.fs("excl")
+    name = f"qa:zrep:{src}"
+    files = FileLocks(os.environ["ZREPQ_LOCK_DIR"])
+    local = [sys.executable, "-c", "from workers.cli import run; run()", "sync", src]
+    env = {
+        **a.zfs.env,
+        "PYTHONPATH": str(REPO),
+        "ZREPQ_CONFIG": "none",
+        "ZREP_SRC_HOST": "qa",
+        "ZREPQ_SSH_CONFIG": str(a.sshd.config_file),
+        "ZREPQ_LOCK_DIR": os.environ["ZREPQ_LOCK_DIR"],
+    }
+    env.pop("ZREPQ_BROKER_URL", None)
+    # The worker syncs 8 MB through its 4 MB/s filter: ~2 s holding the lock file.
+    a.zfs.write(src, "big.bin", os.urandom(8_000_000))
+    r = p.sync(src, host="qa")
+    assert wait_until(lambda: files.holder(name) is not None, 30)
+    token = files.holder(name)
+    assert token is not None and token.startswith("qa:") and ":sync/" in token  # the worker's
+    assert a.zfs.zfs("get", "-H", "-o", "value", "zrep:lock-pid", src).stdout.strip() == "-"
+    res = subprocess.run(local, env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1, res
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert lines[0] == f"Error: Cannot lock {src}. Cannot continue"
+    assert lines[1].startswith(f"{name} is locked by pid ") and "(sync/" in lines[1]
+    rec = done(r)
+    assert rec["ok"] and rec["result"]["status"] == "synced", rec
+    assert files.holder(name) is None
+    # The other way: zrepq-local holds it (3 MB at 1 MB/s), the queued sync refuses.
+    a.zfs.write(src, "big.bin", os.urandom(3_000_000))
+    mine = subprocess.Popen(
+        local, env={**env, "ZREP_INFILTER": "pv -q -L 1m"}, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert wait_until(lambda: files.holder(name) is not None, 30)
+        rec = done(p.sync(src, host="qa"))
+        assert rec["ok"] is False, rec
+        message = rec["error"]["message"]
+        assert message.startswith(f"Cannot lock {src}. Cannot continue"), message
+        assert f"{name} is locked by pid {mine.pid} on qa (sync)" in message
+        assert mine.wait(60) == 0
+    finally:
+        if mine.poll() is None:
+            mine.kill()
+            mine.wait()
+    assert done(p.sync(src, host="qa"))["ok"]
+    assert a.zfs.snapshots(src)[-1].split("@")[1] == b.zfs.snapshots(dst)[-1].split("@")[1]
 
 
 NO_ZREPQ_CLIENT = r"""

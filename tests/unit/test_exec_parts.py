@@ -14,7 +14,14 @@ from workers.engine.errors import HostKeyError, HostUnreachable, ValidationError
 from workers.engine.ports import Locks, Runner, StreamSpec, Transport
 from workers.exec.local import LocalRunner
 from workers.exec.progress import RateMeter, SendProgress
-from workers.exec.quoting import filter_argv, remote_command, remote_pipeline, stage_statuses
+from workers.exec.quoting import (
+    batch_outputs,
+    filter_argv,
+    remote_batch,
+    remote_command,
+    remote_pipeline,
+    stage_statuses,
+)
 from workers.exec.remote import ParamikoRunner
 from workers.exec.ssh_options import SshOptions
 from workers.exec.stages import plan_stages
@@ -75,6 +82,21 @@ def test_remote_pipeline_reports_every_stage_but_the_last() -> None:
     assert done.returncode == 0
     assert stage_statuses(done.stderr.splitlines()) == {0: 3, 1: 0}
     assert remote_pipeline([["zfs", "recv", "a b"]]) == "zfs recv 'a b'"
+
+
+def test_remote_batch_reports_each_command_and_stops_at_the_first_failure() -> None:
+    mark = "zrepq-batch-0123"
+    argvs = [["printf", "a\\nb"], ["sh", "-c", "echo e >&2; exit 4"], ["echo", "never"]]
+    for shell in ("sh", "bash"):
+        done = subprocess.run([shell, "-c", remote_batch(argvs, mark)], capture_output=True)
+        assert done.returncode == 0
+        found = batch_outputs(done.stdout.decode(), done.stderr.decode(), mark)
+        assert found == [(0, "a\nb", ""), (4, "", "e\n")]
+    # a script cut after its first command: only that one is reported
+    cut = batch_outputs(f"\n{mark} 0\nout", f"\n{mark} 0\n\n{mark} status 0 0\n\n{mark} 1\n", mark)
+    assert cut == [(0, "out", "")]
+    with pytest.raises(ValidationError):
+        remote_batch([], mark)
 
 
 def test_filters_are_argv_without_shell_operators() -> None:

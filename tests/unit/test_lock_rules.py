@@ -22,7 +22,7 @@ from workers.engine.errors import ConfigError, LockHeld
 from workers.engine.liveness import ProcessIdentity, lock_pid_holder, lock_time_epoch, parse_stat
 from workers.engine.locks import LockToken, describe_holder
 from workers.engine.names import validate_dataset
-from workers.engine.zreplock import GlobalLock
+from workers.engine.zreplock import GlobalLock, marks_wanted, zrep_program
 from workers.filelock import lock_file_name
 from workers.settings import load
 
@@ -254,3 +254,43 @@ def test_zreps_global_lock_file(tmp_path: Path) -> None:
         assert glock.path.read_text() == f"{os.getpid()}\n"
     with pytest.raises(ConfigError, match="does not exist"), GlobalLock(tmp_path / "no").held():
         pass
+
+
+def test_zrep_is_found_on_path_and_in_the_usual_places_only_as_an_executable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir, opt = tmp_path / "bin", tmp_path / "opt"
+    bin_dir.mkdir()
+    (opt / "zrep-2.0.2" / "bin").mkdir(parents=True)
+    places = (str(opt / "*" / "bin"),)
+    assert zrep_program(str(bin_dir), places) is None
+    (opt / "zrep-2.0.2" / "bin" / "zrep").write_text("#!/bin/sh\n")
+    assert zrep_program(str(bin_dir), places) is None  # not executable: not a program
+    (opt / "zrep-2.0.2" / "bin" / "zrep").chmod(0o755)
+    assert zrep_program(str(bin_dir), places) == str(opt / "zrep-2.0.2" / "bin" / "zrep")
+    (bin_dir / "zrep").write_text("#!/bin/sh\n")
+    (bin_dir / "zrep").chmod(0o755)
+    assert zrep_program(f"relative:{bin_dir}", places) == str(bin_dir / "zrep")  # PATH first
+    monkeypatch.chdir(bin_dir)
+    assert zrep_program(".:bin", ()) is None  # relative PATH entries are skipped
+    # The setting: auto follows what is installed (this process's PATH), the others do not.
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert marks_wanted("always") and not marks_wanted("never") and marks_wanted("auto")
+    (bin_dir / "zrep").unlink()  # uninstalled: seen at the next command, no cache
+    installed_elsewhere = zrep_program() is not None  # in the usual places of this machine
+    assert marks_wanted("auto") == installed_elsewhere and not marks_wanted("never")
+
+
+def test_the_lock_marks_setting_from_zreps_table_and_the_environment(tmp_path: Path) -> None:
+    assert EngineConfig().lock_marks == "auto"
+    assert EngineConfig.from_env({"ZREPQ_LOCK_MARKS": " Never "}).lock_marks == "never"
+    with pytest.raises(ConfigError, match="ZREPQ_LOCK_MARKS must be one of auto, always, never"):
+        EngineConfig.from_env({"ZREPQ_LOCK_MARKS": "yes"})
+    cfg = tmp_path / "zrepq.toml"
+    cfg.write_text('[zrep]\nlock_marks = "always"\n')
+    assert load({"ZREPQ_CONFIG": str(cfg)}).engine_config().lock_marks == "always"
+    env = {"ZREPQ_CONFIG": str(cfg), "ZREPQ_LOCK_MARKS": "never"}
+    assert load(env).engine_config().lock_marks == "never"  # the variable wins, as zrep's
+    cfg.write_text('[zrep]\nlock_marks = "sometimes"\n')
+    with pytest.raises(ConfigError, match="lock_marks"):
+        load({"ZREPQ_CONFIG": str(cfg)})

@@ -7,11 +7,13 @@ has the same guid, as after a real `zfs recv`; `x:` makes a foreign snapshot.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from workers.engine.errors import Conflict, NotConfigured
 from workers.engine.expire import JustSent
-from workers.engine.model import Snapshot, last_sent, next_snapname
+from workers.engine.model import DatasetInfo, Snapshot, last_sent, next_snapname
 from workers.engine.plan import expire_candidates, is_unchanged, plan_sync
 
 FS = "pool/fs"
@@ -196,24 +198,36 @@ def test_expire_ignores_foreign_snapshots_and_requires_last_sent_on_master() -> 
         expire_candidates(snaps("0 1"), "zrep", 1, master=True)
 
 
-def test_source_list_after_a_sync_is_the_start_list_plus_the_sent_snapshot() -> None:
-    # What the end-of-sync expire uses instead of reading the source again (JustSent).
+def test_both_lists_after_a_sync_are_the_start_lists_plus_the_sent_snapshot() -> None:
+    # What the end-of-sync expire uses instead of reading either side again (JustSent).
+    dinfo = DatasetInfo("pool/dst", "zrep", {})
     before = snaps("0s 1s 2s")
-    dst = snaps("1s 2s 3", fs="pool/dst")  # zrep_000003 landed there, guid kept by the receive
-    made = JustSent(before, f"{FS}@zrep_000003", 500).source_snapshots(dst)
-    assert made is not None
+    dst = snaps("1s 2s", fs="pool/dst")  # the standby's, read at the start of the sync
+    both = JustSent(before, f"{FS}@zrep_000003", 500, "pool/dst", dinfo, dst).both_sides()
+    assert both is not None
+    made, got = both
     assert names(made) == ["zrep_000000", "zrep_000001", "zrep_000002", "zrep_000003"]
-    new = made[-1]
-    assert (new.guid, new.sent) == ("zrep_000003", 500)
-    assert new.createtxg > before[-1].createtxg
-    assert last_sent(made, "zrep") == new
+    assert names(got) == ["zrep_000001", "zrep_000002", "zrep_000003"]
+    new, there = made[-1], got[-1]
+    assert there.name == "pool/dst@zrep_000003" and (new.sent, there.sent) == (500, 500)
+    # one identity on both sides, which no real guid (a number) can be
+    assert new.guid == there.guid and not new.guid.isdigit()
+    assert new.createtxg > before[-1].createtxg and there.createtxg > dst[-1].createtxg
+    assert last_sent(made, "zrep") == new and last_sent(got, "zrep") == there
     assert "zrep_000003" not in names(expire_candidates(made, "zrep", 1, master=True))
-    # synconly: the snapshot was already there; it is marked sent in place
+    protect = frozenset({new.guid})
+    assert names(expire_candidates(got, "zrep", 1, master=False, protect_guids=protect)) == [
+        "zrep_000001",
+        "zrep_000002",
+    ]
+    # synconly: the snapshot was already on the source; it is marked sent in place and
+    # arrives on the standby with its real guid
     before = snaps("0s 1s 2 x:later")
-    again = JustSent(before, f"{FS}@zrep_000002", 600).source_snapshots(snaps("1s 2", "pool/dst"))
+    again = JustSent(before, f"{FS}@zrep_000002", 600, "pool/dst", dinfo, dst[:1]).both_sides()
     assert again is not None
-    assert [s.sent for s in again] == [101, 102, 600, None]
-    # not on the destination as expected (or another guid there): None, the caller reads
-    assert JustSent(before, f"{FS}@zrep_000003", 1).source_snapshots(dst[:2]) is None
-    other = snaps("1s 2", "pool/dst", guid_salt="other-")
-    assert JustSent(before, f"{FS}@zrep_000002", 1).source_snapshots(other) is None
+    assert [s.sent for s in again[0]] == [101, 102, 600, None]
+    assert again[1][-1].guid == before[2].guid and again[1][-1].sent == 600
+    # the standby had that name before the receive: not a plain receive, None: the caller reads
+    assert JustSent(before, f"{FS}@zrep_000002", 1, "pool/dst", dinfo, dst).both_sides() is None
+    blank = [*before[:2], replace(before[2], guid="")]
+    assert JustSent(blank, f"{FS}@zrep_000002", 1, "pool/dst", dinfo, dst[:1]).both_sides() is None

@@ -150,10 +150,13 @@ def test_locks_follow_the_locks_and_worker_tables(tmp_path: Path) -> None:
     s = load(env)
     files = s.locks("hosta")
     assert type(files).__name__ == "FileLocks" and getattr(files, "directory") == tmp_path  # noqa: B009
-    leases = s.locks("hosta", client=s.redis())  # a client: the worker's Redis leases
-    assert type(leases).__name__ == "RedisLocks" and getattr(leases, "ttl") == 9  # noqa: B009
-    redis_locks = load({**env, "ZREPQ_LOCK_REDIS": "1"}).locks("hosta")
-    assert type(redis_locks).__name__ == "RedisLocks"
+    # a client: the worker's Redis leases, with zrepq-local's lock files of this host
+    leases: Any = s.locks("hosta", client=s.redis())
+    assert type(leases).__name__ == "LeaseAndFile"
+    assert type(leases.lease).__name__ == "RedisLocks" and leases.lease.ttl == 9
+    assert leases.files.directory == tmp_path
+    redis_locks: Any = load({**env, "ZREPQ_LOCK_REDIS": "1"}).locks("hosta")
+    assert type(redis_locks.lease).__name__ == "RedisLocks"
 
 
 def _no_load(*_: Any, **__: Any) -> Any:

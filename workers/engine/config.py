@@ -47,6 +47,7 @@ def default_rundir() -> str:
 
 
 RESUME_OFF = ("0", "no", "off", "false")
+LOCK_MARKS = ("auto", "always", "never")  # ZREPQ_LOCK_MARKS (`zreplock.marks_wanted`)
 
 
 def resume_setting(value: str | None) -> bool:
@@ -88,6 +89,10 @@ class EngineConfig:
     # Receive with `-u` (not mounted): Linux lets only root mount, so a worker running as a
     # dedicated user does (`delegation.py`). ZREPQ_RECV_UNMOUNTED; default: when not root.
     recv_unmounted: bool = field(default_factory=lambda: os.geteuid() != 0)
+    # zrep's own lock marks (`TAG:lock-pid`/`lock-time`, `zreplock`): set and cleared around
+    # a command when an upstream `zrep` is installed on this host ("auto"), always, or never.
+    # A live mark is refused whatever this says. ZREPQ_LOCK_MARKS (zrepq's own).
+    lock_marks: str = "auto"
     hold_tag: str = field(default="")  # derived: the `zfs hold` tag on the last sent snapshot
 
     def __post_init__(self) -> None:
@@ -106,6 +111,10 @@ class EngineConfig:
             raise ConfigError(
                 f"ZREPQ_COMMAND_TIMEOUT must be a number of seconds above 0, "
                 f"not {self.command_timeout!r}"
+            )
+        if self.lock_marks not in LOCK_MARKS:
+            raise ConfigError(
+                f"ZREPQ_LOCK_MARKS must be one of {', '.join(LOCK_MARKS)}, not {self.lock_marks!r}"
             )
         if not self.hold_tag:
             object.__setattr__(self, "hold_tag", f"zrepq:{self.tag}:lastsent")
@@ -178,6 +187,7 @@ ZREP_VARIABLES: dict[str, str] = {
     "bookmarks": "ZREPQ_BOOKMARKS",
     "decrypt": "ZREPQ_DECRYPT",
     "recv_unmounted": "ZREPQ_RECV_UNMOUNTED",
+    "lock_marks": "ZREPQ_LOCK_MARKS",
 }
 
 
@@ -230,6 +240,8 @@ def zrep_value(field: str, text: str) -> Any:
         return text or DEFAULT_DATEFORMAT
     if field == "rundir":
         return text.strip()
+    if field == "lock_marks":
+        return text.strip().lower() or "auto"
     if field in ("outfilter", "infilter"):
         # Run as argv split like this (`workers.exec.quoting.filter_argv`): a filter that
         # cannot be split is a bad setting now, not a failed sync later.

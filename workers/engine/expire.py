@@ -51,28 +51,52 @@ def expire(ctx: Context, req: ExpireRequest) -> ExpireResult:
 
 @dataclass(frozen=True)
 class JustSent:
-    """What a sync knows at its end, under the lease it still holds: the source's snapshots as
-    read at its start (`before`), and `name`, just sent and marked sent at `when`."""
+    """What a sync knows at its end, under the lease it still holds: both sides as read at
+    its start, and `name`, just sent (a plain receive, no `-F`) and marked sent at `when` on
+    both sides.
+
+    `before`: the source's snapshots; `dst_info`/`dst_before`: the standby's properties and
+    snapshots, read in one call at the start, under the same lease. Nothing but this sync
+    changed either side since: the lease excludes every other zrepq operation on the pair,
+    the standby is readonly, and a receive without `-F` only adds the new snapshot (as the
+    standby's newest, since it must start from the standby's newest). So the expire reads
+    neither side again (issue 17: one `zfs get` less on the standby, an SSH session less).
+    """
 
     before: list[Snapshot]
     name: str
     when: int
+    dst_fs: str
+    dst_info: DatasetInfo
+    dst_before: list[Snapshot]
 
-    def source_snapshots(self, dsnaps: list[Snapshot]) -> list[Snapshot] | None:
-        """The source's snapshots now, without reading them: `before` with `name` marked
-        sent (appended if this sync made it, with the guid it has on the destination, which
-        a receive keeps). None if `name` is not on the destination as expected: read then."""
+    def both_sides(self) -> tuple[list[Snapshot], list[Snapshot]] | None:
+        """(source, standby) snapshots now, without reading them: each start list with `name`
+        marked sent, appended as the newest where this sync made or received it.
+
+        The new snapshot's guid is not read: a sync that made it knows only its name. It is
+        identified on both sides by one token that no real guid (a decimal number) can equal,
+        so the rules that go by guid (never the last sent one, the newest, the other side's
+        last sent) keep it on both sides; a snapshot that already existed (synconly) keeps its
+        real guid. None, and the caller reads both sides, when the standby had a snapshot of
+        that name before the receive, or the source's has no guid: not what a plain receive
+        leaves, so not something to assume."""
         short = self.name.split("@", 1)[1]
-        there = next((s for s in dsnaps if s.short == short), None)
-        if there is None or not there.guid:
+        if any(s.short == short for s in self.dst_before):
             return None
         mine = next((s for s in self.before if s.name == self.name), None)
         if mine is not None:
-            if mine.guid != there.guid:
+            if not mine.guid:
                 return None
-            return [replace(s, sent=self.when) if s is mine else s for s in self.before]
-        txg = max((s.createtxg for s in self.before), default=0) + 1
-        return [*self.before, Snapshot(self.name, there.guid, txg, self.when, self.when)]
+            guid = mine.guid
+            src = [replace(s, sent=self.when) if s is mine else s for s in self.before]
+        else:
+            guid = f"just-sent:{self.name}"
+            txg = max((s.createtxg for s in self.before), default=0) + 1
+            src = [*self.before, Snapshot(self.name, guid, txg, self.when, self.when)]
+        dtxg = max((s.createtxg for s in self.dst_before), default=0) + 1
+        got = Snapshot(f"{self.dst_fs}@{short}", guid, dtxg, self.when, self.when)
+        return src, [*self.dst_before, got]
 
 
 def expire_pair(
@@ -86,8 +110,13 @@ def expire_pair(
 ) -> ExpireResult:
     """Expire the master side, then the standby side with the standby's own savecount.
 
-    The standby's properties and snapshots are read in one call; the master's snapshots are
-    read too unless the sync that just ran hands them over (`just_sent`). With `announce`,
+    The standby's properties and snapshots are read in one call and the master's snapshots
+    in another, unless the sync that just ran hands both over (`just_sent`, read at its start
+    under the lease it still holds). The split-brain check (the standby must not be master)
+    is made on whichever state is used: for a handed-over one, the sync made it already on
+    that same read, under the lease, and refused; a read made here instead would not close
+    the window either (zrep on the standby could set master right after it), and no zrepq
+    takeover can run while the sync holds the pair's lease. With `announce`,
     zrep's lines for the remote part: "Also running expire on HOST:FS now..." and the far
     side's "Expiring zrep snaps on FS" (zrep runs `zrep expire FS` there, which prints it).
     `settle_holds`: first move our holds to each side's last sent snapshot (a sync has just
@@ -95,9 +124,11 @@ def expire_pair(
     """
     src, src_fs, dst, dst_fs = link.src, link.src_fs, link.dst, link.dst_fs
     info = info or src.info(src_fs)
-    dinfo, dsnaps = dst.state(dst_fs)
-    ssnaps = just_sent.source_snapshots(dsnaps) if just_sent is not None else None
-    if ssnaps is None:
+    known = just_sent.both_sides() if just_sent is not None else None
+    if known is not None and just_sent is not None:
+        (ssnaps, dsnaps), dinfo = known, just_sent.dst_info
+    else:
+        dinfo, dsnaps = dst.state(dst_fs)
         ssnaps = src.snapshots(src_fs)
     sent = last_sent(ssnaps, ctx.tag)
     protect = frozenset({sent.guid}) if sent else frozenset()

@@ -15,6 +15,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from .errors import CommandError
 from .events import Message, StreamProgress
 
 
@@ -46,6 +47,15 @@ class Runner(Protocol):
         check: bool = True,
         timeout: float | None = None,
     ) -> CommandResult: ...
+
+    def run_many(
+        self, argvs: Sequence[Sequence[str]], *, timeout: float | None = None
+    ) -> list[CommandResult | CommandError]:
+        """Run the commands in order, as one round trip where the host is remote, and stop
+        at the first that exits non-zero. One entry per command run: its result, or for the
+        one that failed (the last entry) the `CommandError` that `run` would raise for it.
+        Fewer entries than commands: the rest did not run. `timeout` is per command."""
+        ...
 
     def close(self) -> None: ...
 

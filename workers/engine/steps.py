@@ -49,17 +49,18 @@ def lock(
     of `pair` for a command that takes no zrep lock-pid), are
     only checked to be free, in the same atomic step (each host's worker writes its own
     datasets' leases only: `_locked`). Then, for the dataset of this host (`local_info`),
-    zrep's own `TAG:lock-pid` and `TAG:lock-time`, checked and set under zrep's global lock
-    (`zreplock`): a zrep or another zrepq process of this host that holds it makes this one
-    refuse, and an upstream zrep run from cron here sees the dataset locked while this one
-    works. Refusals say `Cannot lock FS. Cannot continue` (zrep's words) and then who holds it.
+    zrep's own `TAG:lock-pid` and `TAG:lock-time`, checked (a zrep or a zrepq process of this
+    host that holds them makes this one refuse) and, when an upstream zrep is installed here
+    (`zreplock.marks_wanted`), set under zrep's global lock, so that a zrep run from cron
+    here sees the dataset locked while this one works. Refusals say `Cannot lock FS. Cannot
+    continue` (zrep's words) and then who holds it.
     """
     claim = None
     if local_info is not None:
         name = local_info.name
 
-        def claim(zlocal: ZfsHost, glock: zreplock.GlobalLock) -> zreplock.Mark:
-            return zreplock.claim(zlocal, name, glock)
+        def claim(zlocal: ZfsHost, glock: zreplock.GlobalLock, marks: bool) -> zreplock.Mark | None:
+            return zreplock.claim(zlocal, name, glock, marks=marks)
 
     with _locked(ctx, targets, operation, claim, local_info, pair=pair) as (handle, _):
         yield handle
@@ -89,9 +90,9 @@ def lock_reading(
         # step: whichever comes second sees the other). No wait here, under zrep's lock.
         _check_partner(ctx, info, _operation(ctx, operation))
 
-    def claim(zlocal: ZfsHost, glock: zreplock.GlobalLock) -> zreplock.Mark:
+    def claim(zlocal: ZfsHost, glock: zreplock.GlobalLock, marks: bool) -> zreplock.Mark | None:
         mark, info, snaps, books = zreplock.claim_reading(
-            zlocal, fs, glock, checked, bookmarks=bookmarks
+            zlocal, fs, glock, checked, bookmarks=bookmarks, marks=marks
         )
         read.append((info, SourceRead(snaps, books)))
         return mark
@@ -114,7 +115,7 @@ def _locked(
     ctx: Context,
     targets: Sequence[tuple[str, str]],
     operation: str,
-    claim: Callable[[ZfsHost, zreplock.GlobalLock], zreplock.Mark] | None,
+    claim: Callable[[ZfsHost, zreplock.GlobalLock, bool], zreplock.Mark | None] | None,
     local_info: DatasetInfo | None,
     *,
     subject: str | None = None,
@@ -139,8 +140,9 @@ def _locked(
             )
             if claim is not None:
                 zlocal, glock = ctx.local, zreplock.global_lock(ctx.config.rundir)
-                mark = claim(zlocal, glock)
-                stack.callback(zreplock.release, zlocal, mark, glock)
+                mark = claim(zlocal, glock, _marks(ctx, handle))
+                if mark is not None:
+                    stack.callback(zreplock.release, zlocal, mark, glock)
         except LockHeld as e:
             fs = subject or (
                 local_info.name if local_info is not None else _lock_subject(ctx, targets)
@@ -152,6 +154,16 @@ def _locked(
                 host=e.host or ctx.host,
             ) from None
         yield handle, mark
+
+
+def _marks(ctx: Context, handle: LockHandle) -> bool:
+    """Set zrep's marks? When zrep is installed here (the `lock_marks` setting), and when
+    zrepq's lock is one that other zrepq processes of this host cannot see: a handle with
+    `host_excluded` False (a worker whose lease came without zrepq-local's lock file,
+    `workers.filelock.LeaseAndFile`) makes the marks exclude them instead."""
+    return zreplock.marks_wanted(ctx.config.lock_marks) or not getattr(
+        handle, "host_excluded", True
+    )
 
 
 def _operation(ctx: Context, operation: str) -> str:
@@ -273,9 +285,11 @@ def move_holds(
     *,
     src_snaps: Sequence[Snapshot] = (),
     dst_snaps: Sequence[Snapshot] = (),
+    sent: bool = False,
 ) -> None:
     """Hold the new last-sent snapshot on both sides, and release our hold from every other
-    snapshot of either side that may carry one.
+    snapshot of either side that may carry one. With `sent`, first mark `new` sent on each
+    side (`mark_sent`'s `TAG:sent`), the standby first.
 
     The hold stops a manual `zfs destroy` (or an upstream zrep expire) from removing the
     incremental base, which would force a full re-seed. Any other hold of ours is stale by
@@ -284,17 +298,26 @@ def move_holds(
     `src_snaps`/`dst_snaps` are the sides' snapshots as read under the lease, with their
     `userrefs`: only those with a hold (or unknown) are named, in one `zfs release` per
     side, so the steady state costs what it always did (the previous base, once).
+
+    Each side's writes (mark, hold, release) go in one `ZfsHost.batch`: one round trip to
+    the far side instead of three (issue 17). The order within a side is the one that
+    matters: a failed mark or hold raises before the old hold is released; a side whose
+    writes failed stops the other side's too (the next sync finds the snapshot landed).
     """
     tag = ctx.config.hold_tag
-    for zh, fs, snaps in ((link.src, link.src_fs, src_snaps), (link.dst, link.dst_fs, dst_snaps)):
+    now = str(int(time.time()))
+    for zh, fs, snaps in ((link.dst, link.dst_fs, dst_snaps), (link.src, link.src_fs, src_snaps)):
+        batch = zh.batch()
+        if sent:
+            batch.set(f"{fs}@{new}", {f"{ctx.tag}:sent": now})
         # `sync -c` of an unchanged dataset keeps the same last sent snapshot: when it was read
         # with holds on it (ours, placed by the sync that sent it, or someone else's, which
         # protects it as well: `expire._settle_holds`' rule), holding it again is a zfs call
         # that changes nothing. A snapshot just sent is not in the lists: always held.
         if not any(s.short == new and (s.userrefs or 0) > 0 for s in snaps):
-            zh.hold(tag, f"{fs}@{new}")
-    release_stale(ctx, link.src, src_snaps, keep=new)
-    release_stale(ctx, link.dst, dst_snaps, keep=new)
+            batch.hold(tag, f"{fs}@{new}")
+        batch.release(tag, *stale_holds(snaps, keep=new))
+        batch.run()
 
 
 def release_stale(
@@ -302,5 +325,9 @@ def release_stale(
 ) -> list[str]:
     """Release our hold from every snapshot in `snaps` that may carry one, except `keep`
     (a short name); one call, none when no snapshot has a hold. Returns those released."""
-    names = [s.name for s in snaps if s.short != keep and may_hold(s)]
-    return zh.release(ctx.config.hold_tag, *names)
+    return zh.release(ctx.config.hold_tag, *stale_holds(snaps, keep=keep))
+
+
+def stale_holds(snaps: Sequence[Snapshot], *, keep: str | None = None) -> list[str]:
+    """The snapshots in `snaps` that may carry a hold of ours, but `keep` (a short name)."""
+    return [s.name for s in snaps if s.short != keep and may_hold(s)]

@@ -10,7 +10,8 @@ A sync, step by step (all under the source fs's lease, and for refresh the desti
    the snapshot sequence is what fences a stale lease holder);
 4. on failure, first check by guid whether the snapshot landed anyway; only if not, rename it
    `_unsent` (or keep it for a resumable receive);
-5. set `TAG:sent` on both sides, move the holds, expire both sides.
+5. set `TAG:sent` on both sides, move the holds, expire both sides (from the lists read in
+   steps 1-2 plus the snapshot sent, after a plain receive: `expire.JustSent`).
 
 `sync fs@snap` (a deliberate rollback) is `rollback.py`; failover's final sync is `replicate`
 here, called by `roles.py`.
@@ -36,7 +37,7 @@ from .errors import (
     ZrepqError,
 )
 from .expire import JustSent, expire_pair
-from .model import DatasetInfo, Snapshot, last_sent, latest_zrep
+from .model import DatasetInfo, last_sent, latest_zrep
 from .names import validate_dataset, validate_host
 from .pause import check_not_paused, clear_error, record_error
 from .plan import is_unchanged, plan_sync
@@ -301,13 +302,17 @@ def _replicate(
         )
 
     steps.check(handle)
-    steps.mark_sent(ctx, link, [Snapshot(new_name, "", 0, 0)])
-    steps.move_holds(ctx, link, new_short, src_snaps=ssnaps, dst_snaps=dsnaps)
+    steps.move_holds(ctx, link, new_short, src_snaps=ssnaps, dst_snaps=dsnaps, sent=True)
     bookmarks.advance(ctx, link, new_short, books)
     result.snapshot, result.base = new_name, base.name
-    # The source's savecount and snapshots as read at the start, under the same lease, plus
-    # the one just sent: only the destination is read again.
-    just_sent = JustSent(ssnaps, new_name, int(time.time())) if clean_send else None
+    # Both sides' snapshots as read at the start, under the same lease, plus the one just
+    # sent: neither side is read again. Not after `recv -F`, which may have destroyed some
+    # of the standby's snapshots listed at the start.
+    just_sent = (
+        JustSent(ssnaps, new_name, int(time.time()), dst_fs, dinfo, dsnaps)
+        if clean_send and not plan.force
+        else None
+    )
     return _finish(ctx, run, link, src_info, just_sent, result, t0)
 
 

@@ -1,8 +1,9 @@
 """`ZfsHost`: the zfs operations zrepq needs on one host, with typed results.
 
-Every control command goes through one choke point, `ZfsHost.run`: argv from `commands.py`
-in, with the engine's timeout (`EngineConfig.command_timeout`), a `CommandResult` out, or the
-typed error `zfs_errors.py` reads from zfs's stderr. Each command's output is parsed here,
+Every control command goes through one choke point, `ZfsHost.run` (or `ZfsHost.run_steps`
+for several writes in one round trip, `Batch`): argv from `commands.py` in, with the
+engine's timeout (`EngineConfig.command_timeout`), a `CommandResult` out, or the typed
+error `zfs_errors.py` reads from zfs's stderr. Each command's output is parsed here,
 once. Reads fetch everything needed in one call (all of a dataset's zrep properties in one
 `zfs get`, all its snapshots with guid, txg, creation and `zrep:sent` in another, or both in
 one with `state`): calls, not bytes, dominate the cost of syncing many small datasets.
@@ -10,7 +11,7 @@ one with `state`): calls, not bytes, dominate the cost of syncing many small dat
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -46,7 +47,7 @@ SNAPSHOT_PROPS = ("guid", "createtxg", "creation", "userrefs")
 # What a `zfs get -d 1` returns: name, property, value, source.
 _ROW = "name,property,value,source"
 
-__all__ = ["DatasetMissing", "Link", "ZfsHost"]
+__all__ = ["Batch", "DatasetMissing", "Link", "ZfsHost"]
 
 
 def _rows(out: str) -> list[list[str]]:
@@ -292,7 +293,12 @@ class ZfsHost:
         """Run `argv`; an error whose every stderr line is one of `benign` means "already so"
         (a command naming several snapshots reports each one on its own line). Returns stderr
         (the benign lines)."""
-        res = self.run(argv, check=False)
+        return self._tolerated(self.run(argv, check=False), what, name, benign)
+
+    def _tolerated(
+        self, res: CommandResult, what: str, name: str, benign: tuple[type[CommandError], ...]
+    ) -> str:
+        """`_tolerant`'s verdict on a command that ran."""
         if res.returncode != 0 and not zfs_errors.only(res.stderr, benign):
             raise self._failed(
                 res, f"{self.host}: cannot {what} {name}: {res.stderr.strip()}", name
@@ -313,6 +319,29 @@ class ZfsHost:
         argv = cmd.release(tag, *snapshots)
         err = self._tolerant(argv, "release", ", ".join(snapshots), (NoSuchHold, NoSuchDataset))
         return [s for s in snapshots if f"'{s}'" not in err]
+
+    def batch(self) -> Batch:
+        """Writes to run in order in one round trip (`Batch`)."""
+        return Batch(self)
+
+    def run_steps(self, steps: Sequence[Step]) -> None:
+        """Run `steps` in order with `Runner.run_many` (one remote command for all of them),
+        each outcome judged by its step as the single verb judges it: the first failure
+        that is not "already so" raises the verb's own typed error, naming its command, and
+        nothing after it runs. After one that is (the batch stops at any non-zero exit), the
+        rest run in a next round trip."""
+        pending = list(steps)
+        while pending:
+            try:
+                done = self.runner.run_many([s.argv for s in pending], timeout=self.timeout)
+            except CommandError as e:
+                raise zfs_errors.typed(e) from None
+            if not done:
+                raise CommandError(f"{self.host}: a batch ran no command", host=self.host)
+            for step, outcome in zip(pending, done, strict=False):
+                if isinstance(outcome, CommandError):
+                    step.judge(self, outcome)
+            pending = pending[len(done) :]
 
     def create(self, name: str, flags: Sequence[str] = ()) -> None:
         self.run(cmd.create(name, flags))
@@ -369,6 +398,65 @@ class ZfsHost:
                 dataset=info.name,
                 host=self.host,
             )
+
+
+@dataclass(frozen=True)
+class Step:
+    """One command of a `Batch` and how its failure is judged: `judge` raises what the
+    single verb would raise for it, or returns when the failure means "already so"."""
+
+    argv: tuple[str, ...]
+    judge: Callable[[ZfsHost, CommandError], None]
+
+
+def _raise(zh: ZfsHost, err: CommandError) -> None:
+    """A `set` that failed: the error `ZfsHost.run` raises for it."""
+    raise zfs_errors.typed(err)
+
+
+def _tolerating(
+    what: str, name: str, benign: tuple[type[CommandError], ...]
+) -> Callable[[ZfsHost, CommandError], None]:
+    def judge(zh: ZfsHost, err: CommandError) -> None:
+        res = CommandResult(zh.host, err.argv, err.returncode or 1, "", err.stderr)
+        zh._tolerated(res, what, name, benign)
+
+    return judge
+
+
+class Batch:
+    """Writes on one host that follow each other, run in one round trip (issue 17: a remote
+    command is an SSH round trip, a sync's far side made one per write).
+
+    Collect with the verbs (`set`, `hold`, `release`: the same commands and the same
+    verdicts as `ZfsHost`'s), then `run()`: in order, stopping at the first real
+    failure, with that verb's own typed error (`ZfsHost.run_steps`). Use it only where
+    running the later writes after an earlier one failed was never wanted anyway."""
+
+    def __init__(self, zh: ZfsHost) -> None:
+        self.zh = zh
+        self.steps: list[Step] = []
+
+    def set(self, name: str, assignments: dict[str, str]) -> Batch:
+        if assignments:
+            self.steps.append(Step(tuple(cmd.set_props(name, assignments)), _raise))
+        return self
+
+    def hold(self, tag: str, snapshot: str) -> Batch:
+        judge = _tolerating("hold", snapshot, (HoldExists,))
+        self.steps.append(Step(tuple(cmd.hold(tag, snapshot)), judge))
+        return self
+
+    def release(self, tag: str, *snapshots: str) -> Batch:
+        if snapshots:
+            judge = _tolerating("release", ", ".join(snapshots), (NoSuchHold, NoSuchDataset))
+            self.steps.append(Step(tuple(cmd.release(tag, *snapshots)), judge))
+        return self
+
+    def run(self) -> None:
+        if self.steps:
+            self.zh.run_steps(self.steps)
+        self.steps = []
 
 
 @dataclass(frozen=True)

@@ -27,16 +27,29 @@ both pass there, zrep against zrep as against zrepq).
 A stale global lock (its pid gone, or started after the file was written) left by a process
 killed in that moment is removed by zrepq, under a guard file that serialises zrepq processes
 (zrep never removes one it does not own, so nobody else can be removing or replacing it).
+
+When the marks are set (`marks_wanted`, the `lock_marks` setting): by default (`auto`) only
+when an upstream `zrep` program is installed on this host (`zrep_program`, looked up for every
+command: an admin may install zrep while workers run), or `always`, or `never`. They exist
+for zrep alone: zrepq processes of one host exclude each other with zrepq-local's flock'ed
+lock files, which a worker takes too after its Redis lease (`workers.filelock`). Setting and
+clearing them costs 4 zfs calls per command (set; get, inherit, inherit). Without them, step 2
+and 3 stay (the marks come with a read the command makes anyway, so a live zrep, or a zrepq
+with `always`, is still refused), step 4 and the release go, and so does zrep's global lock:
+it only orders check-and-set of the marks, and a process that sets none has nothing to order
+(a zrep installed where `auto` does not look it up can then pass the moment between our read
+and its own set, as zrep passes against zrep: see above).
 """
 
 from __future__ import annotations
 
 import fcntl
+import glob
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +71,37 @@ GLOBAL_LOCK_NAME = "zrep.lock"
 GUARD_NAME = "zrep.lock.zrepq-guard"
 GLOBAL_WAIT = 10.0  # zrep's own Z_LOCK_RETRY: ten tries a second apart
 _POLL = 0.05
+
+# Where an upstream zrep is looked for besides this process's PATH (a worker under systemd has
+# a short one): where zrep's own install (a copy of the script), distribution packages and
+# trees of their own put programs.
+ZREP_PLACES = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin",
+               "/opt/*/bin")  # fmt: skip
+
+
+def zrep_program(path: str | None = None, places: Sequence[str] = ZREP_PLACES) -> str | None:
+    """The first executable file named `zrep` in `path` (default: this process's PATH; its
+    relative entries are skipped) and then `places` (globs), or None: is zrep installed here?
+    A dozen `stat`s, no zfs call: cheap enough to ask for every command."""
+    dirs = [d for d in (os.environ.get("PATH", "") if path is None else path).split(":")]
+    for place in places:
+        dirs.extend(sorted(glob.glob(place)) if glob.has_magic(place) else [place])
+    for d in dirs:
+        if not d.startswith("/"):
+            continue
+        candidate = os.path.join(d, "zrep")
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def marks_wanted(mode: str) -> bool:
+    """Does a command set zrep's marks, under the `lock_marks` setting `mode`?"""
+    if mode == "always":
+        return True
+    if mode == "never":
+        return False
+    return zrep_program() is not None
 
 
 class GlobalLock:
@@ -222,8 +266,12 @@ _MINE: dict[tuple[str, str, str], int] = {}
 _MINE_LOCK = threading.Lock()
 
 
-def claim(zfs: ZfsHost, fs: str, glock: GlobalLock) -> Mark:
-    """Steps 1-4: set `TAG:lock-pid`/`lock-time` on `fs` to this process, or raise LockHeld."""
+def claim(zfs: ZfsHost, fs: str, glock: GlobalLock, *, marks: bool = True) -> Mark | None:
+    """Steps 1-4: set `TAG:lock-pid`/`lock-time` on `fs` to this process, or raise LockHeld.
+    Without `marks`, steps 2-3 only (read them, refuse a live one), no global lock: None."""
+    if not marks:
+        _refuse_unmarked(zfs, fs, *zfs.lock_props(fs))
+        return None
     with glock.held():
         return _claim(zfs, fs, *zfs.lock_props(fs))
 
@@ -235,22 +283,42 @@ def claim_reading(
     check: Callable[[DatasetInfo], None],
     *,
     bookmarks: bool = False,
-) -> tuple[Mark, DatasetInfo, list[Snapshot], list[Bookmark]]:
+    marks: bool = True,
+) -> tuple[Mark | None, DatasetInfo, list[Snapshot], list[Bookmark]]:
     """`claim`, with step 2's read being the whole state of `fs` (its zrep properties, the
     lock marks among them, its snapshots and, with `bookmarks`, its bookmarks:
     `ZfsHost.state`, one `zfs get -d 1`), so a sync needs no other read of its source: the
     one it used to make before locking and the snapshot list after it come from this read.
     `check` sees the properties first, under the global lock, and refuses by raising before
     any mark is set (zrep's order: not master, paused, then the lock). The marks count only
-    when set locally, as in `lock_props`."""
+    when set locally, as in `lock_props`. Without `marks`: the same read and refusals,
+    without the global lock, and no mark set (None)."""
+    if not marks:
+        info, snaps, books = _state(zfs, fs, bookmarks)
+        check(info)
+        _refuse_unmarked(zfs, fs, *(_local_value(info, k) for k in ("lock-pid", "lock-time")))
+        return None, info, snaps, books
     with glock.held():
-        if bookmarks:
-            info, snaps, books = zfs.state_and_bookmarks(fs)
-        else:
-            (info, snaps), books = zfs.state(fs), []
+        info, snaps, books = _state(zfs, fs, bookmarks)
         check(info)
         pid, when = (_local_value(info, k) for k in ("lock-pid", "lock-time"))
         return _claim(zfs, fs, pid, when), info, snaps, books
+
+
+def _state(
+    zfs: ZfsHost, fs: str, bookmarks: bool
+) -> tuple[DatasetInfo, list[Snapshot], list[Bookmark]]:
+    if bookmarks:
+        return zfs.state_and_bookmarks(fs)
+    info, snaps = zfs.state(fs)
+    return info, snaps, []
+
+
+def _refuse_unmarked(zfs: ZfsHost, fs: str, lock_pid: str | None, lock_time: str | None) -> None:
+    """Step 3 for a command that sets no mark: a stale mark is left as it is (nobody takes a
+    dead pid for a holder: zrep's `kill -0` fails, `liveness` sees it ended)."""
+    if lock_pid is not None:
+        _refuse_if_live((zfs.host, zfs.tag, fs), fs, zfs.tag, lock_pid, lock_time, "ignoring")
 
 
 def _local_value(info: DatasetInfo, key: str) -> str | None:
@@ -272,7 +340,12 @@ def _claim(zfs: ZfsHost, fs: str, lock_pid: str | None, lock_time: str | None) -
 
 
 def _refuse_if_live(
-    key: tuple[str, str, str], fs: str, tag: str, value: str, lock_time: str | None
+    key: tuple[str, str, str],
+    fs: str,
+    tag: str,
+    value: str,
+    lock_time: str | None,
+    doing: str = "overriding",
 ) -> None:
     pid = int(value) if value.isdigit() else 0
     if pid == os.getpid():
@@ -284,7 +357,7 @@ def _refuse_if_live(
                     dataset=fs,
                     host=key[0],
                 )
-        log.warning("clearing this process's own stale %s:lock-pid on %s", tag, fs)
+        log.warning("%s this process's own stale %s:lock-pid on %s", doing, tag, fs)
         return
     verdict = liveness.lock_pid_holder(pid, lock_time) if pid else None
     if verdict is not None and verdict.live:
@@ -298,7 +371,7 @@ def _refuse_if_live(
             host=key[0],
         )
     why = "not a pid" if verdict is None else verdict.state
-    log.warning("overriding stale %s:lock-pid=%s on %s (%s)", tag, value, fs, why)
+    log.warning("%s stale %s:lock-pid=%s on %s (%s)", doing, tag, value, fs, why)
 
 
 def release(zfs: ZfsHost, mark: Mark, glock: GlobalLock) -> None:
@@ -345,4 +418,14 @@ def _forget_after_fork() -> None:
 
 os.register_at_fork(after_in_child=_forget_after_fork)
 
-__all__ = ["GlobalLock", "Mark", "claim", "claim_reading", "global_lock", "release"]
+__all__ = [
+    "ZREP_PLACES",
+    "GlobalLock",
+    "Mark",
+    "claim",
+    "claim_reading",
+    "global_lock",
+    "marks_wanted",
+    "release",
+    "zrep_program",
+]

@@ -67,6 +67,47 @@ def is_status_line(line: str) -> bool:
     return _STATUS_LINE.match(line) is not None
 
 
+def remote_batch(argvs: Sequence[Sequence[str]], mark: str) -> str:
+    """Several commands as one remote shell script, run in order until one exits non-zero.
+
+    Before each command the script writes `\\nMARK I\\n` on stdout and on stderr, after it
+    `\\nMARK status I S\\n` on stderr; the rest is the command's own output, so each one's
+    exit status, stdout and stderr come back separately (`batch_outputs`). `mark` must not
+    occur in any output: a random token. The script itself exits 0.
+    """
+    if not argvs:
+        raise ValidationError("empty batch")
+    m = shlex.quote(mark)
+    lines = ["f=0"]
+    for i, argv in enumerate(argvs):
+        lines.append(
+            f"printf '\\n%s %d\\n' {m} {i}; printf '\\n%s %d\\n' {m} {i} >&2; "
+            f"if [ $f = 0 ]; then {remote_command(argv, stdin_null=True)}; s=$?; "
+            f"printf '\\n%s status %d %d\\n' {m} {i} $s >&2; [ $s = 0 ] || f=1; fi"
+        )
+    lines.append("exit 0")
+    return "\n".join(lines)
+
+
+def batch_outputs(stdout: str, stderr: str, mark: str) -> list[tuple[int, str, str]]:
+    """(exit status, stdout, stderr) of each command of a `remote_batch` that ran, in order.
+    A command whose status line is missing (the script was cut) ends the list."""
+    outs = _sections(stdout, mark)
+    found: list[tuple[int, str, str]] = []
+    for i, section in enumerate(_sections(stderr, mark)):
+        err, sep, tail = section.rpartition(f"\n{mark} status {i} ")
+        if not sep or not tail.rstrip("\n").lstrip("-").isdigit():
+            break
+        found.append((int(tail.rstrip("\n")), outs[i] if i < len(outs) else "", err))
+    return found
+
+
+def _sections(text: str, mark: str) -> list[str]:
+    """The text after each `\\nMARK I\\n` marker, up to the next one."""
+    parts = re.split(rf"\n{re.escape(mark)} \d+\n", text)
+    return parts[1:]
+
+
 def filter_argv(text: str) -> tuple[str, ...]:
     """A ZREP_OUTFILTER/ZREP_INFILTER string as argv: split like a shell, no shell features."""
     try:

@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import select
+import shlex
 import socket
 import threading
 import time
+from collections.abc import Sequence
 
 import paramiko
 
 from workers.engine.errors import CommandError, HostKeyError, HostUnreachable
-from workers.exec.quoting import remote_command
-from workers.exec.runner import BaseRunner, command_name, timed_out
+from workers.engine.ports import CommandResult
+from workers.exec.procs import describe_status
+from workers.exec.quoting import batch_outputs, remote_batch, remote_command
+from workers.exec.runner import BaseRunner, command_error, command_name, decoded, timed_out
 from workers.exec.ssh_options import ResolvedHost, SshOptions
 
 log = logging.getLogger(__name__)
@@ -60,6 +65,60 @@ class ParamikoRunner(BaseRunner):
                 return self._collect(channel, argv, timeout)
             finally:
                 channel.close()
+
+    def run_many(
+        self, argvs: Sequence[Sequence[str]], *, timeout: float | None = None
+    ) -> list[CommandResult | CommandError]:
+        """`ports.Runner.run_many` in one channel: one remote shell script
+        (`quoting.remote_batch`, every word quoted) that runs the commands in order and
+        reports each one's exit status, stdout and stderr separately, so a failed one comes
+        back as the same `CommandError` that `run` raises for it. One round trip instead of
+        one per command; the timeout is the sum of theirs."""
+        steps = [tuple(a) for a in argvs]
+        if any(not a for a in steps):
+            raise CommandError("empty command", host=self._host)
+        if len(steps) == 1:
+            res = self.run(steps[0], check=False, timeout=timeout)
+            return [res if res.returncode == 0 else command_error(res)]
+        mark = f"zrepq-batch-{secrets.token_hex(8)}"
+        script = remote_batch(steps, mark)
+        # What messages (a timeout, a lost connection) name: every command of the batch.
+        label = ("batch", "; ".join(shlex.join(a) for a in steps))
+        log.debug("run on %s: %s", self._host, label[1])
+        start = time.monotonic()
+        total = None if timeout is None else timeout * len(steps)
+        with self._sessions:
+            channel = self._open_channel(label, script)
+            try:
+                status, out, err = self._collect(channel, label, total)
+            finally:
+                channel.close()
+        found = batch_outputs(decoded(out), decoded(err), mark)
+        log.debug(
+            "batch of %d on %s: %d run, last %s in %.3fs",
+            len(steps),
+            self._host,
+            len(found),
+            describe_status(found[-1][0]) if found else "-",
+            time.monotonic() - start,
+        )
+        done: list[CommandResult | CommandError] = []
+        for argv, (code, cout, cerr) in zip(steps, found, strict=False):
+            res = CommandResult(self._host, argv, code, cout, cerr)
+            done.append(res if code == 0 else command_error(res))
+        if status != 0 or (len(found) < len(steps) and (not found or found[-1][0] == 0)):
+            # The script did not get to its end (killed, or the shell itself failed): the
+            # first command not reported may or may not have run.
+            argv = steps[len(found)] if len(found) < len(steps) else steps[-1]
+            raise CommandError(
+                f"`{command_name(argv)}` on {self._host}: the batch it ran in stopped "
+                f"unexpectedly ({describe_status(status)}); it may or may not have run",
+                argv=argv,
+                returncode=None,
+                stderr=decoded(err),
+                host=self._host,
+            )
+        return done
 
     def close(self) -> None:
         with self._lock:

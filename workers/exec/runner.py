@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 
 from workers.engine.errors import CommandError, CommandTimedOut
-from workers.engine.ports import CommandResult
+from workers.engine.ports import CommandResult, Runner
 from workers.exec.procs import describe_status
 
 log = logging.getLogger("workers.exec")
@@ -42,7 +42,7 @@ class BaseRunner:
         log.debug("run on %s: %s", self._host, shlex.join(argv))
         start = time.monotonic()
         status, out, err = self._execute(argv, timeout)
-        result = CommandResult(self._host, argv, status, _text(out), _text(err))
+        result = CommandResult(self._host, argv, status, decoded(out), decoded(err))
         log.debug(
             "%s on %s: %s in %.3fs",
             argv[0],
@@ -54,6 +54,13 @@ class BaseRunner:
             raise command_error(result)
         return result
 
+    def run_many(
+        self, argvs: Sequence[Sequence[str]], *, timeout: float | None = None
+    ) -> list[CommandResult | CommandError]:
+        """`ports.Runner.run_many`: here one after the other (a local command has no round
+        trip to save); `ParamikoRunner` runs them as one remote script."""
+        return run_in_turn(self, argvs, timeout)
+
     def _execute(self, argv: tuple[str, ...], timeout: float | None) -> tuple[int, bytes, bytes]:
         """Run `argv` to its end: (exit status, stdout, stderr); raise `timed_out(...)` after
         `timeout` seconds, `HostUnreachable` when the host cannot be reached."""
@@ -63,7 +70,21 @@ class BaseRunner:
         """Nothing is kept open between commands."""
 
 
-def _text(data: bytes | None) -> str:
+def run_in_turn(
+    runner: Runner, argvs: Sequence[Sequence[str]], timeout: float | None
+) -> list[CommandResult | CommandError]:
+    """`ports.Runner.run_many` as separate `run`s, for a runner with no round trip to save."""
+    done: list[CommandResult | CommandError] = []
+    for argv in argvs:
+        result = runner.run(argv, check=False, timeout=timeout)
+        if result.returncode != 0:
+            done.append(command_error(result))
+            break
+        done.append(result)
+    return done
+
+
+def decoded(data: bytes | None) -> str:
     return (data or b"").decode("utf-8", errors="replace")
 
 
@@ -99,6 +120,6 @@ def timed_out(host: str, argv: Sequence[str], timeout: float, stderr: bytes) -> 
         f"`{command_name(argv)}` on {host} timed out after {timeout:g}s: {shlex.join(argv)}",
         argv=argv,
         returncode=None,
-        stderr=_text(stderr),
+        stderr=decoded(stderr),
         host=host,
     )

@@ -207,6 +207,8 @@ class ZrepSection(Section):
     bookmarks: bool | None = None  # ZREPQ_BOOKMARKS: the replication cursor (zrepq's own)
     decrypt: bool | None = None  # ZREPQ_DECRYPT: send encrypted datasets decrypted (zrepq's)
     recv_unmounted: bool | None = None  # ZREPQ_RECV_UNMOUNTED: receive with -u (zrepq's)
+    # ZREPQ_LOCK_MARKS: zrep's lock-pid/lock-time marks set when zrep is installed (zrepq's)
+    lock_marks: Literal["auto", "always", "never"] | None = None
 
 
 class SigningSection(Section):

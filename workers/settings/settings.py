@@ -68,17 +68,21 @@ class Settings(Generic[F]):
         The worker passes its Redis `client`: leases there (`workers.lease`). `zrepq-local`
         gets lock files on this host (`[locks] dir`, `workers.filelock`): no Redis needed, as
         with zrep from cron; or, with `[locks] redis`, the workers' own leases on the [broker]
-        Redis, so a `zrepq-local` run also excludes the queue's runs on the other host.
+        Redis, so a `zrepq-local` run also excludes the queue's runs on the other host. The
+        leases come with the lock files of this host's datasets (`LeaseAndFile`): a worker
+        and a `zrepq-local` of one host exclude each other there.
         """
+        from workers.filelock import FileLocks, LeaseAndFile
+
         if client is None and self.model.locks.redis:
             client = self.redis()
+        files = FileLocks(self.model.locks.dir, owner=owner)
         if client is None:
-            from workers.filelock import FileLocks
-
-            return FileLocks(self.model.locks.dir, owner=owner)
+            return files
         from workers.lease import RedisLocks
 
-        return RedisLocks(client, owner=owner, ttl=self.model.worker.lease_ttl)
+        lease = RedisLocks(client, owner=owner, ttl=self.model.worker.lease_ttl)
+        return LeaseAndFile(lease, files)
 
     def remote_command(self) -> tuple[str, ...]:
         """What runs zrep's verbs on the other host (`[worker] remote_command`)."""
