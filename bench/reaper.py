@@ -13,34 +13,15 @@ the benchmark reads when this process is reaped. Exit status: COMMAND's.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
-import signal
 import subprocess
 import sys
 import time
 
+from tests.harness.pids import kill_pinned, pin_tree
+
 PR_SET_CHILD_SUBREAPER = 36
-
-
-def descendants(pid: int) -> list[int]:
-    kids: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        kids.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        for k in kids.get(todo.pop(), []):
-            out.append(k)
-            todo.append(k)
-    return out
 
 
 def reap_all(deadline: float) -> None:
@@ -53,9 +34,9 @@ def reap_all(deadline: float) -> None:
         if pid:
             continue
         if time.monotonic() > deadline:
-            for p in descendants(os.getpid()):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(p, signal.SIGKILL)
+            # Pinned (pidfds) and checked to be ours once pinned: a listed pid that ended
+            # meanwhile may belong to another process already (tests/harness/pids.py).
+            kill_pinned(pin_tree(os.getpid()))
         time.sleep(0.02)
 
 

@@ -30,6 +30,7 @@ from tests.harness.services import start_flower, start_worker, worker_env  # noq
 from tests.harness.sshd import SshdCluster  # noqa: E402
 from tests.harness.standin import StandinHost, standin_env  # noqa: E402
 from workers.auth.signing import generate  # noqa: E402
+from workers.engine.liveness import read_stat  # noqa: E402
 
 STATE = Path(os.environ.get("ZREPQ_DEMO_STATE", "/tmp/zrepq-demo.json"))
 
@@ -40,16 +41,27 @@ def stop_stack() -> int:
         print("no demo stack is running")
         return 0
     state = json.loads(STATE.read_text())
-    for pgid in state["pgids"]:
+    starts = {int(k): v for k, v in state.get("starts", {}).items()}
+    # Only groups whose leader is still the process the demo started (same start time): the
+    # stack may have died long ago and its pids been given to other processes since.
+    ours = [pgid for pgid in state["pgids"] if _started_at(pgid) == starts.get(pgid, -1)]
+    for pgid in ours:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGTERM)
     time.sleep(2)
-    for pgid in state["pgids"]:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
+    for pgid in ours:
+        if _started_at(pgid) == starts[pgid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
     STATE.unlink()
-    print(f"stopped {len(state['pgids'])} process groups; data left in {state['base']}")
+    print(f"stopped {len(ours)} process groups; data left in {state['base']}")
     return 0
+
+
+def _started_at(pid: int) -> int | None:
+    """The start time (clock ticks after boot) of process `pid`, None if there is none."""
+    stat = read_stat(pid)
+    return None if stat is None or stat.exited else stat.start_ticks
 
 
 def step(text: str) -> None:
@@ -165,7 +177,9 @@ def main() -> int:
         if not opts.stop_after:
             pgids = [svc.pid for svc in services] + [h.pid for h in cluster.hosts.values()]
             pgids.append(redis_srv.pid or 0)
-            STATE.write_text(json.dumps({"pgids": [p for p in pgids if p], "base": str(base)}))
+            pgids = [p for p in pgids if p]
+            starts = {p: _started_at(p) for p in pgids}
+            STATE.write_text(json.dumps({"pgids": pgids, "starts": starts, "base": str(base)}))
             keep = True
             print(
                 f"The stack keeps running. Flower: http://127.0.0.1:{flower.port}/ "

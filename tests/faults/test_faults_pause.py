@@ -5,8 +5,9 @@ middle of the stream, once right after it made its new snapshot (before the stre
 lapses; the standby nb then pulls (`refresh`), which takes the same lease and completes. Then
 the paused worker is continued (SIGCONT). It must notice at once that its lease is gone and
 stop: its task fails with `lock-lost`, and it writes nothing more on either host (no
-`zrep:sent`, no hold, no rename or destroy of its snapshot, no error flag); all it does is
-clear its own `zrep:lock-pid` mark on na, which is still its own. Both sides stay
+`zrep:sent`, no hold, no rename or destroy of its snapshot, no error flag); all it may do is
+clear its own `zrep:lock-pid` mark on na, which is still its own (set only where zrep is
+installed: not here, so it writes nothing). Both sides stay
 consistent: the same snapshots with the same guids, one hold each on the last sent one, the
 same bytes, no error flag, and the next sync succeeds.
 """
@@ -112,9 +113,9 @@ def test_paused_worker_cannot_write_after_its_lease(pair: Callable[..., Pair], m
     time.sleep(1.0)  # anything the stale run would still do, it has done by now
 
     # No late writes: after SIGCONT, the stale run changed nothing on either host, but for
-    # clearing its own zrep:lock-pid mark on na (under zrep's global lock, and only because
-    # the mark was still its own: a mark naming a live process would keep every other zrepq
-    # and zrep on na away from the dataset).
+    # clearing its own zrep:lock-pid mark on na had it set one (zrep installed on na; under
+    # zrep's global lock, and only because the mark was still its own: a mark naming a live
+    # process would keep every other zrepq and zrep on na away from the dataset).
     own_mark = [["zfs", "inherit", f"zrep:{p}", fs] for p in ("lock-time", "lock-pid")]
     late = [c for c in mutating_calls(na, resumed_at) if c not in own_mark]
     late += mutating_calls(nb, resumed_at)

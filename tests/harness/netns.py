@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.harness.netutil import cmdline, descendants, pid_alive
+from tests.harness.pids import exited, kill_pinned, pin, pin_tree
 from tests.harness.redis_server import RedisServer
 from tests.harness.services import Service, start_workers, worker_env
 from tests.harness.sshd import SshdCluster, SshdHost, sshd_unavailable
@@ -103,6 +104,41 @@ def ns_pids(ns: str) -> list[int]:
     return [int(p) for p in res.stdout.split()]
 
 
+def pin_in_ns(ns: str) -> list[int]:
+    """pidfds of the processes in network namespace `ns`, each checked, once pinned, to be in
+    it still (`ip netns pids` lists numbers, which may change hands before they are used)."""
+    try:
+        inode = os.stat(f"/run/netns/{ns}").st_ino
+    except OSError:
+        return []
+
+    def inside(pid: int) -> bool:
+        try:
+            return os.stat(f"/proc/{pid}/ns/net").st_ino == inode
+        except OSError:
+            return False
+
+    fds = []
+    for pid in ns_pids(ns):
+        fd = pin(pid, lambda _fields: True)
+        if fd is None:
+            continue
+        # Read after pinning; alive afterwards, so what was read was the pinned process's.
+        if inside(pid) and _alive(fd):
+            fds.append(fd)
+        else:
+            os.close(fd)
+    return fds
+
+
+def _alive(pidfd: int) -> bool:
+    try:
+        signal.pidfd_send_signal(pidfd, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 # -- hosts -----------------------------------------------------------------------------------
 
 
@@ -153,6 +189,13 @@ class NetHost:
         if self.worker is None or self.worker.proc.poll() is not None:
             return set()
         return {self.worker.pid, *descendants(self.worker.pid)}
+
+    def pin_worker(self) -> list[int]:
+        """pidfds of the worker's processes below its main one (`pids.pin_tree`), to kill
+        later without killing a process that was given one of their pids meanwhile."""
+        if self.worker is None or exited(self.worker.proc):
+            return []
+        return pin_tree(self.worker.pid)
 
     def stray(self) -> dict[int, list[str]]:
         """Processes in the namespace that are neither the sshd listener, its idle sessions,
@@ -251,9 +294,7 @@ class NetBed:
                 self.stop_worker(host.name)
             with contextlib.suppress(Exception):
                 self.ssh.stop(host.name)
-            for pid in ns_pids(host.ns):  # anything else still in the namespace
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            kill_pinned(pin_in_ns(host.ns))  # anything else still in the namespace
         if self.redis is not None:
             with contextlib.suppress(Exception):
                 self.redis.stop()
@@ -348,26 +389,24 @@ class NetBed:
     def stop_worker(self, name: str) -> None:
         host = self.hosts[name]
         if host.worker is not None:
-            pids = host.worker_pids()
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(host.worker.pid, signal.SIGCONT)  # a paused one could not stop
-            host.worker.stop(grace=10)
-            for pid in pids:  # pool children that left the group (they do not, but be sure)
+            pinned = host.pin_worker()
+            if not exited(host.worker.proc):  # unreaped: the group id is still its own
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+                    os.killpg(host.worker.pid, signal.SIGCONT)  # a paused one could not stop
+            host.worker.stop(grace=10)
+            kill_pinned(pinned)  # pool children that left the group (they do not, but be sure)
             host.worker = None
 
     def kill_worker(self, name: str) -> float:
         """SIGKILL the whole worker (main process and pool), as a crash would; the time."""
         host = self.hosts[name]
         assert host.worker is not None
-        pids = host.worker_pids()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(host.worker.pid, signal.SIGKILL)
-        t = time.monotonic()
-        for pid in pids:
+        pinned = host.pin_worker()
+        if not exited(host.worker.proc):  # unreaped: the group id is still its own
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+                os.killpg(host.worker.pid, signal.SIGKILL)
+        t = time.monotonic()
+        kill_pinned(pinned)
         host.worker.proc.wait()
         host.worker = None
         return t
@@ -441,9 +480,7 @@ def remove_stale() -> None:
     for ns in names:
         m = re.match(rf"^{PREFIX}(\d+)-", ns)
         if m and not pid_alive(int(m.group(1))):
-            for pid in ns_pids(ns):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            kill_pinned(pin_in_ns(ns))
             ip("netns", "del", ns, check=False)
     for m in re.finditer(rf"^\d+: ({PREFIX}(\d+)r)[@:]", ip("link").stdout, re.M):
         if not pid_alive(int(m.group(2))):

@@ -9,10 +9,8 @@ started here is stopped by pid (whole process group), even when a test fails.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -24,6 +22,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from tests.harness.netutil import REPO, free_port, spawn_logged, wait_for_port
+from tests.harness.pids import stop_group
 from tests.harness.signing import keys
 from tests.harness.standin import standin_env
 from workers.keys import host_key
@@ -48,18 +47,10 @@ class Service:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def stop(self, grace: float = 10.0) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-            except ProcessLookupError:
-                pass
-        # Pool children that outlived their parent (SIGKILL tests) go too.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        """SIGTERM the service's process group, SIGKILL what is left of it after `grace` (pool
+        children that outlived their parent too), reap it. Never by a pid already reaped:
+        that number may be another session's process group by now (`pids.stop_group`)."""
+        stop_group(self.proc, grace)
 
 
 def worker_env(

@@ -13,10 +13,8 @@ the host's own (empty) directory so root's dotfiles neither slow commands down n
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import threading
 from collections.abc import Mapping, Sequence
@@ -25,13 +23,13 @@ from pathlib import Path
 
 from tests.harness.netutil import (
     REPO,
-    descendants,
     free_port,
     spawn_logged,
     stop_pid,
     tail,
     wait_for_port,
 )
+from tests.harness.pids import kill_pinned, pin_tree
 from workers.exec.ssh_options import SshOptions
 
 SSHD = "/usr/sbin/sshd"  # sshd refuses to run (re-exec) unless started by absolute path
@@ -264,12 +262,12 @@ class SshdCluster:
             return
         # Each connection has its own sshd child, in its own session: stop those and what they
         # run too, or a cached client connection (or its zfs) would outlive "its" server.
-        sessions = descendants(host.proc.pid)
+        # Pinned (pidfds), not numbers: a session that ends during the grace period gives its
+        # pid back, and under load another process soon has it (tests/harness/pids.py).
+        sessions = pin_tree(host.proc.pid) if host.proc.poll() is None else []
         stop_pid(host.proc)
         host.proc = None
-        for pid in sessions:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        kill_pinned(sessions)
 
     def _sshd_config(self, host: SshdHost) -> str:
         return sshd_config_text(
