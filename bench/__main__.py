@@ -49,6 +49,17 @@ DOC = REPO / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- bench:results:begin -->", "<!-- bench:results:end -->"
 
 
+def _interpreter() -> str:
+    """This Python as the docs name it: `.venv/bin/python` when it is the repository's own
+    virtualenv (what scripts/setup.sh makes), so the command in the docs runs as printed in
+    any clone; its absolute path otherwise."""
+    exe = Path(sys.executable)
+    venv_bin = Path(__file__).resolve().parent.parent / ".venv" / "bin"
+    if exe.parent.resolve() == venv_bin.resolve():
+        return f".venv/bin/{exe.name}"
+    return sys.executable
+
+
 def render(
     sections: list[Section],
     mode: str,
@@ -134,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}")
     output = args.output or (DOC if mode == "full" and not args.no_write else None)
     raw = sys.argv[1:] if argv is None else argv
-    command = shlex.join([sys.executable, "-m", "bench", *raw])
+    command = shlex.join([_interpreter(), "-m", "bench", *raw])
 
     started = datetime.now(UTC)
     info = {**machine(), **peers.versions()}
