@@ -11,7 +11,9 @@ live in `tasks.handlers`, imported by workers only.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
@@ -75,6 +77,44 @@ class SigningAMQP(AMQP):
 
 _SIGNERS: WeakKeyDictionary[Celery, signing.Signer] = WeakKeyDictionary()
 
+# The producer of a `pipelined()` block in this thread (None outside one).
+_PIPELINE: ContextVar[Any] = ContextVar("zrepq_pipeline_producer", default=None)
+
+
+class ZrepqCelery(Celery):
+    """Celery, whose publishers take the producer of a `pipelined()` block when one is open.
+
+    Celery acquires a producer per call (`producer_or_acquire`): a chord's header publishes
+    each member with one round trip for the message and one for its `task-sent` event. There
+    is no way to hand a chord a producer; this is the one place every publish asks for one.
+    """
+
+    def producer_or_acquire(self, producer: Any = None) -> Any:
+        return super().producer_or_acquire(producer if producer is not None else _PIPELINE.get())
+
+
+@contextmanager
+def pipelined(app: Celery) -> Iterator[None]:
+    """Publish what this thread sends inside the block in Redis pipelines (kombu's
+    `Producer.batch`, a write every few hundred messages and at the end): a `sync all` of 500
+    datasets makes ~10 round trips instead of 1,000 (issue 17: a 10,000-dataset fan-out).
+
+    Its own connection, which does not retry a timed-out command: kombu pipelines nothing over
+    one that does (a replayed pipeline could queue a message twice). A block that raises
+    discards what it had not written yet."""
+    conn = app.connection_for_write(transport_options={"retry_on_timeout": False})
+    try:
+        producer = app.amqp.Producer(conn, auto_declare=False)
+        batching = getattr(producer, "batch", None)  # kombu >= 5.7; else one round trip each
+        with batching() if batching is not None else nullcontext():
+            token = _PIPELINE.set(producer)
+            try:
+                yield
+            finally:
+                _PIPELINE.reset(token)
+    finally:
+        conn.release()
+
 
 def signer_for(cfg: Settings[Any]) -> signing.Signer | None:
     """The producer key of these settings (None: none configured); `ConfigError` if bad."""
@@ -93,7 +133,7 @@ def make_app(
     """The zrepq Celery app; raises `ConfigError` naming every bad setting."""
     cfg = config or load(env, model=AppFile)
     signer = signer_for(cfg)
-    app = Celery("zrepq", include=["tasks.handlers", "tasks.ops"], amqp=SigningAMQP)
+    app = ZrepqCelery("zrepq", include=["tasks.handlers", "tasks.ops"], amqp=SigningAMQP)
     app.conf.update({**cfg.broker.celery(), **_TASKS, **redbeat(cfg)})
     _SETTINGS[app] = cfg
     if signer is not None:

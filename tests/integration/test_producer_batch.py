@@ -171,3 +171,41 @@ def test_flower_shows_the_tasks_of_a_batch_as_queued(
             assert f"pool/fs{i}" in info["kwargs"]
     finally:
         flower.stop()
+
+
+def test_a_sync_alls_chord_goes_out_in_pipelines_and_says_what_it_carries(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    """What a worker's `sync all` publishes (`tasks.handlers.FanOut`): inside
+    `tasks.app.pipelined` the chord's members are written when the block ends (kombu writes
+    every 1,000 operations: a message and its event are two), not one round trip each, and
+    every member carries the chord and the repr of its arguments that Flower shows."""
+    from celery import chord
+
+    from tasks.app import pipelined
+    from tasks.handlers import _member
+
+    app = make_app(signed({"ZREPQ_CONFIG": "none", "ZREPQ_BROKER_URL": redis_url}))
+    queue = c.queue_for("bqa")
+    base = {"host": "bqa", "changed_only": True, "record_errors": True}
+    header = [_member(base, "zrep", f"pool/fs{i:03d}", queue, on=app) for i in range(400)]
+    body = app.signature(c.SYNC_ALL_SUMMARY, kwargs={"host": "bqa", "started": 1.0}, queue=queue)
+    with pipelined(app):
+        chord(header, body).apply_async()
+        assert redis_client.llen(queue) == 0  # 800 operations: none written yet
+    msgs = _queued(redis_client, "bqa")
+    assert [m["kwargs"]["fs"] for m in msgs] == [f"pool/fs{i:03d}" for i in range(400)]
+    groups = {m["headers"]["group"] for m in msgs}
+    assert len(groups) == 1 and None not in groups
+    first = msgs[0]
+    assert first["headers"]["kwargsrepr"] == repr(first["kwargs"])
+    assert first["headers"]["argsrepr"] == "()"
+    assert first["headers"]["ignore_result"] is True
+    assert first["headers"]["zrepq_auth"]["identity"] == "tester"
+    # The chord's body travels in each member's embed; kombu wrote the chord's size too.
+    raw = json.loads(redis_client.lrange(queue, -1, -1)[0])
+    embed = json.loads(base64.b64decode(raw["body"]))[2]
+    assert embed["chord"]["task"] == c.SYNC_ALL_SUMMARY
+    # Outside a block, publishing is immediate again.
+    app.signature(c.SYNC, kwargs={**base, "fs": "pool/after", "tag": "zrep"}, queue=queue).delay()
+    assert redis_client.llen(queue) == 401

@@ -138,6 +138,8 @@ def describe_holder(token: str | None) -> str:
 class _Handle:
     token: str
     lost: threading.Event = field(default_factory=threading.Event)
+    # One process's locks, for tests and an engine alone on its host: nothing else to exclude.
+    host_excluded: bool = True
 
 
 class LocalLocks:

@@ -122,6 +122,11 @@ class LockHandle(Protocol):
     @property
     def token(self) -> str: ...
 
+    # Do the other zrepq processes of this host see this lock? When not, the engine sets
+    # zrep's lock marks on the dataset to exclude them (`steps._marks`).
+    @property
+    def host_excluded(self) -> bool: ...
+
 
 class Locks(Protocol):
     """Leases keyed by name. `hold` takes all `keys` (this host's datasets) and makes sure

@@ -161,9 +161,7 @@ def _marks(ctx: Context, handle: LockHandle) -> bool:
     zrepq's lock is one that other zrepq processes of this host cannot see: a handle with
     `host_excluded` False (a worker whose lease came without zrepq-local's lock file,
     `workers.filelock.LeaseAndFile`) makes the marks exclude them instead."""
-    return zreplock.marks_wanted(ctx.config.lock_marks) or not getattr(
-        handle, "host_excluded", True
-    )
+    return zreplock.marks_wanted(ctx.config.lock_marks) or not handle.host_excluded
 
 
 def _operation(ctx: Context, operation: str) -> str:
