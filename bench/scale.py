@@ -258,8 +258,11 @@ def run(mode: str) -> Section:
         fanned is not None and fanned < 5.0,
     )
     sec.note(
-        "scale: Redis keys after the run, by family (count; TTL min-max s, -1 = none): "
-        + "; ".join(f"{fam} {n} ({lo}-{hi})" for fam, (n, lo, hi) in sorted(families.items()))
+        "scale: Redis keys after the run, by family (count; TTL min-max s, -1 = none; size): "
+        + "; ".join(
+            f"{fam} {n} ({lo}-{hi}; {size / (1 << 20):.2f} MiB)"
+            for fam, (n, lo, hi, size) in sorted(families.items())
+        )
     )
     sec.note(
         f"scale: CPU {m.cpu:.0f} s ({m.cpu / m.wall:.2f} cores) by zrepq, Redis, Flower and the "
@@ -294,17 +297,22 @@ def _wait_fanned_out(client: Any, total: int, timeout: float) -> float | None:
     return None
 
 
-def _key_families(client: Any) -> dict[str, tuple[int, int, int]]:
+def _key_families(client: Any) -> dict[str, tuple[int, int, int, int]]:
     """Every key left in Redis, grouped by its name up to the first id-like part: count,
-    lowest and highest TTL (seconds; -1: never expires)."""
+    lowest and highest TTL (seconds; -1: never expires), and bytes (`MEMORY USAGE`, which
+    counts Redis' own overhead per key)."""
     import re
 
-    fams: dict[str, list[int]] = {}
+    fams: dict[str, list[tuple[int, int]]] = {}
     for key in client.scan_iter(count=5000):
         name = key.decode(errors="replace") if isinstance(key, bytes) else str(key)
         fam = re.sub(r"[0-9a-f]{8}-[0-9a-f-]{27,}.*|[0-9]{3,}.*", "*", name)
-        fams.setdefault(fam, []).append(int(client.ttl(key)))
-    return {f: (len(t), min(t), max(t)) for f, t in fams.items()}
+        size = int(client.memory_usage(key, samples=0) or 0)
+        fams.setdefault(fam, []).append((int(client.ttl(key)), size))
+    return {
+        f: (len(v), min(t for t, _ in v), max(t for t, _ in v), sum(b for _, b in v))
+        for f, v in fams.items()
+    }
 
 
 if __name__ == "__main__":
