@@ -1,6 +1,7 @@
 """The loaded state of one host: pools, filesystems, snapshots and their content
 directories (`Model`), and `Session`, which locks, loads and saves it around a command."""
 
+import bisect
 import os
 import stat
 import time
@@ -31,12 +32,16 @@ class Model(Properties):
         self.st = st
         self._live_cache = {}
         self._children_memo = None
+        self._sorted_names: list = []
+        self._sorted_dirs: list = []
 
     def freeze(self) -> None:
         """The state will not change any more (a read-only session): remember the tree's
         derived facts (children, space) instead of recomputing them per dataset."""
         self._children_memo = {}
         self._used_memo = {}
+        self._sorted_names = sorted(self.ds)
+        self._sorted_dirs = sorted(d["dir"] for d in self.ds.values() if d.get("dir"))
 
     # -- basic lookups
     @property
@@ -88,7 +93,10 @@ class Model(Properties):
 
     def _children(self, name: str, recursive: bool) -> list:
         pre = name + "/"
-        out = [n for n in self.ds if n.startswith(pre)]
+        if self._children_memo is not None:  # frozen: the names below, found in sorted order
+            out = _prefixed(self._sorted_names, pre)
+        else:
+            out = [n for n in self.ds if n.startswith(pre)]
         if not recursive:
             out = [n for n in out if "/" not in n[len(pre) :]]
         return sorted(out)
@@ -171,6 +179,8 @@ class Model(Properties):
 
     def exclude_for(self, name: str) -> set:
         top = self.ds[name]["dir"]
+        if self._children_memo is not None:  # frozen: as below, without a walk per dataset
+            return set(_prefixed(self._sorted_dirs, top + "/"))
         ex = set()
         for n, d in self.ds.items():
             if n != name and d.get("dir") and d["dir"].startswith(top + "/"):
@@ -399,3 +409,12 @@ class Session:
         finally:
             self.host.unlock()
         return False
+
+
+def _prefixed(ordered: list, prefix: str) -> list:
+    """The strings of sorted `ordered` that start with `prefix`, in order (a read-only
+    session's lookups: a `zfs get all` over n datasets was O(n^2) in the stand-in, where
+    OpenZFS walks each dataset's own children)."""
+    lo = bisect.bisect_left(ordered, prefix)
+    hi = bisect.bisect_left(ordered, prefix + "\U0010ffff")
+    return ordered[lo:hi]
