@@ -629,3 +629,49 @@ def get_both(b: ZfsBackend, prop: str, ds: str) -> tuple[str, str]:
     out = ok(b, "get", "-H", "-o", "value,source", prop, ds).rstrip("\n")
     value, source = out.split("\t")
     return value, source
+
+
+@pytest.mark.parametrize("first_s", [True, False], ids=["first-s", "first-plain"])
+def test_a_receive_is_refused_while_another_writes_into_the_filesystem(
+    b: ZfsBackend, first_s: bool
+) -> None:
+    """A killed worker's `zfs recv` may still be running when the task's re-run starts its
+    own. OpenZFS refuses any other receive into that filesystem at its start, whatever its
+    flags (the first owns `DST/%recv`); a first with `-s` shows its resume token already; the
+    first lands."""
+    src = make_source(b)
+    ok(b, "snapshot", f"{src}@s1")
+    dst = f"{b.base2}/dst"
+    send_recv(b, f"{src}@s1", dst).check()
+    write_file(b, src, "p1", os.urandom(1 << 20))
+    ok(b, "snapshot", f"{src}@s2")
+    out = "/tmp/zrepq-first-recv.out"
+    sh_ok(  # the first receive gets 200 kB, then waits 4 s for the rest
+        b,
+        f"(zfs send -i @s1 {src}@s2 | (head -c 200000; sleep 4; cat) "
+        f"| zfs recv {'-s' if first_s else ''} {dst}; echo rc=$?) >{out} 2>&1 </dev/null & "
+        "sleep 1",
+    )
+    during = get(b, "receive_resume_token", dst)
+    assert (during != "-") == first_s
+    tries = {
+        "incremental": send_recv(b, f"-i @s1 {src}@s2", dst),
+        "incremental -s": send_recv(b, f"-i @s1 {src}@s2", f"-s {dst}"),
+    }
+    if first_s:
+        tries["resume"] = send_recv(b, f"-t {during}", f"-s {dst}")
+    for what, res in tries.items():
+        kind = what.split()[0]
+        if first_s:
+            assert_fails(
+                res,
+                f"cannot receive {kind} stream: destination {dst} contains partially-complete "
+                'state from "zfs receive -s".',
+            )
+        else:
+            assert_fails(res, f"cannot receive {kind} stream: dataset is busy")
+    assert get(b, "receive_resume_token", dst) == during
+    assert sh_ok(b, f"while ! grep -q rc= {out}; do sleep 0.2; done; cat {out}") == "rc=0\n"
+    assert snapshots(b, dst) == ["s1", "s2"]
+    assert get(b, "receive_resume_token", dst) == "-"
+    assert tree(b, dst) == tree(b, src)

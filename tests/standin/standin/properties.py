@@ -257,6 +257,15 @@ class Properties:
             return "1.00" if parsable else "1.00x"
         return str(v)
 
+    def receiving_tokens(self) -> dict:
+        """The tokens of receives in progress (`receiving`), read once per model."""
+        memo = getattr(self, "_receiving_tokens", None)
+        if memo is None:
+            from . import receiving
+
+            memo = self._receiving_tokens = receiving.tokens(self.host)
+        return memo
+
     def ro_value(self, name: str, prop: str):
         if "#" in name:
             bm = self.obj(name)
@@ -296,7 +305,9 @@ class Properties:
         if prop == "inconsistent":
             return "1" if d["inconsistent"] else "0"
         if prop == "receive_resume_token":
-            return d["partial"]["token"] if d.get("partial") else None
+            if d.get("partial"):
+                return d["partial"]["token"]
+            return self.receiving_tokens().get(fsname)  # a `recv -s` in progress shows one
         if prop in ("referenced", "logicalreferenced"):
             if s:
                 return trees.manifest_size(self.snap_manifest(s))

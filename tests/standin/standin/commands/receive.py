@@ -8,6 +8,7 @@ import os
 import sys
 import time
 
+from .. import receiving
 from ..errors import err, fail, usage_err
 from ..lazy import Lazy, jloads
 from ..model import PRIVILEGED, Session
@@ -16,7 +17,7 @@ from ..options import getopts
 from ..properties import canon_prop, is_user_prop
 from ..release import zversion
 from ..state import Host
-from ..stream import MAGIC, REC, Reader, Truncated
+from ..stream import MAGIC, REC, Reader, Truncated, token_encode
 from .recv_store import RecvStore
 
 zlib = Lazy("zlib", globals())
@@ -46,6 +47,16 @@ def received_line(nbytes: int, seconds: float) -> str:
         seconds,
         nicenum(int(nbytes / seconds)),
     )
+
+
+def busy(other: "dict | None", errbuf: str, fsname: str) -> None:
+    """Refuse as OpenZFS does when `other` (`receiving.running`) writes into `fsname`."""
+    if other is None:
+        return
+    if other.get("resumable"):
+        raise fail('%s: destination %s contains partially-complete state from "zfs '
+                   'receive -s".' % (errbuf, fsname))  # fmt: skip
+    raise fail("%s: dataset is busy" % errbuf)
 
 
 def cmd_receive(host: Host, args) -> int:
@@ -266,6 +277,7 @@ class Receiver(RecvStore):
         force = self.fl.get("F")
         began, read0 = time.monotonic(), self.r.total
         # ---- pre-checks (under the lock), decide the plan
+        busy(receiving.running(self.host, fsname), errbuf, fsname)  # OpenZFS checks it first
         with Session(self.host, write=False) as m:
             plan = self.check(m, sec, fsname, snapname, errbuf, wants_new, resume, force)
         if plan == "skip":
@@ -284,14 +296,36 @@ class Receiver(RecvStore):
         # ---- data
         partial = plan.get("partial")
         self.newcrypt = plan.get("crypt")
+        claimed = self.claim(sec, fsname, errbuf, plan)
         try:
             self.receive_section(sec, fsname, snapname, errbuf, partial, fss_entry, wants_new,
                                  resume, force)  # fmt: skip
         finally:
             self.drop_prewritten()
+            if claimed:
+                receiving.release(self.host, fsname)
         if verbose:
             print(received_line(self.r.total - read0, time.monotonic() - began))
             sys.stdout.flush()
+
+    def claim(self, sec: dict, fsname: str, errbuf: str, plan: dict) -> bool:
+        """Take `fsname` for this receive (OpenZFS's `%recv`) when it exists, or refuse as
+        OpenZFS does when another receive writes into it (`receiving`)."""
+        if plan.get("newfs"):
+            return False
+        token = None
+        if self.fl.get("s") and not plan.get("partial"):
+            payload = {"toname": sec["toname"], "toguid": sec["toguid"],
+                       "fromguid": sec["fromguid"], "object": 0, "offset": 0,
+                       "bytes": 0}  # fmt: skip
+            if not sec["fromguid"]:
+                payload.pop("fromguid")
+            if sec.get("crypt"):
+                payload["rawok"] = True
+            token = token_encode(dict(payload, nonce=os.urandom(4).hex()))
+        other = receiving.claim(self.host, fsname, bool(self.fl.get("s")), token)
+        busy(other, errbuf, fsname)
+        return True
 
     def receive_section(self, sec, fsname, snapname, errbuf, partial, fss_entry, wants_new,
                         resume, force):  # fmt: skip
