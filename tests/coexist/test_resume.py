@@ -9,10 +9,13 @@ import os
 import pytest
 
 from tests.coexist.conftest import Pair
-from tests.harness.zfs_backend import get, scratch_pool, snapshots
+from tests.harness.zfs_backend import get, ok, scratch_pool, snapshots
 from workers.engine import run
 from workers.engine.errors import Conflict, PipelineError
+from workers.engine.events import Message
+from workers.engine.model import DatasetInfo, Snapshot
 from workers.engine.requests import InitRequest, SentsyncRequest, SyncRequest, TakeoverRequest
+from workers.engine.zfs import ZfsHost
 
 CUT = {"ZREP_INFILTER": "head -c 400000"}  # the stream is cut after 400 kB
 
@@ -43,6 +46,75 @@ def test_a_cut_stream_is_resumed_by_default(pair: Pair) -> None:
     assert res.resumed and res.status == "synced"
     assert res.completed == [f"{p.src}@zrep_000001"]  # the resumed stream landed it
     assert res.snapshot == f"{p.src}@zrep_000002"
+    assert get(p.b, "receive_resume_token", p.dst) == "-"
+    assert snapshots(p.b, p.dst) == ["zrep_000000", "zrep_000001", "zrep_000002"]
+    assert same_snapshots(p)
+
+
+def test_a_partial_receive_that_appears_after_the_standby_was_read_is_resumed_at_once(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's pool process is SIGKILLed mid-send and Celery runs the task again at once
+    (tests/faults/test_faults_kill.py). The killed run's `zfs recv -s` on the standby is still
+    dying when the re-run reads it: no token yet. By the time the re-run's receive starts, it
+    has saved its partial state, and the receive is refused for it. The re-run resumes that
+    partial receive and sends its own snapshot in the same sync, rather than failing until
+    the next one."""
+    p = pair
+    ctx = p.context()
+    run(ctx, InitRequest(fs=p.src, dest_host="hostb", dest_fs=p.dst))
+    p.write("big", os.urandom(1_500_000))
+    ok(p.b, "snapshot", f"{p.src}@zrep_000001")  # the killed run's snapshot, never marked sent
+    read_state = ZfsHost.state
+    dying: list[str] = []
+
+    def read_then_the_killed_receive_ends(
+        host: ZfsHost, name: str
+    ) -> tuple[DatasetInfo, list[Snapshot]]:
+        seen = read_state(host, name)
+        if name == p.dst and not dying:
+            dying.append(name)  # the killed run's stream, cut after 400 kB, ends now
+            p.b.sh(
+                f"zfs send -i @zrep_000000 {p.src}@zrep_000001 | head -c 400000 "
+                f"| zfs recv -s {p.dst}"
+            )
+            assert get(p.b, "receive_resume_token", p.dst) != "-"
+        return seen
+
+    monkeypatch.setattr(ZfsHost, "state", read_then_the_killed_receive_ends)
+    res = run(ctx, SyncRequest(fs=p.src))
+    assert dying and res.status == "synced" and res.resumed
+    assert res.completed == [f"{p.src}@zrep_000001"]  # the resumed stream landed it
+    assert res.snapshot == f"{p.src}@zrep_000002" and res.base == f"{p.src}@zrep_000001"
+    assert any("still running when this sync read it" in w for w in p.warnings())
+    assert get(p.b, "receive_resume_token", p.dst) == "-"
+    assert snapshots(p.b, p.dst) == ["zrep_000000", "zrep_000001", "zrep_000002"]
+    assert p.last_sent(p.src) == p.last_sent(p.dst) == "zrep_000002"
+    assert same_snapshots(p)
+
+
+def test_a_sync_waits_for_a_receive_still_running_and_resumes_what_it_leaves(pair: Pair) -> None:
+    """The same race, a little earlier: the killed run's receive is still writing when the
+    re-run reads the standby. OpenZFS shows its token already, and refuses the resume while
+    it runs (tests/contract/test_send_recv.py): the sync waits for it to end, then resumes
+    from the token it leaves and sends its own snapshot."""
+    p = pair
+    ctx = p.context()
+    run(ctx, InitRequest(fs=p.src, dest_host="hostb", dest_fs=p.dst))
+    p.write("big", os.urandom(1_500_000))
+    ok(p.b, "snapshot", f"{p.src}@zrep_000001")  # the killed run's snapshot
+    # its stream: 400 kB, then the link is gone for 2 s, then cut
+    p.b.sh(
+        f"(zfs send -i @zrep_000000 {p.src}@zrep_000001 | (head -c 400000; sleep 2) "
+        f"| zfs recv -s {p.dst}) >/dev/null 2>&1 </dev/null & sleep 0.5"
+    )
+    assert get(p.b, "receive_resume_token", p.dst) != "-"  # shown while it runs
+    res = run(ctx, SyncRequest(fs=p.src))
+    assert res.status == "synced" and res.resumed
+    assert res.completed == [f"{p.src}@zrep_000001"]
+    assert res.snapshot == f"{p.src}@zrep_000002"
+    waited = [e.text for e in p.events if isinstance(e, Message) and "waiting" in e.text]
+    assert waited and all("still writing into hostb:" in w for w in waited), waited
     assert get(p.b, "receive_resume_token", p.dst) == "-"
     assert snapshots(p.b, p.dst) == ["zrep_000000", "zrep_000001", "zrep_000002"]
     assert same_snapshots(p)

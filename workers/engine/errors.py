@@ -189,6 +189,10 @@ class PoolNeedsUpgrade(PipelineError):
     pass
 
 
+class PartialReceiveInWay(PipelineError):
+    """The receive was refused at its start: the destination holds a partial receive."""
+
+
 class HostUnreachable(ZrepqError):
     kind = "unreachable"
     retryable = True

@@ -24,12 +24,13 @@ the token (its snapshot is gone), aborts it and goes on with a plain incremental
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 
 from . import commands as cmd
 from . import steps
 from .context import Context
-from .errors import Conflict, PoolNeedsUpgrade, StaleResumeToken
+from .errors import Conflict, PartialReceiveInWay, PoolNeedsUpgrade, StaleResumeToken
 from .model import Snapshot
 from .plan import SyncPlan, plan_sync
 from .ports import LockHandle
@@ -98,6 +99,55 @@ def stream_into(
     return res
 
 
+# How long to wait, between tries, for another receive into the destination to end: a killed
+# worker's, whose task Celery runs again at once. Its stream is cut when the worker dies
+# (PR_SET_PDEATHSIG), so the far `zfs recv` saves its state within a second or two.
+RECEIVE_ENDING_WAITS = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def _resume(
+    ctx: Context, link: Link, handle: LockHandle, token: str | None, result: SyncResult
+) -> None:
+    """`send -t TOKEN | recv -s`. While another receive still writes into the destination
+    (OpenZFS refuses ours, and shows that one's token already), wait for it to end and resume
+    from the token it leaves; nothing to resume if it landed whole."""
+    dst, dst_fs = link.dst, link.dst_fs
+    waits = iter(RECEIVE_ENDING_WAITS)
+    while token is not None:
+        try:
+            nbytes, _ = steps.stream(
+                ctx,
+                link,
+                cmd.resumed(token),
+                ["-s", dst_fs],
+                snapshot="(resumed)",
+                base=None,
+                handle=handle,
+                resumed=True,
+            )
+        except PartialReceiveInWay as err:
+            pause = next(waits, None)
+            if pause is None:
+                err.message += (
+                    f"; another receive into {dst.host}:{dst_fs} was still running after "
+                    f"{sum(RECEIVE_ENDING_WAITS):g} s"
+                )
+                raise
+            ctx.say(
+                f"another receive is still writing into {dst.host}:{dst_fs}; waiting "
+                f"{pause:g} s for it to end",
+                link.src_fs,
+                level="notice",
+            )
+            time.sleep(pause)
+            steps.check(handle)
+            token = dst.info(dst_fs).resume_token
+            continue
+        result.bytes_sent += nbytes
+        result.resumed = True
+        return
+
+
 def finish_partial(
     ctx: Context, link: Link, handle: LockHandle, plan: SyncPlan, *, force: bool, result: SyncResult
 ) -> tuple[SyncPlan, list[Snapshot], list[Snapshot]]:
@@ -108,18 +158,7 @@ def finish_partial(
     assert token is not None
     ctx.say(f"resuming the partial receive on {dst.host}:{dst_fs}", src_fs, level="notice")
     try:
-        nbytes, _ = steps.stream(
-            ctx,
-            link,
-            cmd.resumed(token),
-            ["-s", dst_fs],
-            snapshot="(resumed)",
-            base=None,
-            handle=handle,
-            resumed=True,
-        )
-        result.bytes_sent += nbytes
-        result.resumed = True
+        _resume(ctx, link, handle, token, result)
     except StaleResumeToken as err:
         ctx.say(
             f"resume token on {dst.host}:{dst_fs} is stale ({err.message}); aborting "

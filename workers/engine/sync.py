@@ -20,7 +20,7 @@ here, called by `roles.py`.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from . import bookmarks, crypto, steps
@@ -32,15 +32,16 @@ from .errors import (
     LockHeld,
     LockLost,
     NotConfigured,
+    PartialReceiveInWay,
     SplitBrain,
     StateError,
     ZrepqError,
 )
 from .expire import JustSent, expire_pair
-from .model import DatasetInfo, last_sent, latest_zrep
+from .model import DatasetInfo, Snapshot, last_sent, latest_zrep
 from .names import validate_dataset, validate_host
 from .pause import check_not_paused, clear_error, record_error
-from .plan import is_unchanged, plan_sync
+from .plan import SyncPlan, is_unchanged, plan_sync
 from .ports import LockHandle
 from .requests import RefreshRequest, SynconlyRequest, SyncRequest
 from .results import SyncResult
@@ -224,27 +225,7 @@ def _replicate(
         dest_token=dinfo.resume_token, dest_written=dinfo.written,
     )  # fmt: skip
 
-    if plan.abort_token:
-        ctx.say(
-            f"aborting the partial receive on {dst.host}:{dst_fs} (resume is off)",
-            src_fs,
-            warning=True,
-        )
-        dst.abort_resume(dst_fs)
-    if plan.resume_token:
-        steps.check(handle)
-        plan, ssnaps, dsnaps = resumable.finish_partial(
-            ctx, link, handle, plan, force=run.force, result=result
-        )
-    if plan.landed:
-        ctx.say(
-            f"{', '.join(s.short for s in plan.landed)} already on {dst.host}:{dst_fs}; "
-            "recording completion",
-            src_fs,
-            level="notice",
-        )
-        steps.mark_sent(ctx, link, plan.landed)
-        result.completed = [s.name for s in plan.landed]
+    plan, ssnaps, dsnaps = _settle(ctx, link, handle, plan, run, result, ssnaps, dsnaps)
     base = plan.base
 
     if run.make_snapshot and run.changed_only and is_unchanged(ssnaps, base, src_info.written):
@@ -274,32 +255,52 @@ def _replicate(
     state["snapshot"] = new_name
     clean_send = not plan.landed  # a plain send from the lists read above: see the expire
 
-    try:
-        nbytes, _ = resumable.stream_into(
-            ctx,
-            link,
-            crypto.send_args(ctx, src_info, cmd.incremental(ctx.config, base.name, new_name)),
-            cmd.sync_recv_flags(ctx.config, force=plan.force),
-            resume=resume,
-            snapshot=new_name,
-            base=base.name,
-            handle=handle,
-        )
-        result.bytes_sent += nbytes
-    except ZrepqError as err:
-        if isinstance(err, LockLost) or handle.lost.is_set():
-            raise  # the lease is someone else's now: no rename, no marks, nothing
-        if not _landed(link, new_short):
-            kept = resume and _partial_left(dst, dst_fs)
-            _after_failed_send(ctx, src, new_name, err, resume=kept, made=run.make_snapshot)
-            raise
-        clean_send = False
+    for attempt in (1, 2):
+        try:
+            nbytes, _ = resumable.stream_into(
+                ctx,
+                link,
+                crypto.send_args(ctx, src_info, cmd.incremental(ctx.config, base.name, new_name)),
+                cmd.sync_recv_flags(ctx.config, force=plan.force),
+                resume=resume,
+                snapshot=new_name,
+                base=base.name,
+                handle=handle,
+            )
+            result.bytes_sent += nbytes
+            break
+        except ZrepqError as err:
+            if isinstance(err, LockLost) or handle.lost.is_set():
+                raise  # the lease is someone else's now: no rename, no marks, nothing
+            if _landed(link, new_short):
+                clean_send = False
+                ctx.say(
+                    f"the send of {new_name} reported an error but the snapshot is on "
+                    f"{dst.host}:{dst_fs} (same guid): completing",
+                    src_fs,
+                    warning=True,
+                )
+                break
+            raced = isinstance(err, PartialReceiveInWay) and resume and attempt == 1
+            token = _token_now(dst, dst_fs) if raced else None
+            if token is None:
+                kept = resume and _partial_left(dst, dst_fs)
+                _after_failed_send(ctx, src, new_name, err, resume=kept, made=run.make_snapshot)
+                raise
+        # A receive still running when the standby was read (a killed worker's, whose task
+        # Celery ran again at once) saved its partial state since, and refused ours: finish
+        # it, then send this snapshot again from the base that gives.
         ctx.say(
-            f"the send of {new_name} reported an error but the snapshot is on "
-            f"{dst.host}:{dst_fs} (same guid): completing",
+            f"a receive into {dst.host}:{dst_fs} that was still running when this sync read "
+            f"it has left a partial receive; resuming it, then sending {new_name} again",
             src_fs,
             warning=True,
         )
+        steps.check(handle)
+        plan, ssnaps, dsnaps = _settle(
+            ctx, link, handle, replace(plan, resume_token=token), run, result, ssnaps, dsnaps
+        )
+        base, clean_send = plan.base, False
 
     steps.check(handle)
     steps.move_holds(ctx, link, new_short, src_snaps=ssnaps, dst_snaps=dsnaps, sent=True)
@@ -314,6 +315,44 @@ def _replicate(
         else None
     )
     return _finish(ctx, run, link, src_info, just_sent, result, t0)
+
+
+def _settle(
+    ctx: Context,
+    link: Link,
+    handle: LockHandle,
+    plan: SyncPlan,
+    run: Run,
+    result: SyncResult,
+    ssnaps: list[Snapshot],
+    dsnaps: list[Snapshot],
+) -> tuple[SyncPlan, list[Snapshot], list[Snapshot]]:
+    """Step 2's writes: abort or finish the destination's partial receive as planned, and
+    record the snapshots that landed without being marked sent. Returns the plan to send
+    from and both sides' snapshots as they are now."""
+    dst, dst_fs, src_fs = link.dst, link.dst_fs, link.src_fs
+    if plan.abort_token:
+        ctx.say(
+            f"aborting the partial receive on {dst.host}:{dst_fs} (resume is off)",
+            src_fs,
+            warning=True,
+        )
+        dst.abort_resume(dst_fs)
+    if plan.resume_token:
+        steps.check(handle)
+        plan, ssnaps, dsnaps = resumable.finish_partial(
+            ctx, link, handle, plan, force=run.force, result=result
+        )
+    if plan.landed:
+        ctx.say(
+            f"{', '.join(s.short for s in plan.landed)} already on {dst.host}:{dst_fs}; "
+            "recording completion",
+            src_fs,
+            level="notice",
+        )
+        steps.mark_sent(ctx, link, plan.landed)
+        result.completed += [s.name for s in plan.landed]
+    return plan, ssnaps, dsnaps
 
 
 def _finish(
@@ -359,6 +398,14 @@ def _landed(link: Link, short: str) -> bool:
         return guid is not None and any(s.guid == guid for s in link.dst.snapshots(link.dst_fs))
     except ZrepqError:
         return False  # cannot tell (host unreachable): treat as not sent, the safe side
+
+
+def _token_now(dst: ZfsHost, dst_fs: str) -> str | None:
+    """The destination's resume token now, if it has one (unknown counts as none)."""
+    try:
+        return dst.info(dst_fs).resume_token
+    except ZrepqError:
+        return None
 
 
 def _partial_left(dst: ZfsHost, dst_fs: str) -> bool:

@@ -21,6 +21,7 @@ from .errors import (
     HoldExists,
     NoSuchDataset,
     NoSuchHold,
+    PartialReceiveInWay,
     PermissionDenied,
     PipelineError,
     PoolNeedsUpgrade,
@@ -136,6 +137,10 @@ def refused_send(send_stderr: str) -> str | None:
     return next((ln for ln in _lines(send_stderr) if ln.startswith(_SEND_REFUSED)), None)
 
 
+# What libzfs says when a receive (not `-A`, not a resume) meets a partial receive's state.
+PARTIAL_IN_WAY = 'contains partially-complete state from "zfs receive -s"'
+
+
 def typed_stream(err: PipelineError, *, resuming: bool) -> PipelineError:
     """A failed stream's error as the class its stderr names, else `err`.
 
@@ -147,6 +152,8 @@ def typed_stream(err: PipelineError, *, resuming: bool) -> PipelineError:
         return _as(StaleResumeToken, err)
     if NEEDS_UPGRADE in text:
         return _as(PoolNeedsUpgrade, err)
+    if PARTIAL_IN_WAY in text:
+        return _as(PartialReceiveInWay, err)
     if "permission denied" in text.lower():
         err.message += _hint(err, text)  # stays a PipelineError
     return err
