@@ -12,7 +12,7 @@ from tests.coexist.conftest import Pair
 from tests.harness.zfs_backend import get, ok, scratch_pool, snapshots
 from workers.engine import run
 from workers.engine.errors import Conflict, PipelineError
-from workers.engine.events import Message
+from workers.engine.events import Event, Message
 from workers.engine.model import DatasetInfo, Snapshot
 from workers.engine.requests import InitRequest, SentsyncRequest, SyncRequest, TakeoverRequest
 from workers.engine.zfs import ZfsHost
@@ -99,22 +99,40 @@ def test_a_sync_waits_for_a_receive_still_running_and_resumes_what_it_leaves(pai
     it runs (tests/contract/test_send_recv.py): the sync waits for it to end, then resumes
     from the token it leaves and sends its own snapshot."""
     p = pair
+    gate = f"/tmp/zrepq-killed-recv-{os.getpid()}"  # on the zfs host: the killed stream ends
+    p.b.sh(f"rm -f {gate} {gate}.ready")
+    ended: list[str] = []
+
+    class EndOnWait(list[Event]):
+        """The events; the first time the sync says it waits, the killed stream ends."""
+
+        def append(self, event: Event) -> None:
+            super().append(event)
+            if isinstance(event, Message) and "waiting" in event.text and not ended:
+                ended.append(event.text)
+                p.b.sh(f"touch {gate}")
+
+    p.events = EndOnWait()
     ctx = p.context()
     run(ctx, InitRequest(fs=p.src, dest_host="hostb", dest_fs=p.dst))
     p.write("big", os.urandom(1_500_000))
     ok(p.b, "snapshot", f"{p.src}@zrep_000001")  # the killed run's snapshot
-    # its stream: 400 kB, then the link is gone for 2 s, then cut
+    # its stream: 400 kB (more than a pipe holds: the receive has begun), then nothing until
+    # the gate opens, then cut
     p.b.sh(
-        f"(zfs send -i @zrep_000000 {p.src}@zrep_000001 | (head -c 400000; sleep 2) "
-        f"| zfs recv -s {p.dst}) >/dev/null 2>&1 </dev/null & sleep 0.5"
+        f"(zfs send -i @zrep_000000 {p.src}@zrep_000001 | (head -c 400000; touch {gate}.ready; "
+        f"while [ ! -e {gate} ]; do sleep 0.1; done) | zfs recv -s {p.dst}) "
+        f">/dev/null 2>&1 </dev/null & while [ ! -e {gate}.ready ]; do sleep 0.1; done"
     )
-    assert get(p.b, "receive_resume_token", p.dst) != "-"  # shown while it runs
-    res = run(ctx, SyncRequest(fs=p.src))
+    try:
+        assert get(p.b, "receive_resume_token", p.dst) != "-"  # shown while it runs
+        res = run(ctx, SyncRequest(fs=p.src))
+    finally:
+        p.b.sh(f"touch {gate}; sleep 0.2; rm -f {gate} {gate}.ready")
+    assert ended and "still writing into hostb:" in ended[0], ended
     assert res.status == "synced" and res.resumed
     assert res.completed == [f"{p.src}@zrep_000001"]
     assert res.snapshot == f"{p.src}@zrep_000002"
-    waited = [e.text for e in p.events if isinstance(e, Message) and "waiting" in e.text]
-    assert waited and all("still writing into hostb:" in w for w in waited), waited
     assert get(p.b, "receive_resume_token", p.dst) == "-"
     assert snapshots(p.b, p.dst) == ["zrep_000000", "zrep_000001", "zrep_000002"]
     assert same_snapshots(p)

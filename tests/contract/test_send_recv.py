@@ -8,6 +8,7 @@ import pytest
 
 from tests.harness.zfs_backend import (
     ZfsBackend,
+    ZfsResult,
     assert_fails,
     exists,
     get,
@@ -645,21 +646,20 @@ def test_a_receive_is_refused_while_another_writes_into_the_filesystem(
     send_recv(b, f"{src}@s1", dst).check()
     write_file(b, src, "p1", os.urandom(1 << 20))
     ok(b, "snapshot", f"{src}@s2")
-    out = "/tmp/zrepq-first-recv.out"
-    sh_ok(  # the first receive gets 200 kB, then waits 4 s for the rest
+    out, gate, ready = (f"/tmp/zrepq-first-recv.{x}" for x in ("out", "gate", "ready"))
+    sh_ok(  # the first receive gets 200 kB (more than a pipe holds), then the rest at the gate
         b,
-        f"(zfs send -i @s1 {src}@s2 | (head -c 200000; sleep 4; cat) "
+        f"rm -f {gate} {ready}; (zfs send -i @s1 {src}@s2 | (head -c 200000; touch {ready}; "
+        f"while [ ! -e {gate} ]; do sleep 0.1; done; cat) "
         f"| zfs recv {'-s' if first_s else ''} {dst}; echo rc=$?) >{out} 2>&1 </dev/null & "
-        "sleep 1",
+        f"while [ ! -e {ready} ]; do sleep 0.1; done",
     )
-    during = get(b, "receive_resume_token", dst)
+    try:
+        during = get(b, "receive_resume_token", dst)
+        tries = _receives_meanwhile(b, src, dst, during, first_s)
+    finally:
+        sh_ok(b, f"touch {gate}")
     assert (during != "-") == first_s
-    tries = {
-        "incremental": send_recv(b, f"-i @s1 {src}@s2", dst),
-        "incremental -s": send_recv(b, f"-i @s1 {src}@s2", f"-s {dst}"),
-    }
-    if first_s:
-        tries["resume"] = send_recv(b, f"-t {during}", f"-s {dst}")
     for what, res in tries.items():
         kind = what.split()[0]
         if first_s:
@@ -670,8 +670,21 @@ def test_a_receive_is_refused_while_another_writes_into_the_filesystem(
             )
         else:
             assert_fails(res, f"cannot receive {kind} stream: dataset is busy")
-    assert get(b, "receive_resume_token", dst) == during
     assert sh_ok(b, f"while ! grep -q rc= {out}; do sleep 0.2; done; cat {out}") == "rc=0\n"
     assert snapshots(b, dst) == ["s1", "s2"]
     assert get(b, "receive_resume_token", dst) == "-"
     assert tree(b, dst) == tree(b, src)
+
+
+def _receives_meanwhile(
+    b: ZfsBackend, src: str, dst: str, token: str, first_s: bool
+) -> dict[str, ZfsResult]:
+    """Other receives of the same snapshot into `dst`, and `token` in place all along."""
+    tries = {
+        "incremental": send_recv(b, f"-i @s1 {src}@s2", dst),
+        "incremental -s": send_recv(b, f"-i @s1 {src}@s2", f"-s {dst}"),
+    }
+    if first_s:
+        tries["resume"] = send_recv(b, f"-t {token}", f"-s {dst}")
+    assert get(b, "receive_resume_token", dst) == token
+    return tries
