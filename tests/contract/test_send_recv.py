@@ -477,13 +477,19 @@ def test_resume_of_incremental_after_two_cuts(b: ZfsBackend) -> None:
     assert tree(b, dst) == tree(b, src)
 
 
-def test_partial_state_refuses_other_streams_and_recv_A_aborts(b: ZfsBackend) -> None:
+def s1_received_s2_taken(b: ZfsBackend) -> tuple[str, str]:
+    """A source with `@s1` received into `BASE2/dst`, and `@s2` (1 MiB more) not yet sent."""
     src = make_source(b)
     ok(b, "snapshot", f"{src}@s1")
     dst = f"{b.base2}/dst"
     send_recv(b, f"{src}@s1", dst).check()
     write_file(b, src, "p1", os.urandom(1 << 20))
     ok(b, "snapshot", f"{src}@s2")
+    return src, dst
+
+
+def test_partial_state_refuses_other_streams_and_recv_A_aborts(b: ZfsBackend) -> None:
+    src, dst = s1_received_s2_taken(b)
     write_file(b, src, "p2", b"later")
     ok(b, "snapshot", f"{src}@s3")
     b.sh(f"zfs send -i @s1 {src}@s2 | head -c 300000 | zfs recv -s {dst}")
@@ -640,12 +646,7 @@ def test_a_receive_is_refused_while_another_writes_into_the_filesystem(
     own. OpenZFS refuses any other receive into that filesystem at its start, whatever its
     flags (the first owns `DST/%recv`); a first with `-s` shows its resume token already; the
     first lands."""
-    src = make_source(b)
-    ok(b, "snapshot", f"{src}@s1")
-    dst = f"{b.base2}/dst"
-    send_recv(b, f"{src}@s1", dst).check()
-    write_file(b, src, "p1", os.urandom(1 << 20))
-    ok(b, "snapshot", f"{src}@s2")
+    src, dst = s1_received_s2_taken(b)
     out, gate, ready = (f"/tmp/zrepq-first-recv.{x}" for x in ("out", "gate", "ready"))
     sh_ok(  # the first receive gets 200 kB (more than a pipe holds), then the rest at the gate
         b,
